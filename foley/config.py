@@ -1,0 +1,226 @@
+"""The one typed configuration of every job: YAML presets in configs/, overridable with `key.path=value`.
+
+Everything a run depends on lives here, so stage code holds no magic numbers. Validation happens before any
+work starts; a bad key or value raises ConfigError naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user must fix; the message says which key and how."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageResources(Strict):
+    """How one pipeline stage is scheduled: declared next to the stage, filled from the cluster profile."""
+
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPU fraction per actor (0 on CPU-only machines)")
+    concurrency: int | tuple[int, int] = Field(1, description="actor pool size, or [min, max] to autoscale")
+    batch_size: int = Field(1, ge=1, description="videos per Ray Data batch")
+    max_forward_batch: int = Field(8, ge=1, description="frames (CLIP) or windows (mapper, AudioLDM) per forward pass")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads; default: the CPUs reserved, at least 1")
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> "StageResources":
+        if isinstance(self.concurrency, tuple):
+            low, high = self.concurrency
+            if not 1 <= low <= high:
+                raise ValueError(f"concurrency [min, max] needs 1 <= min <= max, got {list(self.concurrency)}")
+        elif self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        return self
+
+    def threads(self) -> int:
+        return self.torch_threads or max(1, int(self.num_cpus))
+
+
+class Stages(Strict):
+    decode_embed: StageResources = StageResources()
+    map: StageResources = StageResources()
+    synthesize: StageResources = StageResources()
+    mux: StageResources = StageResources()
+
+
+class WindowConfig(Strict):
+    seconds: float = Field(10.24, gt=0, description="window length; 10.24 s is AudioLDM's native length")
+    overlap_seconds: float = Field(0.64, ge=0, description="overlap of neighbouring windows, crossfaded")
+    frames: int = Field(16, ge=1, description="frames sampled evenly per window for CLIP")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "WindowConfig":
+        if self.overlap_seconds * 2 > self.seconds:
+            raise ValueError(
+                f"overlap_seconds ({self.overlap_seconds}) must be at most half of seconds ({self.seconds})"
+            )
+        return self
+
+
+class ClipConfig(Strict):
+    model: str = Field("ViT-B-32", description="open_clip model name, or 'local-dir:PATH' (PATH may be s3://)")
+    pretrained: str | None = Field("openai", description="open_clip pretrained tag, a local file or an s3:// key")
+
+
+class MapperConfig(Strict):
+    checkpoint: str | None = Field(
+        None, description="V2A-Mapper checkpoint (dir, .safetensors or s3://); null selects the zero-shot mapper"
+    )
+    steps: int = Field(50, ge=1, description="sampling steps of the diffusion prior")
+    guidance_scale: float = Field(0.9, ge=0, description="classifier-free guidance (1.0 = conditional only)")
+    scheduler: Literal["ddim", "ddpm"] = "ddim"
+
+
+class AudioLDMConfig(Strict):
+    model: str = Field("cvssp/audioldm-s-full-v2", description="hub id, local directory or s3:// prefix")
+    steps: int = Field(25, ge=1)
+    guidance_scale: float = Field(2.5, ge=0)
+    scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="applied on GPU only")
+
+
+class InputConfig(Strict):
+    extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+    max_duration_s: float = Field(3600.0, gt=0)
+    max_width: int = Field(7680, ge=1)
+    max_height: int = Field(4320, ge=1)
+
+
+class OutputConfig(Strict):
+    audio_codecs: dict[str, str] = Field(
+        default_factory=lambda: {".mp4": "aac", ".mov": "aac", ".mkv": "libopus", ".webm": "libopus",
+                                 ".avi": "libmp3lame"},
+        description="audio encoder per output container",
+    )
+    audio_bitrate: str = "128k"
+    audio_sample_rate: int = Field(48000, ge=8000)
+    peak_dbfs: float | None = Field(-1.0, le=0, description="normalise each track to this peak; null keeps levels")
+
+
+class StorageConfig(Strict):
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint; default from AWS_ENDPOINT_URL(_S3)")
+    region: str | None = Field(None, description="default from AWS_REGION / AWS_DEFAULT_REGION")
+    max_attempts: int = Field(8, ge=1, description="adaptive retry attempts per S3 call")
+    cache_dir: str = Field("/tmp/foley-cache", description="node-local cache for weights and input copies")
+
+
+class FoleyConfig(Strict):
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    window: WindowConfig = WindowConfig()
+    clip: ClipConfig = ClipConfig()
+    mapper: MapperConfig = MapperConfig()
+    audioldm: AudioLDMConfig = AudioLDMConfig()
+    input: InputConfig = InputConfig()
+    output: OutputConfig = OutputConfig()
+    storage: StorageConfig = StorageConfig()
+    stages: Stages = Stages()
+
+    def output_hash(self) -> str:
+        """Hash of every setting that changes the generated audio: equal hashes mean a finished output is current."""
+        relevant = self.model_dump(include={"seed", "window", "clip", "mapper", "audioldm", "output"})
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+    def model_ids(self) -> dict[str, str]:
+        return {
+            "clip_model": f"{self.clip.model}:{self.clip.pretrained}",
+            "mapper_model": self.mapper.checkpoint or "zero-shot",
+            "audioldm_model": self.audioldm.model,
+        }
+
+
+def _describe_error(error: dict[str, Any], root: type[BaseModel]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent = root
+        for part in error["loc"][:-1]:
+            field = parent.model_fields.get(str(part))
+            parent = field.annotation if field is not None else parent
+        allowed = ", ".join(sorted(parent.model_fields)) if isinstance(parent, type) else "?"
+        return f"unknown key '{key}'; allowed keys here: {allowed}"
+    if isinstance(error.get("input"), dict):  # a check across several keys of one section
+        return f"{key}: {error['msg'].removeprefix('Value error, ')}"
+    return f"{key} = {error.get('input')!r}: {error['msg']}"
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`audioldm.steps=10` -> ('audioldm.steps', 10); the value is read as YAML, so lists and null work."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.path=value (e.g. audioldm.steps=10)")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> FoleyConfig:
+    """Read a preset, apply overrides, validate everything, and make local weight paths absolute."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; presets live in configs/ (e.g. configs/tiny.yaml)")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(tree).__name__}")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        config = FoleyConfig.model_validate(tree)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        details = "\n  ".join(_describe_error(e, FoleyConfig) for e in exc.errors())
+        raise ConfigError(f"invalid configuration{where}:\n  {details}") from None
+    return _absolute_local_paths(config, base=Path(path).parent.parent if path else Path.cwd())
+
+
+def _absolute(location: str | None, base: Path) -> str | None:
+    """Relative local paths are read against the project root, so Ray workers in other cwds find them."""
+    if location is None or "://" in location:
+        return location
+    candidate = Path(location).expanduser()
+    if candidate.is_absolute():
+        return str(candidate)
+    for root in (Path.cwd(), base):
+        if (root / candidate).exists():
+            return str((root / candidate).resolve())
+    return location  # a hub id or a pretrained tag
+
+
+def _absolute_local_paths(config: FoleyConfig, base: Path) -> FoleyConfig:
+    clip_model = config.clip.model
+    if clip_model.startswith("local-dir:"):
+        clip_model = "local-dir:" + (_absolute(clip_model.removeprefix("local-dir:"), base) or "")
+    return config.model_copy(
+        update={
+            "clip": config.clip.model_copy(
+                update={"model": clip_model, "pretrained": _absolute(config.clip.pretrained, base)}
+            ),
+            "mapper": config.mapper.model_copy(update={"checkpoint": _absolute(config.mapper.checkpoint, base)}),
+            "audioldm": config.audioldm.model_copy(update={"model": _absolute(config.audioldm.model, base)}),
+        }
+    )

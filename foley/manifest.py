@@ -1,0 +1,111 @@
+"""The job manifest: one Parquet row per input under `<output>/_manifest/`.
+
+The last stage journals each video's row the moment its output is published (`rows/<id>.parquet`, one small file
+per input, rewritten on a redo), so a job killed at any point loses no finished work. At the end the driver folds
+the journal into `manifest.parquet` and then removes the folded journal files; a reader merges both, newest row
+per input wins, so a kill during that fold loses nothing either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from foley.storage import Storage, join
+
+MANIFEST_DIR = "_manifest"
+STAGES = ("decode_embed", "map", "synthesize", "mux")
+
+SCHEMA = pa.schema(
+    [
+        ("input_uri", pa.string()),
+        ("output_uri", pa.string()),
+        ("relative_path", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("duration_s", pa.float64()),
+        ("n_windows", pa.int64()),
+        ("has_audio", pa.bool_()),
+        ("seed", pa.int64()),
+        ("config_hash", pa.string()),
+        ("clip_model", pa.string()),
+        ("mapper_model", pa.string()),
+        ("audioldm_model", pa.string()),
+        *[(f"seconds_{stage}", pa.float64()) for stage in STAGES],
+        ("started_at", pa.timestamp("ms", tz="UTC")),
+        ("finished_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def manifest_row(row: dict) -> dict:
+    """The manifest's columns of a pipeline row, with plain Python types."""
+    record = {}
+    for field in SCHEMA:
+        value = row.get(field.name)
+        if hasattr(value, "item"):  # numpy scalar
+            value = value.item()
+        if field.name.endswith("_at") and isinstance(value, float):
+            value = datetime.fromtimestamp(value, timezone.utc) if value else None
+        record[field.name] = value
+    return record
+
+
+class Manifest:
+    def __init__(self, output_root: str, storage: Storage):
+        self.storage = storage
+        self.root = join(output_root, MANIFEST_DIR)
+        self.compacted_uri = join(self.root, "manifest.parquet")
+        self.journal_root = join(self.root, "rows")
+
+    def _journal_uri(self, input_uri: str) -> str:
+        return join(self.journal_root, hashlib.sha256(input_uri.encode()).hexdigest()[:32] + ".parquet")
+
+    def record(self, row: dict) -> None:
+        """Journal one finished (ok, failed or skipped) row; it replaces any earlier row of the same input."""
+        record = manifest_row(row)
+        record["finished_at"] = record["finished_at"] or utc_now()
+        self.storage.write_bytes(self._journal_uri(record["input_uri"]), _to_parquet([record]))
+
+    def _journal(self) -> dict[str, dict]:
+        rows = {}
+        for uri in self.storage.list_prefix(self.journal_root + "/"):
+            if uri.endswith(".parquet"):
+                for record in pq.read_table(io.BytesIO(self.storage.read_bytes(uri))).to_pylist():
+                    rows[uri] = record
+        return rows
+
+    def current(self) -> dict[str, dict]:
+        """The newest row of every input that has one, keyed by input URI."""
+        latest: dict[str, dict] = {}
+        records = []
+        if self.storage.exists(self.compacted_uri):
+            records = pq.read_table(io.BytesIO(self.storage.read_bytes(self.compacted_uri))).to_pylist()
+        for record in records + list(self._journal().values()):
+            known = latest.get(record["input_uri"])
+            if known is None or record["finished_at"] >= known["finished_at"]:
+                latest[record["input_uri"]] = record
+        return latest
+
+    def compact(self) -> list[dict]:
+        """Fold the journal into manifest.parquet (written whole, in one step), then drop the folded files."""
+        journal_uris = list(self._journal())
+        rows = sorted(self.current().values(), key=lambda record: record["relative_path"])
+        self.storage.write_bytes(self.compacted_uri, _to_parquet(rows))
+        for uri in journal_uris:
+            self.storage.delete(uri)
+        return rows
+
+
+def _to_parquet(records: list[dict]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(records, schema=SCHEMA), sink)
+    return sink.getvalue()

@@ -1,0 +1,225 @@
+"""The V2A-Mapper: CLIP image embedding -> CLAP audio embedding.
+
+The paper's default is a DALL-E-2-style diffusion prior that predicts the clean target (x0) with a cosine noise
+schedule and classifier-free guidance; it is built from diffusers parts (PriorTransformer, DDIM/DDPM schedulers).
+The variants the paper compares (diffusion MLP, regression MLP, regression transformer) share the same interface,
+checkpoint format (mapper.safetensors + mapper.json) and loaders, so the dub job runs whichever one it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, PriorTransformer
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+Variant = Literal["diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer"]
+WEIGHTS_NAME = "mapper.safetensors"
+CONFIG_NAME = "mapper.json"
+
+
+@dataclass(frozen=True)
+class MapperSpec:
+    """Architecture of a mapper; stored beside its weights as mapper.json."""
+
+    variant: Variant = "diffusion-transformer"
+    clip_dim: int = 512
+    clap_dim: int = 512
+    depth: int = 12
+    heads: int = 12
+    head_dim: int = 64
+    mlp_expansion: int = 4
+    dropout: float = 0.0
+    train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"  # the cosine schedule
+    # Unit-length embeddings enter scaled by sqrt(dim) so their entries have unit variance, as noise does.
+    embedding_scale: float | None = None
+
+    @property
+    def is_diffusion(self) -> bool:
+        return self.variant.startswith("diffusion")
+
+    @property
+    def scale(self) -> float:
+        return self.embedding_scale or math.sqrt(self.clap_dim)
+
+
+class MLPDenoiser(nn.Module):
+    """x0 = MLP([noisy, condition, time embedding]): the paper's 'diffusion MLP' variant."""
+
+    def __init__(self, spec: MapperSpec):
+        super().__init__()
+        hidden = spec.clap_dim * spec.mlp_expansion
+        self.time_proj = Timesteps(spec.clap_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(spec.clap_dim, spec.clap_dim)
+        layers: list[nn.Module] = [nn.Linear(spec.clap_dim * 2 + spec.clip_dim, hidden), nn.GELU()]
+        for _ in range(max(spec.depth - 1, 0)):
+            layers += [nn.Dropout(spec.dropout), nn.Linear(hidden, hidden), nn.GELU()]
+        layers.append(nn.Linear(hidden, spec.clap_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        time = self.time_embedding(self.time_proj(timesteps).to(noisy.dtype))
+        return self.net(torch.cat([noisy, condition, time], dim=-1))
+
+
+class RegressionMLP(nn.Module):
+    def __init__(self, spec: MapperSpec):
+        super().__init__()
+        hidden = spec.clap_dim * spec.mlp_expansion
+        layers: list[nn.Module] = [nn.Linear(spec.clip_dim, hidden), nn.GELU()]
+        for _ in range(max(spec.depth - 1, 0)):
+            layers += [nn.Dropout(spec.dropout), nn.Linear(hidden, hidden), nn.GELU()]
+        layers.append(nn.Linear(hidden, spec.clap_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, condition: torch.Tensor) -> torch.Tensor:
+        return self.net(condition)
+
+
+class RegressionTransformer(nn.Module):
+    """Tokens [condition, learned output token] through diffusers transformer blocks; the output token is read."""
+
+    def __init__(self, spec: MapperSpec):
+        super().__init__()
+        inner = spec.heads * spec.head_dim
+        self.proj_in = nn.Linear(spec.clip_dim, inner)
+        self.output_token = nn.Parameter(torch.zeros(1, 1, inner))
+        self.positional = nn.Parameter(torch.zeros(1, 2, inner))
+        self.blocks = nn.ModuleList(
+            BasicTransformerBlock(inner, spec.heads, spec.head_dim, dropout=spec.dropout, activation_fn="gelu",
+                                  attention_bias=True)
+            for _ in range(spec.depth)
+        )
+        self.norm_out = nn.LayerNorm(inner)
+        self.proj_out = nn.Linear(inner, spec.clap_dim)
+
+    def forward(self, condition: torch.Tensor) -> torch.Tensor:
+        tokens = torch.cat([self.proj_in(condition)[:, None], self.output_token.expand(len(condition), -1, -1)], 1)
+        hidden = tokens + self.positional
+        for block in self.blocks:
+            hidden = block(hidden)
+        return self.proj_out(self.norm_out(hidden[:, -1]))
+
+
+def _build_network(spec: MapperSpec) -> nn.Module:
+    if spec.variant == "diffusion-transformer":
+        # Tokens: visual condition, timestep, noisy audio embedding, learned output ("prd") token; full attention.
+        return PriorTransformer(
+            num_attention_heads=spec.heads, attention_head_dim=spec.head_dim, num_layers=spec.depth,
+            embedding_dim=spec.clap_dim, embedding_proj_dim=spec.clip_dim, clip_embed_dim=spec.clap_dim,
+            num_embeddings=0, additional_embeddings=4, encoder_hid_proj_type=None, added_emb_type="prd",
+            norm_in_type="layer", dropout=spec.dropout,
+        )
+    if spec.variant == "diffusion-mlp":
+        return MLPDenoiser(spec)
+    if spec.variant == "regression-mlp":
+        return RegressionMLP(spec)
+    if spec.variant == "regression-transformer":
+        return RegressionTransformer(spec)
+    raise ValueError(f"unknown mapper variant {spec.variant!r}")
+
+
+class V2AMapper(nn.Module):
+    def __init__(self, spec: MapperSpec):
+        super().__init__()
+        self.spec = spec
+        self.network = _build_network(spec)
+
+    # -- the network's view: scaled embeddings --------------------------------------------------------------
+    def predict_clean(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Diffusion variants: the clean (scaled) audio embedding from a noisy one at `timesteps`."""
+        if isinstance(self.network, PriorTransformer):
+            return self.network(noisy, timesteps, proj_embedding=condition).predicted_image_embedding
+        return self.network(noisy, timesteps, condition)
+
+    def noise_schedule(self, sampler: Literal["ddim", "ddpm"] = "ddim"):
+        common = dict(num_train_timesteps=self.spec.train_timesteps, beta_schedule=self.spec.beta_schedule,
+                      prediction_type="sample", clip_sample=False, timestep_spacing="trailing")
+        if sampler == "ddim":
+            return DDIMScheduler(set_alpha_to_one=True, **common)
+        return DDPMScheduler(variance_type="fixed_small", **common)
+
+    def training_loss(self, condition: torch.Tensor, target: torch.Tensor, condition_dropout: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """MSE to the clean target; conditions are dropped with probability `condition_dropout` for guidance."""
+        condition = F.normalize(condition, dim=-1) * self.spec.scale
+        target = F.normalize(target, dim=-1) * self.spec.scale
+        if not self.spec.is_diffusion:
+            return F.mse_loss(self.network(condition), target)
+        schedule = self.noise_schedule("ddpm")
+        device = target.device
+        timesteps = torch.randint(0, self.spec.train_timesteps, (len(target),), generator=generator,
+                                  device="cpu").to(device)
+        noise = torch.randn(target.shape, generator=generator, device="cpu").to(device)
+        noisy = schedule.add_noise(target, noise, timesteps)
+        keep = (torch.rand(len(target), 1, generator=generator, device="cpu") >= condition_dropout).to(device)
+        return F.mse_loss(self.predict_clean(noisy, timesteps, condition * keep), target)
+
+    # -- the user's view: unit-length embeddings ------------------------------------------------------------
+    @torch.no_grad()
+    def map(self, clip_embeddings: torch.Tensor, generators: list[torch.Generator], steps: int,
+            guidance_scale: float, sampler: Literal["ddim", "ddpm"] = "ddim") -> torch.Tensor:
+        """Unit-length CLIP embeddings (B, clip_dim) -> unit-length CLAP embeddings (B, clap_dim).
+
+        One generator per row makes every row's sample depend only on its own seed, not on the batch around it.
+        """
+        condition = F.normalize(clip_embeddings.float(), dim=-1).to(self._dtype()) * self.spec.scale
+        if not self.spec.is_diffusion:
+            return F.normalize(self.network(condition).float(), dim=-1)
+        schedule = self.noise_schedule(sampler)
+        schedule.set_timesteps(steps, device=condition.device)
+        sample = torch.stack([
+            torch.randn(self.spec.clap_dim, generator=g, device=g.device, dtype=torch.float32) for g in generators
+        ]).to(condition.device, self._dtype())
+        null = torch.zeros_like(condition)
+        for t in schedule.timesteps:
+            timesteps = t.expand(2 * len(sample)).to(condition.device)
+            unconditional, conditional = self.predict_clean(
+                torch.cat([sample, sample]), timesteps, torch.cat([null, condition])
+            ).chunk(2)
+            clean = unconditional + guidance_scale * (conditional - unconditional)
+            sample = schedule.step(clean, t, sample, generator=generators).prev_sample
+        return F.normalize(sample.float(), dim=-1)
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+
+def mapper_files(location: Path) -> tuple[Path, Path]:
+    """(weights, config) for a checkpoint folder or a .safetensors file with its .json beside it."""
+    if location.is_dir():
+        return location / WEIGHTS_NAME, location / CONFIG_NAME
+    return location, location.with_suffix(".json")
+
+
+def save_mapper(mapper: V2AMapper, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, config = mapper_files(folder)
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in mapper.state_dict().items()}
+    save_file(state, str(weights), metadata={"format": "pt", "variant": mapper.spec.variant})
+    config.write_text(json.dumps(asdict(mapper.spec), indent=2))
+    return folder
+
+
+def load_mapper(location: Path, device: str | torch.device = "cpu") -> V2AMapper:
+    """Load from safetensors + JSON only: no pickle, so an untrusted checkpoint cannot run code."""
+    weights, config = mapper_files(location)
+    for required in (weights, config):
+        if not required.is_file():
+            raise FileNotFoundError(
+                f"mapper checkpoint incomplete: {required} is missing (need {WEIGHTS_NAME} and {CONFIG_NAME})"
+            )
+    spec = MapperSpec(**json.loads(config.read_text()))
+    mapper = V2AMapper(spec)
+    mapper.load_state_dict(load_file(str(weights)), strict=True)
+    return mapper.to(device).eval()

@@ -1,0 +1,143 @@
+"""Loading the pretrained models through their own loaders, from a hub id, a local path or an s3:// prefix.
+
+s3:// weights are copied once per node into the cache folder and then loaded like local ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from foley.config import AudioLDMConfig, ClipConfig, FoleyConfig, MapperConfig
+from foley.storage import Storage, is_s3, split_s3
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was configured but this worker has no CUDA device; use device=auto or cpu")
+    return torch.device(setting)
+
+
+def local_weights(location: str, storage: Storage) -> str:
+    """The location itself, or for s3:// a node-local copy of that prefix or single file."""
+    if not is_s3(location):
+        return location
+    folder_uri, names = location, ()
+    if Path(split_s3(location)[1]).suffix:  # a single file such as .../open_clip_model.safetensors
+        folder_uri, names = location.rsplit("/", 1)[0], (location.rsplit("/", 1)[1],)
+    folder = _cached_copy(folder_uri, names, storage)
+    return str(folder / names[0]) if names else str(folder)
+
+
+def _cached_copy(folder_uri: str, names: tuple[str, ...], storage: Storage) -> Path:
+    digest = hashlib.sha256(f"{folder_uri}|{names}".encode()).hexdigest()[:16]
+    return storage.fetch_tree(folder_uri, Path(storage.config.cache_dir) / "weights" / digest, names)
+
+
+@dataclass
+class ClipEncoder:
+    """open_clip model plus the preprocessing it expects, applied to uint8 frames already decoded small."""
+
+    model: torch.nn.Module
+    image_size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+    tokenizer: object
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1] if hasattr(self.model, "text_projection")
+                   and self.model.text_projection is not None else self.model.visual.output_dim)
+
+    @torch.no_grad()
+    def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 with short side >= image_size -> (N, D) unit-length embeddings."""
+        pixels = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        height, width = pixels.shape[-2:]
+        if min(height, width) != self.image_size:
+            scale = self.image_size / min(height, width)
+            size = (max(self.image_size, round(height * scale)), max(self.image_size, round(width * scale)))
+            pixels = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
+        top = (pixels.shape[-2] - self.image_size) // 2
+        left = (pixels.shape[-1] - self.image_size) // 2
+        pixels = pixels[..., top : top + self.image_size, left : left + self.image_size]
+        pixels = (pixels - self.mean) / self.std
+        return self.model.encode_image(pixels, normalize=True).float()
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.model.encode_text(tokens, normalize=True).float()
+
+
+def load_clip(config: ClipConfig, storage: Storage, device: torch.device) -> ClipEncoder:
+    import open_clip
+
+    model_name = config.model
+    if model_name.startswith("local-dir:"):
+        model_name = "local-dir:" + local_weights(model_name.removeprefix("local-dir:"), storage)
+    pretrained = local_weights(config.pretrained, storage) if config.pretrained else None
+    if model_name.startswith("local-dir:"):
+        pretrained = None  # open_clip reads the weights from the folder itself
+    model = open_clip.create_model(model_name, pretrained=pretrained, device=device).eval()
+    preprocess = open_clip.get_model_preprocess_cfg(model)
+    size = preprocess.get("size", 224)
+    shape = (1, 3, 1, 1)
+    return ClipEncoder(
+        model=model,
+        image_size=int(size if isinstance(size, int) else size[0]),
+        mean=torch.tensor(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN), device=device).view(shape),
+        std=torch.tensor(preprocess.get("std", open_clip.OPENAI_DATASET_STD), device=device).view(shape),
+        device=device,
+        tokenizer=open_clip.get_tokenizer(model_name),
+    )
+
+
+def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device):
+    """diffusers AudioLDMPipeline with the configured scheduler and dtype (reduced precision on GPU only)."""
+    import diffusers
+    import transformers
+    from diffusers import AudioLDMPipeline, DDIMScheduler, DPMSolverMultistepScheduler
+
+    for library in (diffusers, transformers):  # keep worker logs to our own progress lines
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+    dtype = DTYPES[config.dtype] if device.type == "cuda" else torch.float32
+    pipeline = AudioLDMPipeline.from_pretrained(local_weights(config.model, storage), dtype=dtype)
+    if config.scheduler == "dpmsolver++":
+        pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config,
+                                                                     algorithm_type="dpmsolver++")
+    else:
+        pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
+
+
+def load_v2a_mapper(config: MapperConfig, storage: Storage, device: torch.device):
+    """The trained mapper from a folder, a .safetensors file (its .json beside it) or the s3:// equivalents."""
+    from foley.mapper import CONFIG_NAME, WEIGHTS_NAME, load_mapper
+
+    location = config.checkpoint
+    if location is None:
+        raise ValueError("mapper.checkpoint is not set")
+    if is_s3(location):
+        if location.endswith(".safetensors"):
+            folder_uri, weights = location.rsplit("/", 1)
+            names = (weights, weights.removesuffix(".safetensors") + ".json")
+        else:
+            folder_uri, names = location.rstrip("/"), (WEIGHTS_NAME, CONFIG_NAME)
+        return load_mapper(_cached_copy(folder_uri, names, storage) / names[0], device)
+    return load_mapper(Path(location), device)

@@ -1,0 +1,139 @@
+"""Plumbing shared by the stages in workers/: rows in and out of Ray Data batches, per-video failures as data,
+and batching windows across videos for the GPU stages.
+
+A row is one video. Its `status` is "pending" until a stage fails it ("failed"), decides not to process it
+("skipped"), or the last stage finishes it ("ok"); stages pass rows that are not pending through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from foley.config import FoleyConfig, StageResources
+from foley.manifest import STAGES
+from foley.storage import InputItem
+
+log = logging.getLogger("foley")
+
+PENDING, OK, FAILED, SKIPPED = "pending", "ok", "failed", "skipped"
+EMPTY_MATRIX = np.zeros((0, 0), dtype=np.float32)  # placeholder for per-window arrays of rows without windows
+
+
+SUMMARY_COLUMNS = ("input_uri", "relative_path", "status", "error", "n_windows", "duration_s")
+
+
+def new_row(item: InputItem, output_uri: str, config: FoleyConfig) -> dict:
+    """A video's row as it enters the pipeline: every column present from the start, so batches stay uniform."""
+    return {
+        "input_uri": item.uri, "output_uri": output_uri, "relative_path": item.relative_path,
+        "status": PENDING, "error": "", "local_path": "",
+        "duration_s": 0.0, "fps": 0.0, "width": 0, "height": 0, "has_audio": False, "n_windows": 0,
+        "clip_embeddings": EMPTY_MATRIX, "clap_embeddings": EMPTY_MATRIX, "waveforms": EMPTY_MATRIX,
+        "sample_rate": 0, "seed": config.seed, "config_hash": config.output_hash(), **config.model_ids(),
+        **{f"seconds_{stage}": 0.0 for stage in STAGES},
+        "started_at": 0.0, "finished_at": 0.0,
+    }
+
+
+def rows_of(batch: dict[str, np.ndarray]) -> list[dict]:
+    count = len(next(iter(batch.values()))) if batch else 0
+    return [{key: values[i] for key, values in batch.items()} for i in range(count)]
+
+
+def batch_of(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Rows back to columns; per-window arrays of different lengths become object columns (ragged tensors)."""
+    batch = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if isinstance(values[0], np.ndarray):
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            batch[key] = column
+        else:
+            batch[key] = np.array(values)
+    return batch
+
+
+def fail(row: dict, stage: str, exc: BaseException) -> None:
+    """Record a per-video failure as data. Expected problems keep their message; bugs also get their type."""
+    expected = isinstance(exc, (ValueError, RuntimeError, OSError))
+    reason = str(exc) if expected and str(exc) else f"{type(exc).__name__}: {exc}"
+    row["status"] = FAILED
+    row["error"] = f"{stage}: {row['input_uri']}: {reason}"
+    if not expected:
+        log.warning("unexpected error in %s for %s\n%s", stage, row["input_uri"], traceback.format_exc())
+
+
+def is_pending(row: dict) -> bool:
+    return row["status"] == PENDING
+
+
+def stage_options(resources: StageResources) -> dict:
+    """map_batches arguments for a stage: its resources, actor pool and batch size, all from the config.
+
+    Ray Data restarts an actor whose process dies and retries the batch it held on the new one (its defaults
+    max_restarts=-1, max_task_retries=-1), so a lost worker costs time, not videos.
+    """
+    from ray.data import ActorPoolStrategy
+
+    if isinstance(resources.concurrency, tuple):
+        pool = ActorPoolStrategy(min_size=resources.concurrency[0], max_size=resources.concurrency[1])
+    else:
+        pool = ActorPoolStrategy(size=resources.concurrency)
+    return dict(batch_size=resources.batch_size, num_cpus=resources.num_cpus, num_gpus=resources.num_gpus or None,
+                compute=pool, batch_format="numpy")
+
+
+def set_torch_threads(resources: StageResources) -> None:
+    """Ray sets OMP_NUM_THREADS from the CPUs an actor reserves; make torch use what the config says."""
+    torch.set_num_threads(resources.threads())
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    row: dict
+    index: int
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def map_windows(rows: list[dict], source: str, target: str, max_batch: int, stage: str,
+                transform: Callable[[np.ndarray, list[WindowRef]], np.ndarray]) -> None:
+    """Apply `transform` to the windows of all pending rows, `max_batch` windows at a time across videos.
+
+    Each row gets `target` (its windows' outputs, stacked) and `seconds_<stage>` (its share of the time). A chunk
+    that raises fails only the videos it held.
+    """
+    refs = [WindowRef(row, i) for row in rows if is_pending(row) for i in range(len(row[source]))]
+    outputs: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for chunk in _chunks(refs, max_batch):
+        chunk = [ref for ref in chunk if is_pending(ref.row)]
+        if not chunk:
+            continue
+        started = time.perf_counter()
+        try:
+            result = transform(np.stack([ref.row[source][ref.index] for ref in chunk]), chunk)
+        except Exception as exc:  # noqa: BLE001 - becomes a failed manifest row per video
+            for ref in chunk:
+                if is_pending(ref.row):
+                    fail(ref.row, stage, exc)
+            continue
+        share = (time.perf_counter() - started) / len(chunk)
+        for ref, value in zip(chunk, result):
+            outputs.setdefault(id(ref.row), []).append((ref.index, value))
+            ref.row[f"seconds_{stage}"] = float(ref.row.get(f"seconds_{stage}", 0.0)) + share
+    for row in rows:
+        if is_pending(row):
+            row[target] = np.stack([value for _, value in sorted(outputs[id(row)], key=lambda item: item[0])])
+        else:
+            row[target] = EMPTY_MATRIX

@@ -1,0 +1,24 @@
+"""Write the tiny random-weight models that configs/tiny.yaml uses, in each library's native format.
+
+    python -m jobs.make_tiny_models [--output models/tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from foley.tiny_models import save_tiny_models
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.make_tiny_models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default="models/tiny", type=Path)
+    args = parser.parse_args(argv)
+    for name, folder in save_tiny_models(args.output).items():
+        print(f"{name}: {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

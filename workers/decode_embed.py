@@ -1,0 +1,96 @@
+"""Stage 1: video -> one CLIP embedding per window.
+
+INPUT  one row per video: input_uri (local path or s3://).
+OUTPUT the same row plus duration_s, fps, width, height, has_audio, n_windows and clip_embeddings (n_windows x D,
+       the L2-normalised mean of K frame embeddings per window). Fan-out 1:1.
+
+decord decodes only the K sampled frames per window, scaled in the decoder so the short side is CLIP's input
+size; only embeddings leave the actor (frames never enter the object store).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from foley.config import FoleyConfig
+from foley.media import MediaError, VideoInfo, probe
+from foley.models import load_clip, pick_device
+from foley.stage import batch_of, fail, is_pending, rows_of, set_torch_threads
+from foley.storage import Storage
+from foley.windows import frame_indices, window_bounds_s
+
+
+class DecodeEmbed:
+    def __init__(self, config: FoleyConfig):
+        self.config = config
+        self.resources = config.stages.decode_embed
+        set_torch_threads(self.resources)
+        self.storage = Storage(config.storage)
+        self.device = pick_device(config.device)
+        self.clip = load_clip(config.clip, self.storage, self.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = rows_of(batch)
+        for row in rows:
+            if not is_pending(row):
+                continue
+            row["started_at"] = time.time()
+            started = time.perf_counter()
+            try:
+                self.embed_video(row)
+            except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
+                fail(row, "decode", exc)
+            row["seconds_decode_embed"] = time.perf_counter() - started
+        return batch_of(rows)
+
+    def embed_video(self, row: dict) -> None:
+        path = self.storage.fetch(row["input_uri"])
+        row["local_path"] = str(path)
+        info = probe(path)
+        self.check_limits(info)
+        row.update(duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
+                   has_audio=info.has_audio)
+        windows = window_bounds_s(info.duration_s, self.config.window.seconds, self.config.window.overlap_seconds)
+        reader = self.open_reader(path, info)
+        frame_count, fps = len(reader), reader.get_avg_fps() or info.fps
+        if frame_count == 0 or fps <= 0:
+            raise MediaError("decord found no decodable frames in the video stream")
+        per_window = self.config.window.frames
+        windows_per_forward = max(1, self.resources.max_forward_batch // per_window)
+        means = []
+        for first in range(0, len(windows), windows_per_forward):
+            group = windows[first : first + windows_per_forward]
+            indices = [i for start, end in group for i in frame_indices(start, end, fps, frame_count, per_window)]
+            try:
+                frames = reader.get_batch(indices).asnumpy()
+            except Exception as exc:  # decord raises its own error types
+                raise MediaError(f"decord could not decode frames ({info.video_codec}): {exc}") from None
+            embeddings = self.clip.embed_frames(frames).view(len(group), per_window, -1)
+            means.append(F.normalize(embeddings.mean(dim=1), dim=-1))  # temporal averaging, the paper's best
+        row["n_windows"] = len(windows)
+        row["clip_embeddings"] = torch.cat(means).cpu().numpy().astype(np.float32)
+
+    def check_limits(self, info: VideoInfo) -> None:
+        limits = self.config.input
+        if info.duration_s > limits.max_duration_s:
+            raise MediaError(f"is {info.duration_s:.1f} s long, over input.max_duration_s={limits.max_duration_s}")
+        if info.width > limits.max_width or info.height > limits.max_height:
+            raise MediaError(f"is {info.width}x{info.height}, over input.max_width x input.max_height="
+                             f"{limits.max_width}x{limits.max_height}")
+        if info.width <= 0 or info.height <= 0:
+            raise MediaError("its video stream reports no frame size")
+
+    def open_reader(self, path, info: VideoInfo):
+        import decord
+
+        scale = self.clip.image_size / min(info.width, info.height)
+        width, height = (max(self.clip.image_size, round(info.width * scale)),
+                         max(self.clip.image_size, round(info.height * scale)))
+        try:
+            return decord.VideoReader(str(path), width=width, height=height, num_threads=self.resources.threads())
+        except Exception as exc:  # decord raises its own error types
+            raise MediaError(f"decord cannot open the video stream ({info.video_codec}): {exc}") from None

@@ -1,0 +1,48 @@
+"""Stage 2: CLIP embedding -> CLAP audio-space embedding, with the V2A-Mapper.
+
+INPUT  rows with clip_embeddings (n_windows x D_clip).
+OUTPUT the same rows plus clap_embeddings (n_windows x D_clap, unit length). Fan-out 1:1.
+
+Windows of all videos in the batch are mapped together, max_forward_batch at a time; each window's noise comes
+from its own seed, so its result does not depend on which videos share its batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from foley.config import FoleyConfig
+from foley.models import load_v2a_mapper, pick_device
+from foley.stage import WindowRef, batch_of, map_windows, rows_of, set_torch_threads
+from foley.storage import Storage
+from foley.windows import window_seed
+
+
+class Map:
+    def __init__(self, config: FoleyConfig):
+        self.config = config
+        self.resources = config.stages.map
+        set_torch_threads(self.resources)
+        self.device = pick_device(config.device)
+        self.mapper = load_v2a_mapper(config.mapper, Storage(config.storage), self.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = rows_of(batch)
+        map_windows(rows, "clip_embeddings", "clap_embeddings", self.resources.max_forward_batch, "map",
+                    self.map_windows)
+        return batch_of(rows)
+
+    def map_windows(self, clip_embeddings: np.ndarray, windows: list[WindowRef]) -> np.ndarray:
+        if clip_embeddings.shape[1] != self.mapper.spec.clip_dim:
+            raise ValueError(f"the mapper expects {self.mapper.spec.clip_dim}-d CLIP embeddings but the CLIP model "
+                             f"gives {clip_embeddings.shape[1]}-d; use a mapper trained for this CLIP model")
+        generators = [
+            torch.Generator(self.device).manual_seed(
+                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.index, "mapper"))
+            for ref in windows
+        ]
+        mapped = self.mapper.map(torch.from_numpy(clip_embeddings).to(self.device), generators,
+                                 steps=self.config.mapper.steps, guidance_scale=self.config.mapper.guidance_scale,
+                                 sampler=self.config.mapper.scheduler)
+        return mapped.cpu().numpy().astype(np.float32)

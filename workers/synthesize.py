@@ -1,0 +1,72 @@
+"""Stage 3: CLAP embedding -> waveform, with AudioLDM.
+
+INPUT  rows with clap_embeddings (n_windows x D_clap).
+OUTPUT the same rows plus waveforms (n_windows x samples, float32 at sample_rate). Fan-out 1:1.
+
+The mapped embedding conditions AudioLDM through `prompt_embeds`; the unconditional branch of classifier-free
+guidance is the CLAP text embedding of "" as in the original. Windows of all videos in the batch are generated
+together, one generator per window, so each window's audio depends only on its seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from foley.config import FoleyConfig
+from foley.models import load_audioldm, pick_device
+from foley.stage import WindowRef, batch_of, map_windows, rows_of, set_torch_threads
+from foley.storage import Storage
+from foley.windows import window_seed
+
+
+class Synthesize:
+    def __init__(self, config: FoleyConfig):
+        self.config = config
+        self.resources = config.stages.synthesize
+        set_torch_threads(self.resources)
+        self.device = pick_device(config.device)
+        self.pipeline = load_audioldm(config.audioldm, Storage(config.storage), self.device)
+        self.sample_rate = int(self.pipeline.vocoder.config.sampling_rate)
+        self.empty_text_embedding = self.embed_text("")
+
+    @torch.no_grad()
+    def embed_text(self, text: str) -> torch.Tensor:
+        """AudioLDM's own CLAP text embedding (unit length), as the pipeline computes it for a prompt."""
+        tokenizer = self.pipeline.tokenizer
+        tokens = tokenizer([text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                           return_tensors="pt").to(self.device)
+        output = self.pipeline.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)
+        return F.normalize(output.text_embeds, dim=-1)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = rows_of(batch)
+        map_windows(rows, "clap_embeddings", "waveforms", self.resources.max_forward_batch, "synthesize",
+                    self.synthesize_windows)
+        for row in rows:
+            row["sample_rate"] = self.sample_rate
+        return batch_of(rows)
+
+    def synthesize_windows(self, clap_embeddings: np.ndarray, windows: list[WindowRef]) -> np.ndarray:
+        expected = self.pipeline.unet.config.projection_class_embeddings_input_dim
+        if clap_embeddings.shape[1] != expected:
+            raise ValueError(f"AudioLDM expects {expected}-d CLAP embeddings but the mapper gives "
+                             f"{clap_embeddings.shape[1]}-d; use a mapper trained for this AudioLDM")
+        dtype = self.pipeline.unet.dtype
+        conditions = torch.from_numpy(clap_embeddings).to(self.device, dtype)
+        generators = [
+            torch.Generator(self.device).manual_seed(
+                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.index, "audioldm"))
+            for ref in windows
+        ]
+        audio = self.pipeline(
+            prompt_embeds=conditions,
+            negative_prompt_embeds=self.empty_text_embedding.to(dtype).expand(len(conditions), -1),
+            num_inference_steps=self.config.audioldm.steps,
+            guidance_scale=self.config.audioldm.guidance_scale,
+            audio_length_in_s=self.config.window.seconds,
+            generator=generators,
+            output_type="np",
+        ).audios
+        return np.asarray(audio, dtype=np.float32)
