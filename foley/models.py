@@ -46,6 +46,22 @@ def _cached_copy(folder_uri: str, names: tuple[str, ...], storage: Storage) -> P
     return storage.fetch_tree(folder_uri, Path(storage.config.cache_dir) / "weights" / digest, names)
 
 
+def missing_weights(config: FoleyConfig) -> list[str]:
+    """Local weight locations the config names that are not there, so a job fails before starting Ray."""
+    problems = []
+    clip_dir = config.clip.model.removeprefix("local-dir:") if config.clip.model.startswith("local-dir:") else None
+    local = {
+        "clip.model": clip_dir,
+        "clip.pretrained": config.clip.pretrained if config.clip.pretrained and Path(config.clip.pretrained).suffix
+        else None,
+        "mapper.checkpoint": config.mapper.checkpoint,
+    }
+    for key, location in local.items():
+        if location and not is_s3(location) and not Path(location).exists():
+            problems.append(f"{key} = {location!r}: no such file or folder")
+    return problems
+
+
 @dataclass
 class ClipEncoder:
     """open_clip model plus the preprocessing it expects, applied to uint8 frames already decoded small."""

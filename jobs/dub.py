@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
 from foley.config import ConfigError, FoleyConfig, load_config
 from foley.manifest import Manifest
+from foley.models import missing_weights
 from foley.stage import FAILED, OK, SKIPPED, new_row, stage_options
 from foley.storage import InputItem, Storage, StorageError, UnsafePathError, is_s3, join
 
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         config = load_config(args.config, args.overrides)
+        if problems := missing_weights(config):
+            raise ConfigError("model weights not found:\n  " + "\n  ".join(problems) +
+                              "\n  (train a mapper with jobs.train_mapper, or point the keys at existing weights)")
         storage = Storage(config.storage)
         check_roots(args.input, args.output)
         inputs = storage.list_inputs(args.input, config.input.extensions)
@@ -68,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Stream the videos through the stages (each a pool of Ray actors that load their models once).
     if rows:
-        results += run_pipeline(rows, config, args.output, args.max_failures)
+        try:
+            results += run_pipeline(rows, config, args.output, args.max_failures)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     # 3. Fold the journal into one manifest and report.
     final = manifest.compact()
@@ -93,6 +102,18 @@ def check_roots(input_root: str, output_root: str) -> None:
         raise StorageError(f"--output {output_root} is inside --input {input_root}; choose an output outside it")
 
 
+def check_gpus(config: FoleyConfig, cluster_gpus: float) -> None:
+    """Stages that ask for GPUs on a cluster without any would wait forever; say so instead."""
+    wanting = [name for name, stage in config.stages if stage.num_gpus > 0]
+    if wanting and cluster_gpus == 0:
+        message = (f"stages {', '.join(wanting)} ask for GPUs but the Ray cluster has none; set "
+                   f"stages.<name>.num_gpus=0 (or use a CPU preset) or run on a cluster with GPU workers")
+        if os.environ.get("RAY_ADDRESS"):  # an autoscaling cluster may still add GPU nodes
+            log.warning(message)
+        else:
+            raise ConfigError(message)
+
+
 def pending_inputs(inputs: list[InputItem], current: dict[str, dict], config: FoleyConfig,
                    force: bool) -> tuple[list[InputItem], list[InputItem]]:
     config_hash = config.output_hash()
@@ -115,6 +136,7 @@ def run_pipeline(rows: list[dict], config: FoleyConfig, output_root: str, max_fa
     if not ray.is_initialized():
         ray.init(log_to_driver=True)  # joins RAY_ADDRESS when set, else starts a local Ray
     stages = config.stages
+    check_gpus(config, ray.cluster_resources().get("GPU", 0))
     videos = ray.data.from_items(rows)
 
     # DecodeEmbed  INPUT video URI  OUTPUT per-window CLIP means (n_windows x 512)       1:1, frames stay inside

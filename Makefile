@@ -1,0 +1,26 @@
+# Quickstart:  make demo   (set up, then dub generated sample videos with the tiny preset on a local Ray)
+#              make test   (set up, then run the whole test suite)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	command -v ffmpeg >/dev/null || ($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y ffmpeg)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $@
+
+demo: setup
+	$(PY) -m jobs.make_tiny_models --output models/tiny
+	$(PY) -m jobs.make_samples --output samples
+	$(PY) -m jobs.dub --input samples --output out --config configs/tiny.yaml
+
+test: setup
+	$(PY) -m pytest -q

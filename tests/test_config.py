@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from foley.config import ConfigError, FoleyConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_loads(preset):
+    assert isinstance(load_config(preset), FoleyConfig)
+
+
+def test_overrides_reach_nested_keys_and_parse_yaml_values():
+    config = load_config(ROOT / "configs/tiny.yaml",
+                         ["audioldm.steps=7", "stages.synthesize.concurrency=[1, 3]", "output.peak_dbfs=null"])
+    assert config.audioldm.steps == 7
+    assert config.stages.synthesize.concurrency == (1, 3)
+    assert config.output.peak_dbfs is None
+
+
+def test_bad_keys_and_values_are_named_with_what_is_allowed():
+    with pytest.raises(ConfigError) as caught:
+        load_config(ROOT / "configs/tiny.yaml",
+                    ["audioldm.stepz=3", "audioldm.scheduler=euler", "window.frames=0"])
+    message = str(caught.value)
+    assert "unknown key 'audioldm.stepz'" in message and "allowed keys here: dtype, guidance_scale" in message
+    assert "audioldm.scheduler = 'euler'" in message and "'ddim' or 'dpmsolver++'" in message
+    assert "window.frames = 0" in message and "greater than or equal to 1" in message
+    assert "configs/tiny.yaml" in message
+    with pytest.raises(ConfigError, match=r"window: overlap_seconds \(6.0\) must be at most half of seconds"):
+        load_config(ROOT / "configs/tiny.yaml", ["window.overlap_seconds=6"])
+
+
+def test_missing_file_and_malformed_override_are_clear():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("configs/nope.yaml")
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(None, ["audioldm.steps"])
+
+
+def test_output_hash_follows_what_changes_the_audio_only():
+    base = load_config(ROOT / "configs/tiny.yaml")
+    assert base.output_hash() == load_config(ROOT / "configs/tiny.yaml").output_hash()
+    assert base.output_hash() != load_config(ROOT / "configs/tiny.yaml", ["seed=1"]).output_hash()
+    assert base.output_hash() != load_config(ROOT / "configs/tiny.yaml", ["audioldm.steps=9"]).output_hash()
+    resources_only = load_config(ROOT / "configs/tiny.yaml", ["stages.synthesize.batch_size=16"])
+    assert base.output_hash() == resources_only.output_hash()
+
+
+def test_relative_weight_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    (ROOT / "models/tiny/mapper").mkdir(parents=True, exist_ok=True)
+    config = load_config(ROOT / "configs/tiny.yaml")
+    assert Path(config.mapper.checkpoint).is_absolute()
+    assert config.audioldm.model == "cvssp/audioldm-s-full-v2" or Path(config.audioldm.model).is_absolute()
+    assert load_config(None).audioldm.model == "cvssp/audioldm-s-full-v2"  # a hub id stays a hub id

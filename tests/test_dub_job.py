@@ -1,0 +1,107 @@
+"""The dub job end to end, as a user runs it: `python -m jobs.dub` on a folder, with a local Ray."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, tiny_overrides
+from foley.media import render_test_video
+from media_checks import decoded_audio, plays, stream_duration, streams, video_packets_md5
+
+# Different sizes, frame rates, durations and containers; the 30-s clip spans four 10.24-s windows.
+CLIPS = (
+    ("a.mp4", 4.0, 320, 240, 25),
+    ("nested/b.mov", 6.5, 256, 144, 30),
+    ("nested/deeper/long.mp4", 30.0, 320, 180, 24),
+    ("c.mkv", 3.2, 160, 120, 15),
+    ("D.WEBM", 5.0, 240, 160, 25),
+)
+
+
+def dub(input_dir: Path, output_dir: Path, overrides: list[str], *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "jobs.dub", "--input", str(input_dir), "--output", str(output_dir),
+               "--config", str(ROOT / "configs/tiny.yaml"), *extra, *overrides]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"RAY_ADDRESS": ""})
+
+
+@pytest.fixture(scope="module")
+def dubbed(tmp_path_factory, tiny_models):
+    root = tmp_path_factory.mktemp("dub")
+    for relative, seconds, width, height, fps in CLIPS:
+        render_test_video(root / "in" / relative, seconds, width, height, fps)
+    (root / "in" / "readme.txt").write_text("not a video, not listed")
+    overrides = tiny_overrides(tiny_models, root / "cache")
+    result = dub(root / "in", root / "out", overrides)
+    return root, overrides, result
+
+
+@pytest.mark.slow
+def test_every_video_gets_one_matching_audio_track(dubbed):
+    root, _, result = dubbed
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 ok, 0 failed, 0 skipped" in result.stdout
+    for relative, seconds, *_ in CLIPS:
+        source, output = root / "in" / relative, root / "out" / relative
+        assert plays(output), relative
+        assert streams(output) == ["video", "audio"], relative
+        assert video_packets_md5(output) == video_packets_md5(source), relative
+        assert abs(stream_duration(output, "a:0") - stream_duration(output, "v:0")) < 0.1, relative
+    assert not [p for p in (root / "out").rglob("*") if ".partial-" in p.name]
+
+
+@pytest.mark.slow
+def test_manifest_has_one_ok_row_per_input(dubbed):
+    root, _, _ = dubbed
+    table = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
+    assert sorted(row["relative_path"] for row in table) == sorted(relative for relative, *_ in CLIPS)
+    assert {row["status"] for row in table} == {"ok"}
+    long = next(row for row in table if row["relative_path"] == "nested/deeper/long.mp4")
+    assert long["n_windows"] == 4 and long["duration_s"] == pytest.approx(30.0)
+    assert all(row["config_hash"] and row["seconds_synthesize"] > 0 and row["finished_at"] for row in table)
+
+
+@pytest.mark.slow
+def test_a_long_video_gets_one_continuous_track(dubbed):
+    root, _, _ = dubbed
+    audio = decoded_audio(root / "out" / "nested/deeper/long.mp4")
+    assert len(audio) == pytest.approx(30 * 16000, abs=1600)
+    block = 320  # 20 ms
+    rms = np.sqrt(np.mean(audio[: len(audio) // block * block].reshape(-1, block) ** 2, axis=1))
+    assert rms.min() > 0.05 * np.median(rms), "a silent gap in the track"
+    hop = 10.24 - 0.64
+    steps = np.abs(np.diff(audio))
+    typical = np.percentile(steps, 99.9)
+    for border_s in [hop * k for k in range(1, 4)] + [hop * k + 0.64 for k in range(1, 4)]:
+        around = steps[int((border_s - 0.01) * 16000): int((border_s + 0.01) * 16000)]
+        assert around.max() <= 1.5 * typical, f"a click at {border_s:.2f} s"
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_finished_inputs_and_force_redoes_them(dubbed):
+    root, overrides, _ = dubbed
+    again = dub(root / "in", root / "out", overrides)
+    assert again.returncode == 0 and "5 already done, 0 to process" in again.stdout
+    changed = dub(root / "in", root / "out", overrides + ["audioldm.steps=2"], "--max-failures", "0")
+    assert "0 already done, 5 to process" in changed.stdout  # another config hash: outputs are stale
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    rows = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
+    assert len(rows) == 5 and len({row["config_hash"] for row in rows}) == 1
+
+
+def test_bad_setup_stops_before_any_work(tmp_path, capsys, tiny_models):
+    from jobs.dub import main
+
+    (tmp_path / "in").mkdir()
+    assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--config",
+                 str(ROOT / "configs/tiny.yaml"), f"mapper.checkpoint={tmp_path / 'nope'}"]) == 2
+    assert "mapper.checkpoint" in capsys.readouterr().err
+    assert main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--config",
+                 str(ROOT / "configs/tiny.yaml"), *tiny_overrides(tiny_models, tmp_path / "cache")]) == 2
+    assert "is inside --input" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from foley.mapper import MapperSpec, V2AMapper, load_mapper, mapper_files, save_mapper
+from foley.tiny_models import save_tiny_mapper
+
+
+def generators(seeds):
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
+@pytest.fixture(scope="module")
+def mapper(tmp_path_factory):
+    return load_mapper(save_tiny_mapper(tmp_path_factory.mktemp("mapper"), clip_dim=32, clap_dim=24))
+
+
+def test_checkpoint_round_trips_bit_exact(tmp_path, mapper):
+    folder = save_mapper(mapper, tmp_path / "copy")
+    again = load_mapper(folder)
+    for name, tensor in mapper.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name]), name
+    assert json.loads((folder / "mapper.json").read_text())["variant"] == "diffusion-transformer"
+    weights, _ = mapper_files(folder)
+    assert set(load_file(str(weights))) == set(mapper.state_dict())
+
+
+def test_missing_config_is_named(tmp_path, mapper):
+    folder = save_mapper(mapper, tmp_path / "broken")
+    (folder / "mapper.json").unlink()
+    with pytest.raises(FileNotFoundError, match="mapper.json is missing"):
+        load_mapper(folder)
+
+
+def test_same_seed_same_sample_and_rows_are_independent_of_their_batch(mapper):
+    condition = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    batch = mapper.map(condition, generators([1, 2, 3]), steps=6, guidance_scale=1.5)
+    again = mapper.map(condition, generators([1, 2, 3]), steps=6, guidance_scale=1.5)
+    alone = mapper.map(condition[1:2], generators([2]), steps=6, guidance_scale=1.5)
+    assert torch.equal(batch, again)
+    assert torch.allclose(batch[1], alone[0], atol=1e-5)
+    other_seed = mapper.map(condition, generators([4, 5, 6]), steps=6, guidance_scale=1.5)
+    assert not torch.allclose(batch, other_seed, atol=1e-3)
+    assert torch.allclose(batch.norm(dim=-1), torch.ones(3))
+
+
+def test_guidance_zero_ignores_the_condition_and_positive_guidance_follows_it(mapper):
+    a, b = torch.nn.functional.normalize(torch.randn(2, 1, 32), dim=-1)
+    unguided_a = mapper.map(a, generators([7]), steps=6, guidance_scale=0.0)
+    unguided_b = mapper.map(b, generators([7]), steps=6, guidance_scale=0.0)
+    assert torch.allclose(unguided_a, unguided_b, atol=1e-6)  # only the unconditional branch counts
+    guided_a = mapper.map(a, generators([7]), steps=6, guidance_scale=1.0)
+    guided_b = mapper.map(b, generators([7]), steps=6, guidance_scale=1.0)
+    assert not torch.allclose(guided_a, guided_b, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["diffusion-transformer", "diffusion-mlp", "regression-mlp",
+                                     "regression-transformer"])
+def test_every_variant_maps_and_trains(variant):
+    mapper = V2AMapper(MapperSpec(variant=variant, clip_dim=16, clap_dim=8, depth=1, heads=2, head_dim=8))
+    condition, target = torch.randn(4, 16), torch.randn(4, 8)
+    loss = mapper.training_loss(condition, target, condition_dropout=0.1, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert loss.item() > 0
+    mapped = mapper.map(condition, generators(range(4)), steps=3, guidance_scale=1.0, sampler="ddpm")
+    assert mapped.shape == (4, 8) and torch.allclose(mapped.norm(dim=-1), torch.ones(4))
