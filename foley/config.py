@@ -92,6 +92,10 @@ class AudioLDMConfig(Strict):
 
 class InputConfig(Strict):
     extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+    existing_audio: Literal["skip", "replace", "mix"] = Field(
+        "skip", description="inputs that already have sound: leave them, replace their audio, or mix under it"
+    )
+    mix_gain_db: float = Field(-12.0, le=0, description="gain of the generated track under the original (mix)")
     max_duration_s: float = Field(3600.0, gt=0)
     max_width: int = Field(7680, ge=1)
     max_height: int = Field(4320, ge=1)
@@ -129,7 +133,9 @@ class FoleyConfig(Strict):
 
     def output_hash(self) -> str:
         """Hash of every setting that changes the generated audio: equal hashes mean a finished output is current."""
-        relevant = self.model_dump(include={"seed", "window", "clip", "mapper", "audioldm", "output"})
+        relevant = self.model_dump(include={"seed": True, "window": True, "clip": True, "mapper": True,
+                                            "audioldm": True, "output": True,
+                                            "input": {"existing_audio", "mix_gain_db"}})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def model_ids(self) -> dict[str, str]:

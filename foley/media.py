@@ -74,20 +74,21 @@ def mux_track(
     audio_codec: str,
     audio_bitrate: str,
     output_sample_rate: int,
-    keep_original_gain_db: float | None = None,
+    mix_under_original_db: float | None = None,
 ) -> None:
     """Write `output_path`: the first video stream copied bit for bit, plus `track` encoded as the only audio.
 
-    With `keep_original_gain_db` the input's own audio stays in the mix, at that gain, above the generated track.
+    With `mix_under_original_db` the input's own first audio stream is kept and the generated track is mixed
+    under it at that gain; the mix lasts exactly as long as the generated track.
     """
     source = ffmpeg.input(str(video_path))
-    generated = ffmpeg.input("pipe:", format="f32le", ac=1, ar=sample_rate).audio
-    if keep_original_gain_db is not None:
-        original = source["a:0"].filter("volume", f"{keep_original_gain_db}dB")
-        generated = ffmpeg.filter([original, generated], "amix", inputs=2, duration="longest", normalize=0)
+    audio = ffmpeg.input("pipe:", format="f32le", ac=1, ar=sample_rate).audio
+    if mix_under_original_db is not None:
+        generated = audio.filter("volume", f"{mix_under_original_db}dB")
+        audio = ffmpeg.filter([generated, source["a:0"]], "amix", inputs=2, duration="first", normalize=0)
     container_flags = {"movflags": "+faststart"} if output_path.suffix.lower() in (".mp4", ".mov") else {}
     command = ffmpeg.output(
-        source["v:0"], generated, str(output_path),
+        source["v:0"], audio, str(output_path),
         vcodec="copy", acodec=audio_codec, audio_bitrate=audio_bitrate, ar=output_sample_rate, ac=1,
         map_metadata=0, **container_flags,
     )

@@ -308,6 +308,16 @@ class Storage:
         with self.staged_output(uri) as temporary:
             temporary.write_bytes(data)
 
+    def remove_partials(self, root: str) -> int:
+        """Delete the temporary files a killed run left under a local output root (S3 keeps none: uploads
+        are atomic). Assumes one job writes to a root at a time."""
+        if is_s3(root) or not Path(root).is_dir():
+            return 0
+        stale = [path for path in Path(root).rglob(".*.partial-*") if path.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def delete(self, uri: str) -> None:
         if not is_s3(uri):
             Path(uri).unlink(missing_ok=True)

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="redo inputs the manifest already has as ok")
     parser.add_argument("--max-failures", type=int, default=None, metavar="N",
                         help="stop the job once more than N inputs have failed")
+    parser.add_argument("--existing-audio", choices=("skip", "replace", "mix"), default=None,
+                        help="inputs that already have sound (shorthand for input.existing_audio=...)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
     return parser.parse_args(argv)
 
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     started = time.perf_counter()
     try:
-        config = load_config(args.config, args.overrides)
+        shorthands = [f"input.existing_audio={args.existing_audio}"] if args.existing_audio else []
+        config = load_config(args.config, [*args.overrides, *shorthands])
         if problems := missing_weights(config):
             raise ConfigError("model weights not found:\n  " + "\n  ".join(problems) +
                               "\n  (train a mapper with jobs.train_mapper, or point the keys at existing weights)")
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # 1. Keep only the work left: an input is done when its manifest row is ok under this config's hash.
+    if removed := storage.remove_partials(args.output):
+        print(f"removed {removed} partial files left by an interrupted run", flush=True)
     manifest = Manifest(args.output, storage)
     todo, already_done = pending_inputs(inputs, manifest.current(), config, args.force)
     print(f"{len(inputs)} inputs under {args.input}: {len(already_done)} already done, {len(todo)} to process "

@@ -7,6 +7,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hidden hub download must fail fast, never hang CI
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,11 +39,43 @@ def tiny_config(tiny_models, tmp_path_factory) -> FoleyConfig:
     return load_config(ROOT / "configs" / "tiny.yaml", tiny_overrides(tiny_models, cache))
 
 
-@pytest.fixture(scope="session")
-def local_ray():
-    """One small local Ray for the in-process tests (jobs run as subprocesses start their own)."""
-    import ray
+def dub_command(input_root, output_root, overrides, *extra) -> list[str]:
+    """`python -m jobs.dub` with the tiny preset, as a user runs it."""
+    return [sys.executable, "-m", "jobs.dub", "--input", str(input_root), "--output", str(output_root),
+            "--config", str(ROOT / "configs/tiny.yaml"), *extra, *overrides]
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+
+def run_dub(input_root, output_root, overrides, *extra) -> subprocess.CompletedProcess:
+    """Run the job to the end on its own embedded local Ray."""
+    return subprocess.run(dub_command(input_root, output_root, overrides, *extra), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=os.environ | {"RAY_ADDRESS": ""})
+
+
+FAKE_SECRET = "test-secret-never-printed-7d1c"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-protocol server (moto) on loopback; boto3 reaches it through endpoint_url."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(AWS_ACCESS_KEY_ID="test-key-id", AWS_SECRET_ACCESS_KEY=FAKE_SECRET,
+                      AWS_DEFAULT_REGION="us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{server._server.server_port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint, request):
+    """A fresh bucket per test, and a Storage that talks to it."""
+    import re
+
+    from foley.config import StorageConfig
+    from foley.storage import Storage
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    storage = Storage(StorageConfig(endpoint_url=s3_endpoint))
+    storage.s3.create_bucket(Bucket=name)
+    return name, storage

@@ -1,15 +1,10 @@
 """The dub job end to end, as a user runs it: `python -m jobs.dub` on a folder, with a local Ray."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, run_dub, tiny_overrides
 from foley.media import render_test_video
 from media_checks import decoded_audio, plays, stream_duration, streams, video_packets_md5
 
@@ -23,13 +18,6 @@ CLIPS = (
 )
 
 
-def dub(input_dir: Path, output_dir: Path, overrides: list[str], *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "jobs.dub", "--input", str(input_dir), "--output", str(output_dir),
-               "--config", str(ROOT / "configs/tiny.yaml"), *extra, *overrides]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=os.environ | {"RAY_ADDRESS": ""})
-
-
 @pytest.fixture(scope="module")
 def dubbed(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("dub")
@@ -37,7 +25,7 @@ def dubbed(tmp_path_factory, tiny_models):
         render_test_video(root / "in" / relative, seconds, width, height, fps)
     (root / "in" / "readme.txt").write_text("not a video, not listed")
     overrides = tiny_overrides(tiny_models, root / "cache")
-    result = dub(root / "in", root / "out", overrides)
+    result = run_dub(root / "in", root / "out", overrides)
     return root, overrides, result
 
 
@@ -85,9 +73,9 @@ def test_a_long_video_gets_one_continuous_track(dubbed):
 @pytest.mark.slow
 def test_a_rerun_skips_finished_inputs_and_force_redoes_them(dubbed):
     root, overrides, _ = dubbed
-    again = dub(root / "in", root / "out", overrides)
+    again = run_dub(root / "in", root / "out", overrides)
     assert again.returncode == 0 and "5 already done, 0 to process" in again.stdout
-    changed = dub(root / "in", root / "out", overrides + ["audioldm.steps=2"], "--max-failures", "0")
+    changed = run_dub(root / "in", root / "out", overrides + ["audioldm.steps=2"], "--max-failures", "0")
     assert "0 already done, 5 to process" in changed.stdout  # another config hash: outputs are stale
     assert changed.returncode == 0, changed.stdout + changed.stderr
     rows = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from foley.config import FoleyConfig
 from foley.media import MediaError, VideoInfo, probe
 from foley.models import load_clip, pick_device
-from foley.stage import batch_of, fail, is_pending, rows_of, set_torch_threads
+from foley.stage import SKIPPED, batch_of, fail, is_pending, rows_of, set_torch_threads
 from foley.storage import Storage
 from foley.windows import frame_indices, window_bounds_s
 
@@ -54,6 +54,10 @@ class DecodeEmbed:
         self.check_limits(info)
         row.update(duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
                    has_audio=info.has_audio)
+        if info.has_audio and self.config.input.existing_audio == "skip":
+            row.update(status=SKIPPED, error=f"{row['input_uri']} already has an audio track "
+                                             "(input.existing_audio=skip; use replace or mix to dub it anyway)")
+            return
         windows = window_bounds_s(info.duration_s, self.config.window.seconds, self.config.window.overlap_seconds)
         reader = self.open_reader(path, info)
         frame_count, fps = len(reader), reader.get_avg_fps() or info.fps
@@ -68,7 +72,8 @@ class DecodeEmbed:
             try:
                 frames = reader.get_batch(indices).asnumpy()
             except Exception as exc:  # decord raises its own error types
-                raise MediaError(f"decord could not decode frames ({info.video_codec}): {exc}") from None
+                raise MediaError(f"its {info.video_codec} video stream could not be decoded by decord "
+                                 f"({_first_line(exc)}); the file may be truncated or corrupt") from None
             embeddings = self.clip.embed_frames(frames).view(len(group), per_window, -1)
             means.append(F.normalize(embeddings.mean(dim=1), dim=-1))  # temporal averaging, the paper's best
         row["n_windows"] = len(windows)
@@ -93,4 +98,9 @@ class DecodeEmbed:
         try:
             return decord.VideoReader(str(path), width=width, height=height, num_threads=self.resources.threads())
         except Exception as exc:  # decord raises its own error types
-            raise MediaError(f"decord cannot open the video stream ({info.video_codec}): {exc}") from None
+            raise MediaError(f"decord cannot read its {info.video_codec} video stream ({_first_line(exc)}); "
+                             "re-encode it (e.g. to H.264) or check that the file is complete") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -4,7 +4,8 @@ INPUT  rows with waveforms (n_windows x samples) and sample_rate; failed or skip
 OUTPUT one manifest row per video (status ok | failed | skipped), journalled as soon as the video is done.
 
 The windows are stitched with equal-power crossfades over their overlaps and trimmed to the video's duration;
-the video stream is copied untouched and only the audio is encoded. The video is read again from the node-local
+the video stream is copied untouched and only the audio is encoded (mixed under the input's own sound when
+input.existing_audio=mix). The video is read again from the node-local
 copy when it is still there, instead of travelling through the object store.
 """
 
@@ -57,10 +58,12 @@ class Mux:
         codec = self.config.output.audio_codecs.get(suffix)
         if codec is None:
             raise ValueError(f"no audio codec configured for '{suffix}' outputs (output.audio_codecs)")
+        mix = bool(row["has_audio"]) and self.config.input.existing_audio == "mix"
         with self.storage.staged_output(output_uri) as staged:
             mux_track(video, track, plan.sample_rate, staged, audio_codec=codec,
                       audio_bitrate=self.config.output.audio_bitrate,
-                      output_sample_rate=self.config.output.audio_sample_rate)
+                      output_sample_rate=self.config.output.audio_sample_rate,
+                      mix_under_original_db=self.config.input.mix_gain_db if mix else None)
 
     def local_video(self, row: dict) -> Path:
         """The decode stage's copy if it is on this node, else a fresh one."""

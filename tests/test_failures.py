@@ -1,0 +1,202 @@
+"""One bad file never stops a library: each bad input becomes a failed row naming it and the reason."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, dub_command, run_dub, tiny_overrides
+from foley.media import render_test_video
+from media_checks import decoded_audio, plays, streams, video_packets_md5
+
+LIMITS = ["input.max_width=400", "input.max_duration_s=20"]
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, capture_output=True)
+
+
+def make_bad_inputs(folder: Path) -> dict[str, str]:
+    """Input name -> the words its manifest error must contain."""
+    folder.mkdir(parents=True)
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("meeting notes, not a video\n" * 20)
+    whole = render_test_video(folder / "whole.tmp.mp4", 6.0, 320, 240, 25).read_bytes()
+    (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    (folder / "whole.tmp.mp4").unlink()
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:a", "aac", str(folder / "audio_only.mp4"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2", "-c:v", "libaom-av1", "-cpu-used", "8",
+           str(folder / "av1.mkv"))
+    render_test_video(folder / "too_wide.mp4", 2.0, 640, 360, 25)
+    render_test_video(folder / "too_long.mp4", 25.0, 160, 120, 10)
+    return {
+        "empty.mp4": "empty (0 bytes)",
+        "notes.mp4": "not a readable video",
+        "truncated.mp4": "not a readable video",
+        "audio_only.mp4": "has no video stream (streams found: audio)",
+        "av1.mkv": "decord cannot read its av1 video stream",
+        "too_wide.mp4": "640x360, over input.max_width",
+        "too_long.mp4": "25.0 s long, over input.max_duration_s=20",
+    }
+
+
+@pytest.mark.slow
+def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_models):
+    expected_errors = make_bad_inputs(tmp_path / "in")
+    render_test_video(tmp_path / "in" / "good.mp4", 3.0, 320, 240, 25)
+    render_test_video(tmp_path / "in" / "with_sound.mp4", 3.0, 320, 240, 25, with_audio=True)
+    odd_name = "clip; touch PWNED; $(touch PWNED2).mp4"  # a shell would run this; an argument list does not
+    render_test_video(tmp_path / "in" / odd_name, 2.0, 160, 120, 25)
+
+    result = run_dub(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "2 ok, 7 failed, 1 skipped" in result.stdout
+    rows = {row["relative_path"]: row for row in pq.read_table(tmp_path / "out/_manifest/manifest.parquet").to_pylist()}
+    assert len(rows) == 10
+    for name, words in expected_errors.items():
+        assert rows[name]["status"] == "failed", name
+        assert str(tmp_path / "in" / name) in rows[name]["error"] and words in rows[name]["error"], rows[name]["error"]
+        assert not (tmp_path / "out" / name).exists()
+    assert rows["with_sound.mp4"]["status"] == "skipped" and "already has an audio track" in rows["with_sound.mp4"]["error"]
+    for name in ("good.mp4", odd_name):
+        assert rows[name]["status"] == "ok" and plays(tmp_path / "out" / name)
+    assert not list(ROOT.glob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
+
+
+@pytest.mark.slow
+def test_max_failures_stops_the_job_early(tmp_path, tiny_models):
+    make_bad_inputs(tmp_path / "in")
+    result = run_dub(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS,
+                     "--max-failures", "1")
+    assert result.returncode == 1
+    assert "stopped early: more than --max-failures=1" in result.stderr
+
+
+@pytest.mark.parametrize("policy", ["replace", "mix"])
+def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config, policy):
+    from foley.stage import batch_of, new_row, rows_of
+    from foley.storage import InputItem
+    from workers.mux import Mux
+
+    config = tiny_config.model_copy(update={"input": tiny_config.input.model_copy(
+        update={"existing_audio": policy, "mix_gain_db": -6.0})})
+    video = render_test_video(tmp_path / "in.mp4", 4.0, 160, 120, 25, with_audio=True)  # a 440 Hz tone
+    output = tmp_path / "out" / "in.mp4"
+    row = new_row(InputItem(str(video), "in.mp4"), str(output), config)
+    low_hum = 0.5 * np.sin(2 * np.pi * 100 * np.arange(163840) / 16000)
+    row.update(duration_s=4.0, n_windows=1, sample_rate=16000, has_audio=True, local_path=str(video),
+               waveforms=low_hum[None].astype(np.float32))
+    [result] = rows_of(Mux(config, str(tmp_path / "out"))(batch_of([row])))
+    assert result["status"] == "ok", result["error"]
+    assert streams(output) == ["video", "audio"] and video_packets_md5(output) == video_packets_md5(video)
+    spectrum = np.abs(np.fft.rfft(decoded_audio(output)[:16000]))
+    hum, tone = spectrum[100], spectrum[440]
+    assert hum > 100 * np.median(spectrum)
+    assert (tone > 0.05 * hum) == (policy == "mix")  # the original's 440 Hz tone is kept only by mix
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _journal(output: Path) -> list[Path]:
+    return sorted((output / "_manifest" / "rows").glob("*.parquet"))
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_models):
+    for index in range(8):
+        render_test_video(tmp_path / "in" / f"v{index}.mp4", 12.0, 160, 120, 25)
+    overrides = tiny_overrides(tiny_models, tmp_path / "cache")
+    job = subprocess.Popen(dub_command(tmp_path / "in", tmp_path / "out", overrides), cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                           env=os.environ | {"RAY_ADDRESS": ""})
+    try:
+        _wait_for(lambda: len(_journal(tmp_path / "out")) >= 2, 300, "two finished videos")
+        job.send_signal(signal.SIGKILL)  # no chance to clean up or compact
+        job.wait()
+        # Workers the dead driver left behind finish what they hold, then exit; wait for a quiet output folder.
+        stage_workers = [p for p in _session_processes(job.pid) if "MapWorker" in " ".join(_cmdline(p))]
+        psutil.wait_procs(stage_workers, timeout=90)
+    finally:
+        _kill_session(job.pid)
+    recorded = {pq.read_table(path).column("relative_path")[0].as_py() for path in _journal(tmp_path / "out")}
+    finished = {name: (tmp_path / "out" / name).stat().st_mtime_ns for name in recorded}
+    journalled = len(recorded)
+    assert 2 <= journalled < 8
+
+    result = run_dub(tmp_path / "in", tmp_path / "out", overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{journalled} already done, {8 - journalled} to process" in result.stdout
+    rows = pq.read_table(tmp_path / "out/_manifest/manifest.parquet").to_pylist()
+    assert sorted(row["relative_path"] for row in rows) == [f"v{i}.mp4" for i in range(8)]
+    assert {row["status"] for row in rows} == {"ok"} and not _journal(tmp_path / "out")
+    for name, mtime in finished.items():  # finished and recorded before the kill: never written again
+        assert (tmp_path / "out" / name).stat().st_mtime_ns == mtime, f"{name} was redone"
+    assert all(plays(tmp_path / "out" / f"v{i}.mp4") for i in range(8))
+    assert not [p for p in (tmp_path / "out").rglob("*") if ".partial-" in p.name]
+
+
+def _session_of(process: psutil.Process) -> int | None:
+    """The job runs in its own session; Ray's workers keep it (though each has its own process group)."""
+    try:
+        return os.getsid(process.pid)
+    except (ProcessLookupError, psutil.Error):
+        return None
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _session_processes(sid: int) -> list[psutil.Process]:
+    return [process for process in psutil.process_iter() if _session_of(process) == sid]
+
+
+def _kill_session(sid: int) -> None:
+    for process in _session_processes(sid):
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
+@pytest.mark.slow
+def test_a_killed_actor_is_restarted_and_every_output_is_right(tmp_path, tiny_models):
+    for index in range(6):
+        render_test_video(tmp_path / "in" / f"v{index}.mp4", 20.0, 160, 120, 25)
+    job = subprocess.Popen(dub_command(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "c")),
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True, env=os.environ | {"RAY_ADDRESS": ""})
+    try:
+        def synthesize_actor():
+            return next((p for p in _session_processes(job.pid) if "MapBatches(Synthesize)" in " ".join(_cmdline(p))),
+                        None)
+
+        _wait_for(lambda: _journal(tmp_path / "out"), 300, "the first finished video")
+        victim = _wait_for(synthesize_actor, 60, "the Synthesize actor")
+        victim.kill()
+        assert len(_journal(tmp_path / "out")) < 6, "the run ended before the actor could be killed"
+        output, _ = job.communicate(timeout=600)
+    finally:
+        _kill_session(job.pid)
+    assert job.returncode == 0, output
+    assert "6 ok, 0 failed" in output
+    for index in range(6):
+        source, result = tmp_path / "in" / f"v{index}.mp4", tmp_path / "out" / f"v{index}.mp4"
+        assert plays(result) and video_packets_md5(result) == video_packets_md5(source)
