@@ -52,6 +52,8 @@ class Stages(Strict):
     map: StageResources = StageResources()
     synthesize: StageResources = StageResources()
     mux: StageResources = StageResources()
+    clap_embed: StageResources = StageResources()  # jobs.embed
+    write_pairs: StageResources = StageResources()  # jobs.embed
 
 
 class WindowConfig(Strict):
@@ -80,6 +82,52 @@ class MapperConfig(Strict):
     steps: int = Field(50, ge=1, description="sampling steps of the diffusion prior")
     guidance_scale: float = Field(0.9, ge=0, description="classifier-free guidance (1.0 = conditional only)")
     scheduler: Literal["ddim", "ddpm"] = "ddim"
+    zero_shot_labels: str = Field("configs/labels/vggsound.txt", description="sound-event vocabulary, one per line")
+    zero_shot_top_k: int = Field(5, ge=1, description="labels mixed per window")
+    zero_shot_temperature: float = Field(0.01, gt=0, description="softmax temperature over CLIP cosine similarity")
+    zero_shot_image_prompt: str = Field("a photo of {label}", description="CLIP text for a label; needs {label}")
+    zero_shot_sound_prompt: str = Field("the sound of {label}", description="CLAP text for a label; needs {label}")
+
+    @model_validator(mode="after")
+    def _prompts_name_the_label(self) -> "MapperConfig":
+        for key in ("zero_shot_image_prompt", "zero_shot_sound_prompt"):
+            if "{label}" not in getattr(self, key):
+                raise ValueError(f"{key} must contain {{label}}, got {getattr(self, key)!r}")
+        return self
+
+
+class ClapConfig(Strict):
+    """The laion_clap audio encoder that gives training targets (jobs.embed)."""
+
+    checkpoint: str = Field("hf://lukewys/laion_clap/630k-audioset-best.pt",
+                            description="laion_clap checkpoint: local file, s3:// or hf://REPO/FILE")
+    audio_model: str = Field("HTSAT-tiny", description="laion_clap audio model name (AudioLDM's CLAP: HTSAT-tiny)")
+    enable_fusion: bool = False
+    sample_rate: int = Field(48000, description="laion_clap's input rate; audio is resampled to it")
+    seconds: float = Field(10.0, gt=0, description="CLAP's input length; longer windows are centre-cropped")
+
+
+class TrainConfig(Strict):
+    """jobs.train_mapper; defaults are the paper's diffusion prior."""
+
+    variant: Literal["diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer"] = (
+        "diffusion-transformer")
+    depth: int = Field(12, ge=1)
+    heads: int = Field(12, ge=1)
+    head_dim: int = Field(64, ge=1)
+    mlp_expansion: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    train_timesteps: int = Field(1000, ge=2)
+    condition_dropout: float = Field(0.1, ge=0, lt=1, description="for classifier-free guidance")
+    learning_rate: float = Field(1.1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(448, ge=1, description="global batch, split across workers")
+    epochs: int = Field(100, ge=1)
+    val_fraction: float = Field(0.05, gt=0, lt=1, description="share of pair files held out for validation")
+    val_max_pairs: int = Field(4096, ge=1, description="pairs sampled per validation (diffusion sampling is costly)")
+    num_workers: int = Field(1, ge=1, description="data-parallel Ray Train workers")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
 
 
 class AudioLDMConfig(Strict):
@@ -126,23 +174,23 @@ class FoleyConfig(Strict):
     clip: ClipConfig = ClipConfig()
     mapper: MapperConfig = MapperConfig()
     audioldm: AudioLDMConfig = AudioLDMConfig()
+    clap: ClapConfig = ClapConfig()
+    train: TrainConfig = TrainConfig()
     input: InputConfig = InputConfig()
     output: OutputConfig = OutputConfig()
     storage: StorageConfig = StorageConfig()
     stages: Stages = Stages()
 
-    def output_hash(self) -> str:
-        """Hash of every setting that changes the generated audio: equal hashes mean a finished output is current."""
-        relevant = self.model_dump(include={"seed": True, "window": True, "clip": True, "mapper": True,
-                                            "audioldm": True, "output": True,
-                                            "input": {"existing_audio", "mix_gain_db"}})
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    def settings_hash(self, include: dict) -> str:
+        """Hash of the chosen settings: equal hashes mean an earlier result made with them is still current."""
+        return hashlib.sha256(json.dumps(self.model_dump(include=include), sort_keys=True).encode()).hexdigest()[:16]
 
     def model_ids(self) -> dict[str, str]:
         return {
             "clip_model": f"{self.clip.model}:{self.clip.pretrained}",
-            "mapper_model": self.mapper.checkpoint or "zero-shot",
+            "mapper_model": self.mapper.checkpoint or f"zero-shot:{Path(self.mapper.zero_shot_labels).name}",
             "audioldm_model": self.audioldm.model,
+            "clap_model": f"{self.clap.audio_model}:{self.clap.checkpoint}",
         }
 
 
@@ -226,7 +274,11 @@ def _absolute_local_paths(config: FoleyConfig, base: Path) -> FoleyConfig:
             "clip": config.clip.model_copy(
                 update={"model": clip_model, "pretrained": _absolute(config.clip.pretrained, base)}
             ),
-            "mapper": config.mapper.model_copy(update={"checkpoint": _absolute(config.mapper.checkpoint, base)}),
+            "mapper": config.mapper.model_copy(update={
+                "checkpoint": _absolute(config.mapper.checkpoint, base),
+                "zero_shot_labels": _absolute(config.mapper.zero_shot_labels, base),
+            }),
+            "clap": config.clap.model_copy(update={"checkpoint": _absolute(config.clap.checkpoint, base)}),
             "audioldm": config.audioldm.model_copy(update={"model": _absolute(config.audioldm.model, base)}),
         }
     )

@@ -11,17 +11,22 @@ from __future__ import annotations
 import hashlib
 import io
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foley.storage import Storage, join
 
-MANIFEST_DIR = "_manifest"
-STAGES = ("decode_embed", "map", "synthesize", "mux")
+if TYPE_CHECKING:
+    from foley.stage import JobKind
 
-SCHEMA = pa.schema(
-    [
+MANIFEST_DIR = "_manifest"
+
+
+def manifest_schema(kind: JobKind) -> pa.Schema:
+    """The manifest's columns: the job's model identifiers and a seconds_<stage> column per stage."""
+    return pa.schema([
         ("input_uri", pa.string()),
         ("output_uri", pa.string()),
         ("relative_path", pa.string()),
@@ -32,24 +37,21 @@ SCHEMA = pa.schema(
         ("has_audio", pa.bool_()),
         ("seed", pa.int64()),
         ("config_hash", pa.string()),
-        ("clip_model", pa.string()),
-        ("mapper_model", pa.string()),
-        ("audioldm_model", pa.string()),
-        *[(f"seconds_{stage}", pa.float64()) for stage in STAGES],
+        *[(model, pa.string()) for model in kind.models],
+        *[(f"seconds_{stage}", pa.float64()) for stage in kind.stages],
         ("started_at", pa.timestamp("ms", tz="UTC")),
         ("finished_at", pa.timestamp("ms", tz="UTC")),
-    ]
-)
+    ])
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def manifest_row(row: dict) -> dict:
+def manifest_row(row: dict, schema: pa.Schema) -> dict:
     """The manifest's columns of a pipeline row, with plain Python types."""
     record = {}
-    for field in SCHEMA:
+    for field in schema:
         value = row.get(field.name)
         if hasattr(value, "item"):  # numpy scalar
             value = value.item()
@@ -60,8 +62,9 @@ def manifest_row(row: dict) -> dict:
 
 
 class Manifest:
-    def __init__(self, output_root: str, storage: Storage):
+    def __init__(self, output_root: str, storage: Storage, kind: JobKind):
         self.storage = storage
+        self.schema = manifest_schema(kind)
         self.root = join(output_root, MANIFEST_DIR)
         self.compacted_uri = join(self.root, "manifest.parquet")
         self.journal_root = join(self.root, "rows")
@@ -71,9 +74,9 @@ class Manifest:
 
     def record(self, row: dict) -> None:
         """Journal one finished (ok, failed or skipped) row; it replaces any earlier row of the same input."""
-        record = manifest_row(row)
+        record = manifest_row(row, self.schema)
         record["finished_at"] = record["finished_at"] or utc_now()
-        self.storage.write_bytes(self._journal_uri(record["input_uri"]), _to_parquet([record]))
+        self.storage.write_bytes(self._journal_uri(record["input_uri"]), self._to_parquet([record]))
 
     def _journal(self) -> dict[str, dict]:
         rows = {}
@@ -99,13 +102,12 @@ class Manifest:
         """Fold the journal into manifest.parquet (written whole, in one step), then drop the folded files."""
         journal_uris = list(self._journal())
         rows = sorted(self.current().values(), key=lambda record: record["relative_path"])
-        self.storage.write_bytes(self.compacted_uri, _to_parquet(rows))
+        self.storage.write_bytes(self.compacted_uri, self._to_parquet(rows))
         for uri in journal_uris:
             self.storage.delete(uri)
         return rows
 
-
-def _to_parquet(records: list[dict]) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(records, schema=SCHEMA), sink)
-    return sink.getvalue()
+    def _to_parquet(self, records: list[dict]) -> bytes:
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(records, schema=self.schema), sink)
+        return sink.getvalue()

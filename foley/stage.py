@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from foley.config import FoleyConfig, StageResources
-from foley.manifest import STAGES
 from foley.storage import InputItem
 
 log = logging.getLogger("foley")
@@ -26,18 +25,46 @@ PENDING, OK, FAILED, SKIPPED = "pending", "ok", "failed", "skipped"
 EMPTY_MATRIX = np.zeros((0, 0), dtype=np.float32)  # placeholder for per-window arrays of rows without windows
 
 
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """What differs between the jobs over videos: their stages, the models they name, what their hash covers."""
+
+    stages: tuple[str, ...]
+    models: tuple[str, ...]
+    hashed_settings: dict = field(hash=False)
+
+    def config_hash(self, config: FoleyConfig) -> str:
+        return config.settings_hash(self.hashed_settings)
+
+    def model_ids(self, config: FoleyConfig) -> dict[str, str]:
+        return {key: value for key, value in config.model_ids().items() if key in self.models}
+
+
+DUB = JobKind(
+    stages=("decode_embed", "map", "synthesize", "mux"),
+    models=("clip_model", "mapper_model", "audioldm_model"),
+    hashed_settings={"seed": True, "window": True, "clip": True, "mapper": True, "audioldm": True, "output": True,
+                     "input": {"existing_audio", "mix_gain_db"}},
+)
+EMBED = JobKind(
+    stages=("decode_embed", "clap_embed", "write_pairs"),
+    models=("clip_model", "clap_model"),
+    hashed_settings={"window": True, "clip": True, "clap": True},
+)
 SUMMARY_COLUMNS = ("input_uri", "relative_path", "status", "error", "n_windows", "duration_s")
 
 
-def new_row(item: InputItem, output_uri: str, config: FoleyConfig) -> dict:
+def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind) -> dict:
     """A video's row as it enters the pipeline: every column present from the start, so batches stay uniform."""
     return {
         "input_uri": item.uri, "output_uri": output_uri, "relative_path": item.relative_path,
         "status": PENDING, "error": "", "local_path": "",
         "duration_s": 0.0, "fps": 0.0, "width": 0, "height": 0, "has_audio": False, "n_windows": 0,
         "clip_embeddings": EMPTY_MATRIX, "clap_embeddings": EMPTY_MATRIX, "waveforms": EMPTY_MATRIX,
-        "sample_rate": 0, "seed": config.seed, "config_hash": config.output_hash(), **config.model_ids(),
-        **{f"seconds_{stage}": 0.0 for stage in STAGES},
+        "sample_rate": 0, "seed": config.seed, "config_hash": kind.config_hash(config), **kind.model_ids(config),
+        **{f"seconds_{stage}": 0.0 for stage in kind.stages},
         "started_at": 0.0, "finished_at": 0.0,
     }
 

@@ -40,13 +40,19 @@ def test_missing_file_and_malformed_override_are_clear():
         load_config(None, ["audioldm.steps"])
 
 
-def test_output_hash_follows_what_changes_the_audio_only():
-    base = load_config(ROOT / "configs/tiny.yaml")
-    assert base.output_hash() == load_config(ROOT / "configs/tiny.yaml").output_hash()
-    assert base.output_hash() != load_config(ROOT / "configs/tiny.yaml", ["seed=1"]).output_hash()
-    assert base.output_hash() != load_config(ROOT / "configs/tiny.yaml", ["audioldm.steps=9"]).output_hash()
-    resources_only = load_config(ROOT / "configs/tiny.yaml", ["stages.synthesize.batch_size=16"])
-    assert base.output_hash() == resources_only.output_hash()
+def test_config_hash_follows_what_changes_the_result_only():
+    from foley.stage import DUB, EMBED
+
+    def dub_hash(*overrides):
+        return DUB.config_hash(load_config(ROOT / "configs/tiny.yaml", list(overrides)))
+
+    assert dub_hash() == dub_hash()
+    assert dub_hash() != dub_hash("seed=1") and dub_hash() != dub_hash("audioldm.steps=9")
+    assert dub_hash() != dub_hash("input.existing_audio=mix")
+    assert dub_hash() == dub_hash("stages.synthesize.batch_size=16") == dub_hash("input.max_width=100")
+    embed = load_config(ROOT / "configs/tiny.yaml")
+    assert EMBED.config_hash(embed) == EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml", ["seed=3"]))
+    assert EMBED.config_hash(embed) != EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml", ["window.frames=2"]))
 
 
 def test_relative_weight_paths_become_absolute(tmp_path, monkeypatch):

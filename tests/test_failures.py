@@ -81,7 +81,7 @@ def test_max_failures_stops_the_job_early(tmp_path, tiny_models):
 
 @pytest.mark.parametrize("policy", ["replace", "mix"])
 def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config, policy):
-    from foley.stage import batch_of, new_row, rows_of
+    from foley.stage import DUB, batch_of, new_row, rows_of
     from foley.storage import InputItem
     from workers.mux import Mux
 
@@ -89,7 +89,7 @@ def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config,
         update={"existing_audio": policy, "mix_gain_db": -6.0})})
     video = render_test_video(tmp_path / "in.mp4", 4.0, 160, 120, 25, with_audio=True)  # a 440 Hz tone
     output = tmp_path / "out" / "in.mp4"
-    row = new_row(InputItem(str(video), "in.mp4"), str(output), config)
+    row = new_row(InputItem(str(video), "in.mp4"), str(output), config, DUB)
     low_hum = 0.5 * np.sin(2 * np.pi * 100 * np.arange(163840) / 16000)
     row.update(duration_s=4.0, n_windows=1, sample_rate=16000, has_audio=True, local_path=str(video),
                waveforms=low_hum[None].astype(np.float32))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from foley.media import render_test_video
-from foley.stage import FAILED, PENDING, batch_of, new_row, rows_of
+from foley.stage import DUB, FAILED, PENDING, batch_of, new_row, rows_of
 from foley.storage import InputItem
 from foley.windows import frame_indices, window_bounds_s
 from media_checks import plays, stream_duration, streams, video_packets_md5
@@ -29,7 +29,7 @@ def synthesize(tiny_config):
 
 def row_for(path: Path, config, output: Path | None = None, relative: str | None = None) -> dict:
     item = InputItem(str(path), relative or path.name)
-    return new_row(item, str(output or path.with_name("out-" + path.name)), config)
+    return new_row(item, str(output or path.with_name("out-" + path.name)), config, DUB)
 
 
 def run(stage, rows):
@@ -67,7 +67,7 @@ def test_decode_embed_turns_a_bad_file_into_a_failed_row(tmp_path, tiny_config, 
 
 
 def two_window_row(config, embedding: np.ndarray, relative="a.mp4") -> dict:
-    row = new_row(InputItem(relative, relative), "unused.mp4", config)
+    row = new_row(InputItem(relative, relative), "unused.mp4", config, DUB)
     row["clap_embeddings"] = np.stack([embedding, embedding])
     return row
 
@@ -106,7 +106,7 @@ def test_synthesize_guidance_uses_the_empty_text_embedding(tiny_config, synthesi
 def _ref(config):
     from foley.stage import WindowRef
 
-    return WindowRef(new_row(InputItem("a.mp4", "a.mp4"), "o.mp4", config), 0)
+    return WindowRef(new_row(InputItem("a.mp4", "a.mp4"), "o.mp4", config, DUB), 0)
 
 
 def test_mux_copies_the_video_stream_and_fits_the_audio(tmp_path, tiny_config):

@@ -20,7 +20,7 @@ from foley.audio import normalize_peak, stitch_windows
 from foley.config import FoleyConfig
 from foley.manifest import Manifest, utc_now
 from foley.media import mux_track
-from foley.stage import OK, SUMMARY_COLUMNS, batch_of, fail, is_pending, rows_of
+from foley.stage import DUB, OK, SUMMARY_COLUMNS, batch_of, fail, is_pending, rows_of
 from foley.storage import Storage, is_s3
 from foley.windows import WindowPlan
 
@@ -29,7 +29,7 @@ class Mux:
     def __init__(self, config: FoleyConfig, output_root: str):
         self.config = config
         self.storage = Storage(config.storage)
-        self.manifest = Manifest(output_root, self.storage)
+        self.manifest = Manifest(output_root, self.storage, DUB)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
