@@ -127,7 +127,8 @@ class TrainConfig(Strict):
     val_max_pairs: int = Field(4096, ge=1, description="pairs sampled per validation (diffusion sampling is costly)")
     num_workers: int = Field(1, ge=1, description="data-parallel Ray Train workers")
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves per worker; leave some for reading")
+    torch_threads: int | None = Field(None, ge=1, description="threads per worker; default: cpus_per_worker")
 
 
 class AudioLDMConfig(Strict):

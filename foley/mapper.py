@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, PriorTransformer
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 from torch import nn
 
 Variant = Literal["diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer"]
@@ -135,6 +136,10 @@ class V2AMapper(nn.Module):
         self.spec = spec
         self.network = _build_network(spec)
 
+    @property
+    def clip_dim(self) -> int:
+        return self.spec.clip_dim
+
     # -- the network's view: scaled embeddings --------------------------------------------------------------
     def predict_clean(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Diffusion variants: the clean (scaled) audio embedding from a noisy one at `timesteps`."""
@@ -149,9 +154,10 @@ class V2AMapper(nn.Module):
             return DDIMScheduler(set_alpha_to_one=True, **common)
         return DDPMScheduler(variance_type="fixed_small", **common)
 
-    def training_loss(self, condition: torch.Tensor, target: torch.Tensor, condition_dropout: float,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-        """MSE to the clean target; conditions are dropped with probability `condition_dropout` for guidance."""
+    def forward(self, condition: torch.Tensor, target: torch.Tensor, condition_dropout: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The training loss (forward, so data-parallel wrappers see it): MSE to the clean (scaled) target, with
+        conditions dropped with probability `condition_dropout` for classifier-free guidance."""
         condition = F.normalize(condition, dim=-1) * self.spec.scale
         target = F.normalize(target, dim=-1) * self.spec.scale
         if not self.spec.is_diffusion:
@@ -202,24 +208,34 @@ def mapper_files(location: Path) -> tuple[Path, Path]:
     return location, location.with_suffix(".json")
 
 
+def mapper_to_bytes(mapper: V2AMapper) -> tuple[bytes, bytes]:
+    """(safetensors weights, JSON architecture): the checkpoint format, ready for a file or an S3 object."""
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in mapper.state_dict().items()}
+    weights = safetensors_save(state, metadata={"format": "pt", "variant": mapper.spec.variant})
+    return weights, json.dumps(asdict(mapper.spec), indent=2).encode()
+
+
+def mapper_from_bytes(weights: bytes, config: bytes) -> V2AMapper:
+    """Safetensors + JSON only: no pickle, so an untrusted checkpoint cannot run code."""
+    mapper = V2AMapper(MapperSpec(**json.loads(config)))
+    mapper.load_state_dict(safetensors_load(weights), strict=True)
+    return mapper.eval()
+
+
 def save_mapper(mapper: V2AMapper, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    weights, config = mapper_files(folder)
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in mapper.state_dict().items()}
-    save_file(state, str(weights), metadata={"format": "pt", "variant": mapper.spec.variant})
-    config.write_text(json.dumps(asdict(mapper.spec), indent=2))
+    weights_path, config_path = mapper_files(folder)
+    weights, config = mapper_to_bytes(mapper)
+    weights_path.write_bytes(weights)
+    config_path.write_bytes(config)
     return folder
 
 
 def load_mapper(location: Path, device: str | torch.device = "cpu") -> V2AMapper:
-    """Load from safetensors + JSON only: no pickle, so an untrusted checkpoint cannot run code."""
     weights, config = mapper_files(location)
     for required in (weights, config):
         if not required.is_file():
             raise FileNotFoundError(
                 f"mapper checkpoint incomplete: {required} is missing (need {WEIGHTS_NAME} and {CONFIG_NAME})"
             )
-    spec = MapperSpec(**json.loads(config.read_text()))
-    mapper = V2AMapper(spec)
-    mapper.load_state_dict(load_file(str(weights)), strict=True)
-    return mapper.to(device).eval()
+    return mapper_from_bytes(weights.read_bytes(), config.read_bytes()).to(device)

@@ -38,6 +38,18 @@ def _rate(text: str | None) -> float:
     return float(numerator) / float(denominator or 1)
 
 
+def _stream_duration(stream: dict) -> float:
+    """The video stream's own length: its duration field, or Matroska's DURATION tag (HH:MM:SS.fraction).
+    The container's duration is only a fallback: it also covers an audio track that runs longer."""
+    if stream.get("duration"):
+        return float(stream["duration"])
+    tag = stream.get("tags", {}).get("DURATION", "")
+    if tag.count(":") == 2:
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return 0.0
+
+
 def probe(path: Path) -> VideoInfo:
     size = path.stat().st_size
     if size == 0:
@@ -52,7 +64,7 @@ def probe(path: Path) -> VideoInfo:
     if video is None:
         kinds = sorted({s.get("codec_type", "?") for s in streams}) or ["none"]
         raise MediaError(f"has no video stream (streams found: {', '.join(kinds)})")
-    duration = float(video.get("duration") or facts.get("format", {}).get("duration") or 0.0)
+    duration = _stream_duration(video) or float(facts.get("format", {}).get("duration") or 0.0)
     if duration <= 0:
         raise MediaError("has no usable duration; the file may be truncated")
     fps = _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))
@@ -97,6 +109,22 @@ def mux_track(
                     capture_stdout=True, capture_stderr=True, overwrite_output=True)
     except ffmpeg.Error as exc:
         raise MediaError(f"muxing failed (ffmpeg: {_ffmpeg_reason(exc)})") from None
+
+
+def decode_audio(path: Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples of the first audio stream over [start_s, start_s + duration_s), resampled."""
+    try:
+        raw, _ = (
+            ffmpeg.input(str(path), ss=start_s, t=duration_s)
+            .output("pipe:", format="f32le", ac=1, ar=sample_rate, map="0:a:0")
+            .run(capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as exc:
+        raise MediaError(f"its audio could not be decoded (ffmpeg: {_ffmpeg_reason(exc)})") from None
+    samples = np.frombuffer(raw, dtype="<f4")
+    if samples.size == 0:
+        raise MediaError(f"has no audio between {start_s:.2f} s and {start_s + duration_s:.2f} s")
+    return samples
 
 
 def render_test_video(path: Path, seconds: float, width: int, height: int, fps: float,

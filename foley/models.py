@@ -31,7 +31,13 @@ def pick_device(setting: str) -> torch.device:
 
 
 def local_weights(location: str, storage: Storage) -> str:
-    """The location itself, or for s3:// a node-local copy of that prefix or single file."""
+    """The location itself; for s3:// a node-local copy of that prefix or file; for hf://REPO/FILE the hub's
+    cached copy of that file (the hub cache honours HF_HUB_OFFLINE)."""
+    if location.startswith("hf://"):
+        from huggingface_hub import hf_hub_download
+
+        owner, repo, filename = location.removeprefix("hf://").split("/", 2)
+        return hf_hub_download(f"{owner}/{repo}", filename)
     if not is_s3(location):
         return location
     folder_uri, names = location, ()
@@ -122,15 +128,30 @@ def load_clip(config: ClipConfig, storage: Storage, device: torch.device) -> Cli
     )
 
 
-def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device):
-    """diffusers AudioLDMPipeline with the configured scheduler and dtype (reduced precision on GPU only)."""
+@torch.no_grad()
+def clap_text_embeddings(text_encoder, tokenizer, texts: list[str], device: torch.device) -> torch.Tensor:
+    """AudioLDM's CLAP text embeddings (unit length), computed the way its pipeline does for a prompt."""
+    tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt").to(device)
+    output = text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)
+    return F.normalize(output.text_embeds, dim=-1)
+
+
+def quiet_hf_loading() -> None:
+    """Keep worker logs to our own progress lines (no per-file loading bars or deprecation chatter)."""
     import diffusers
     import transformers
-    from diffusers import AudioLDMPipeline, DDIMScheduler, DPMSolverMultistepScheduler
 
-    for library in (diffusers, transformers):  # keep worker logs to our own progress lines
+    for library in (diffusers, transformers):
         library.utils.logging.set_verbosity_error()
         library.utils.logging.disable_progress_bar()
+
+
+def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device):
+    """diffusers AudioLDMPipeline with the configured scheduler and dtype (reduced precision on GPU only)."""
+    from diffusers import AudioLDMPipeline, DDIMScheduler, DPMSolverMultistepScheduler
+
+    quiet_hf_loading()
     dtype = DTYPES[config.dtype] if device.type == "cuda" else torch.float32
     pipeline = AudioLDMPipeline.from_pretrained(local_weights(config.model, storage), dtype=dtype)
     if config.scheduler == "dpmsolver++":
@@ -140,6 +161,25 @@ def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device
         pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
+
+
+def load_audioldm_text_encoder(config: AudioLDMConfig, storage: Storage, device: torch.device):
+    """Only AudioLDM's CLAP text encoder and tokenizer (subfolders of the pipeline), not the whole pipeline."""
+    from transformers import AutoTokenizer, ClapTextModelWithProjection
+
+    quiet_hf_loading()
+    location = local_weights(config.model, storage)
+    text_encoder = ClapTextModelWithProjection.from_pretrained(location, subfolder="text_encoder").to(device).eval()
+    return text_encoder, AutoTokenizer.from_pretrained(location, subfolder="tokenizer")
+
+
+def load_mapper(config: FoleyConfig, storage: Storage, device: torch.device):
+    """The trained V2A-Mapper the config names, or the zero-shot mapper when it names none."""
+    if config.mapper.checkpoint is None:
+        from foley.zero_shot import build_zero_shot_mapper
+
+        return build_zero_shot_mapper(config, storage, device)
+    return load_v2a_mapper(config.mapper, storage, device)
 
 
 def load_v2a_mapper(config: MapperConfig, storage: Storage, device: torch.device):

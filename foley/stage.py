@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from foley.config import FoleyConfig, StageResources
-from foley.storage import InputItem
+from foley.manifest import Manifest, utc_now
+from foley.storage import InputItem, Storage, is_s3
 
 log = logging.getLogger("foley")
 
@@ -135,7 +136,7 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 
 def map_windows(rows: list[dict], source: str, target: str, max_batch: int, stage: str,
-                transform: Callable[[np.ndarray, list[WindowRef]], np.ndarray]) -> None:
+                transform: Callable[[list[np.ndarray], list[WindowRef]], np.ndarray]) -> None:
     """Apply `transform` to the windows of all pending rows, `max_batch` windows at a time across videos.
 
     Each row gets `target` (its windows' outputs, stacked) and `seconds_<stage>` (its share of the time). A chunk
@@ -149,7 +150,7 @@ def map_windows(rows: list[dict], source: str, target: str, max_batch: int, stag
             continue
         started = time.perf_counter()
         try:
-            result = transform(np.stack([ref.row[source][ref.index] for ref in chunk]), chunk)
+            result = transform([ref.row[source][ref.index] for ref in chunk], chunk)
         except Exception as exc:  # noqa: BLE001 - becomes a failed manifest row per video
             for ref in chunk:
                 if is_pending(ref.row):
@@ -164,3 +165,49 @@ def map_windows(rows: list[dict], source: str, target: str, max_batch: int, stag
             row[target] = np.stack([value for _, value in sorted(outputs[id(row)], key=lambda item: item[0])])
         else:
             row[target] = EMPTY_MATRIX
+
+
+def local_input(row: dict, storage: Storage):
+    """The decode stage's copy of the input if it is on this node, else a fresh one."""
+    from pathlib import Path
+
+    local = Path(str(row["local_path"])) if row["local_path"] else None
+    if local is not None and local.is_file():
+        return local
+    return storage.fetch(str(row["input_uri"]))
+
+
+class FinalStage:
+    """The last stage of a job: publish each pending video's output, then journal every row in the manifest.
+
+    Journalling right after publishing is what lets a killed job resume without redoing finished videos.
+    Subclasses name their job kind and stage, and implement `publish(row)`.
+    """
+
+    kind: JobKind
+    stage: str
+
+    def __init__(self, config: FoleyConfig, output_root: str):
+        self.config = config
+        self.storage = Storage(config.storage)
+        self.manifest = Manifest(output_root, self.storage, self.kind)
+
+    def publish(self, row: dict) -> None:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = rows_of(batch)
+        for row in rows:
+            if is_pending(row):
+                started = time.perf_counter()
+                try:
+                    self.publish(row)
+                    row["status"] = OK
+                except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
+                    fail(row, self.stage, exc)
+                row[f"seconds_{self.stage}"] = time.perf_counter() - started
+            row["finished_at"] = utc_now().timestamp()
+            self.manifest.record(row)
+            if is_s3(str(row["input_uri"])):  # this node's copy of a remote input is no longer needed
+                self.storage.local_copy_path(str(row["input_uri"])).unlink(missing_ok=True)
+        return batch_of([{column: row[column] for column in SUMMARY_COLUMNS} for row in rows])

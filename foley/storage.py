@@ -308,6 +308,21 @@ class Storage:
         with self.staged_output(uri) as temporary:
             temporary.write_bytes(data)
 
+    def arrow_files(self, uris: list[str]) -> tuple[object | None, list[str]]:
+        """(pyarrow filesystem, paths) for readers such as Ray Data's read_parquet; local files need none."""
+        if not uris or not is_s3(uris[0]):
+            return None, uris
+        from pyarrow import fs
+
+        endpoint = (self.config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                    or os.environ.get("AWS_ENDPOINT_URL"))
+        options = {"region": self.config.region or os.environ.get("AWS_REGION")
+                   or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            options.update(endpoint_override=host, scheme=scheme)
+        return fs.S3FileSystem(**options), [uri.removeprefix("s3://") for uri in uris]
+
     def remove_partials(self, root: str) -> int:
         """Delete the temporary files a killed run left under a local output root (S3 keeps none: uploads
         are atomic). Assumes one job writes to a root at a time."""

@@ -90,10 +90,30 @@ def save_tiny_mapper(folder: Path, clip_dim: int = TINY_EMBED_DIM, clap_dim: int
     return save_mapper(V2AMapper(spec), folder)
 
 
+def save_tiny_clap(path: Path, seed: int = 0) -> Path:
+    """A laion_clap checkpoint ({'state_dict': {'module.*': tensor}}, as released): HTSAT-tiny audio branch and
+    a one-layer text branch (laion_clap fixes the text width at 768)."""
+    from transformers import RobertaConfig
+
+    from foley.clap import build_clap_module
+    from foley.config import ClapConfig
+
+    torch.manual_seed(seed)
+    text_config = RobertaConfig(vocab_size=len(byte_level_tokenizer()), hidden_size=768, num_hidden_layers=1,
+                                num_attention_heads=12, intermediate_size=64, max_position_embeddings=80,
+                                type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+    module = build_clap_module(ClapConfig(), text_config, torch.device("cpu"))
+    state = {f"module.{name}": tensor for name, tensor in module.model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 0, "state_dict": state}, path)
+    return path
+
+
 def save_tiny_models(root: Path) -> dict[str, Path]:
     """Everything configs/tiny.yaml points at, under `root`."""
     return {
         "clip": save_tiny_clip(root / "clip"),
         "audioldm": save_tiny_audioldm(root / "audioldm"),
         "mapper": save_tiny_mapper(root / "mapper"),
+        "clap": save_tiny_clap(root / "clap.pt"),
     }

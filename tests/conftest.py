@@ -29,6 +29,7 @@ def tiny_overrides(models: dict[str, Path], cache_dir: Path) -> list[str]:
         f"clip.model=local-dir:{models['clip']}",
         f"mapper.checkpoint={models['mapper']}",
         f"audioldm.model={models['audioldm']}",
+        f"clap.checkpoint={models['clap']}",
         f"storage.cache_dir={cache_dir}",
     ]
 

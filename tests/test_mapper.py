@@ -61,7 +61,7 @@ def test_guidance_zero_ignores_the_condition_and_positive_guidance_follows_it(ma
 def test_every_variant_maps_and_trains(variant):
     mapper = V2AMapper(MapperSpec(variant=variant, clip_dim=16, clap_dim=8, depth=1, heads=2, head_dim=8))
     condition, target = torch.randn(4, 16), torch.randn(4, 8)
-    loss = mapper.training_loss(condition, target, condition_dropout=0.1, generator=torch.Generator().manual_seed(0))
+    loss = mapper(condition, target, condition_dropout=0.1, generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert loss.item() > 0
     mapped = mapper.map(condition, generators(range(4)), steps=3, guidance_scale=1.0, sampler="ddpm")

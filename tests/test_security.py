@@ -38,3 +38,13 @@ def test_a_mapper_checkpoint_that_is_a_pickle_is_refused_without_running_it(tmp_
     with pytest.raises(Exception):
         load_v2a_mapper(MapperConfig(checkpoint=str(folder)), Storage(StorageConfig()), torch.device("cpu"))
     assert not marker.exists()
+
+
+def test_a_pickled_clap_checkpoint_is_refused_without_running_it(tmp_path):
+    from foley.clap import read_clap_checkpoint
+
+    marker = tmp_path / "code-ran"
+    torch.save({"state_dict": {"module.x": Payload(marker)}}, tmp_path / "clap.pt")
+    with pytest.raises(Exception):
+        read_clap_checkpoint(tmp_path / "clap.pt")
+    assert not marker.exists()

@@ -93,11 +93,11 @@ def test_synthesize_guidance_uses_the_empty_text_embedding(tiny_config, synthesi
     assert torch.allclose(synthesize.empty_text_embedding, reference, atol=1e-6)
     dim = pipeline.unet.config.projection_class_embeddings_input_dim
     embedding = torch.nn.functional.normalize(torch.randn(dim), dim=0).numpy()
-    guided = synthesize.synthesize_windows(embedding[None], [_ref(tiny_config)])
+    guided = synthesize.synthesize_windows([embedding], [_ref(tiny_config)])
     synthesize.config = tiny_config.model_copy(update={"audioldm": tiny_config.audioldm.model_copy(
         update={"guidance_scale": 1.0})})
     try:
-        unguided = synthesize.synthesize_windows(embedding[None], [_ref(tiny_config)])
+        unguided = synthesize.synthesize_windows([embedding], [_ref(tiny_config)])
     finally:
         synthesize.config = tiny_config
     assert not np.allclose(guided, unguided)

@@ -2,7 +2,7 @@
 
 INPUT  one row per video: input_uri (local path or s3://).
 OUTPUT the same row plus duration_s, fps, width, height, has_audio, n_windows and clip_embeddings (n_windows x D,
-       the L2-normalised mean of K frame embeddings per window). Fan-out 1:1.
+       the L2-normalised mean of K frame embeddings per window). Fan-out 1:1. Used by jobs.dub and jobs.embed.
 
 decord decodes only the K sampled frames per window, scaled in the decoder so the short side is CLIP's input
 size; only embeddings leave the actor (frames never enter the object store).
@@ -25,8 +25,11 @@ from foley.windows import frame_indices, window_bounds_s
 
 
 class DecodeEmbed:
-    def __init__(self, config: FoleyConfig):
+    def __init__(self, config: FoleyConfig, audio_required: bool = False):
+        """`audio_required`: the embed job learns from sound, so it skips inputs without any; the dub job instead
+        follows input.existing_audio for inputs that have sound."""
         self.config = config
+        self.audio_required = audio_required
         self.resources = config.stages.decode_embed
         set_torch_threads(self.resources)
         self.storage = Storage(config.storage)
@@ -54,7 +57,10 @@ class DecodeEmbed:
         self.check_limits(info)
         row.update(duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
                    has_audio=info.has_audio)
-        if info.has_audio and self.config.input.existing_audio == "skip":
+        if self.audio_required and not info.has_audio:
+            row.update(status=SKIPPED, error=f"{row['input_uri']} has no audio track to learn from")
+            return
+        if info.has_audio and not self.audio_required and self.config.input.existing_audio == "skip":
             row.update(status=SKIPPED, error=f"{row['input_uri']} already has an audio track "
                                              "(input.existing_audio=skip; use replace or mix to dub it anyway)")
             return

@@ -1,4 +1,5 @@
-"""Stage 2: CLIP embedding -> CLAP audio-space embedding, with the V2A-Mapper.
+"""Stage 2: CLIP embedding -> CLAP audio-space embedding, with the V2A-Mapper (or the zero-shot mapper when no
+trained checkpoint is configured).
 
 INPUT  rows with clip_embeddings (n_windows x D_clip).
 OUTPUT the same rows plus clap_embeddings (n_windows x D_clap, unit length). Fan-out 1:1.
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from foley.config import FoleyConfig
-from foley.models import load_v2a_mapper, pick_device
+from foley.models import load_mapper, pick_device
 from foley.stage import WindowRef, batch_of, map_windows, rows_of, set_torch_threads
 from foley.storage import Storage
 from foley.windows import window_seed
@@ -25,7 +26,7 @@ class Map:
         self.resources = config.stages.map
         set_torch_threads(self.resources)
         self.device = pick_device(config.device)
-        self.mapper = load_v2a_mapper(config.mapper, Storage(config.storage), self.device)
+        self.mapper = load_mapper(config, Storage(config.storage), self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
@@ -33,9 +34,10 @@ class Map:
                     self.map_windows)
         return batch_of(rows)
 
-    def map_windows(self, clip_embeddings: np.ndarray, windows: list[WindowRef]) -> np.ndarray:
-        if clip_embeddings.shape[1] != self.mapper.spec.clip_dim:
-            raise ValueError(f"the mapper expects {self.mapper.spec.clip_dim}-d CLIP embeddings but the CLIP model "
+    def map_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
+        clip_embeddings = np.stack(embeddings)
+        if clip_embeddings.shape[1] != self.mapper.clip_dim:
+            raise ValueError(f"the mapper expects {self.mapper.clip_dim}-d CLIP embeddings but the CLIP model "
                              f"gives {clip_embeddings.shape[1]}-d; use a mapper trained for this CLIP model")
         generators = [
             torch.Generator(self.device).manual_seed(

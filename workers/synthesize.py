@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from foley.config import FoleyConfig
-from foley.models import load_audioldm, pick_device
+from foley.models import clap_text_embeddings, load_audioldm, pick_device
 from foley.stage import WindowRef, batch_of, map_windows, rows_of, set_torch_threads
 from foley.storage import Storage
 from foley.windows import window_seed
@@ -29,16 +28,8 @@ class Synthesize:
         self.device = pick_device(config.device)
         self.pipeline = load_audioldm(config.audioldm, Storage(config.storage), self.device)
         self.sample_rate = int(self.pipeline.vocoder.config.sampling_rate)
-        self.empty_text_embedding = self.embed_text("")
-
-    @torch.no_grad()
-    def embed_text(self, text: str) -> torch.Tensor:
-        """AudioLDM's own CLAP text embedding (unit length), as the pipeline computes it for a prompt."""
-        tokenizer = self.pipeline.tokenizer
-        tokens = tokenizer([text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                           return_tensors="pt").to(self.device)
-        output = self.pipeline.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)
-        return F.normalize(output.text_embeds, dim=-1)
+        self.empty_text_embedding = clap_text_embeddings(self.pipeline.text_encoder, self.pipeline.tokenizer, [""],
+                                                         self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
@@ -48,7 +39,8 @@ class Synthesize:
             row["sample_rate"] = self.sample_rate
         return batch_of(rows)
 
-    def synthesize_windows(self, clap_embeddings: np.ndarray, windows: list[WindowRef]) -> np.ndarray:
+    def synthesize_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
+        clap_embeddings = np.stack(embeddings)
         expected = self.pipeline.unet.config.projection_class_embeddings_input_dim
         if clap_embeddings.shape[1] != expected:
             raise ValueError(f"AudioLDM expects {expected}-d CLAP embeddings but the mapper gives "

@@ -1,0 +1,227 @@
+"""Train the V2A-Mapper on paired (CLIP, CLAP) window embeddings from jobs.embed, with Ray Train.
+
+    python -m jobs.train_mapper --data DIR|s3://B/P/ --output DIR|s3://B/P/ [--config configs/foley.yaml] \
+        [--fresh] [key.path=value ...]
+
+The variant and its size come from `train.*`, the embedding sizes from the data. Workers train data-parallel
+(TorchTrainer: CPUs here, GPUs on a cluster) on pair files read through Ray Data; a held-out share of the files
+is validated every epoch (mean cosine between mapped and true CLAP embeddings, beside the no-mapper baseline).
+Every epoch is checkpointed to <output>/checkpoint/, and a rerun of the same command resumes from the last one.
+The output gets mapper.safetensors + mapper.json (what jobs.dub loads), metrics.json, training_curves.png and
+cosine_histogram.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from foley.checkpoints import CheckpointStore
+from foley.config import ConfigError, FoleyConfig, MapperConfig, load_config
+from foley.mapper import CONFIG_NAME, WEIGHTS_NAME, MapperSpec, V2AMapper, mapper_to_bytes
+from foley.pairs import embedding_dims, list_pair_files, read_pairs, split_by_file
+from foley.plots import cosine_histogram, training_curves
+from foley.storage import Storage, StorageError, join
+
+log = logging.getLogger("foley.train")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train_mapper", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="the --output of jobs.embed (holds pairs/)")
+    parser.add_argument("--output", required=True, help="folder or s3:// prefix for checkpoints and results")
+    parser.add_argument("--config", default="configs/foley.yaml", help="preset YAML (default: configs/foley.yaml)")
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
+    return parser.parse_args(argv)
+
+
+def mapper_spec(config: FoleyConfig, clip_dim: int, clap_dim: int) -> MapperSpec:
+    train = config.train
+    return MapperSpec(variant=train.variant, clip_dim=clip_dim, clap_dim=clap_dim, depth=train.depth,
+                      heads=train.heads, head_dim=train.head_dim, mlp_expansion=train.mlp_expansion,
+                      dropout=train.dropout, train_timesteps=train.train_timesteps)
+
+
+def paired_cosines(mapper: V2AMapper, clip: torch.Tensor, clap: torch.Tensor, settings: MapperConfig,
+                   seed: int) -> torch.Tensor:
+    """Cosine between each mapped embedding and its true CLAP embedding, sampling as the dub job does."""
+    generators = [torch.Generator(clip.device).manual_seed(seed + index) for index in range(len(clip))]
+    mapped = mapper.map(clip, generators, steps=settings.steps, guidance_scale=settings.guidance_scale,
+                        sampler=settings.scheduler)
+    return (mapped * torch.nn.functional.normalize(clap.float(), dim=-1)).sum(dim=-1)
+
+
+def no_mapper_cosines(clip: torch.Tensor, clap: torch.Tensor) -> torch.Tensor | None:
+    """The paper's 'no mapper' ablation: CLIP straight into CLAP's place (defined when the sizes match)."""
+    if clip.shape[1] != clap.shape[1]:
+        return None
+    return (torch.nn.functional.normalize(clip, dim=-1) * torch.nn.functional.normalize(clap, dim=-1)).sum(-1)
+
+
+def train_loop(loop: dict) -> None:
+    """One Ray Train worker: its shard of every epoch, validation, and (rank 0) the checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    config: FoleyConfig = loop["config"]
+    train = config.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(train.torch_threads or max(1, int(train.cpus_per_worker)))
+    torch.manual_seed(config.seed)  # every worker starts from the same weights
+    mapper = V2AMapper(MapperSpec(**loop["spec"]))
+    optimizer = torch.optim.AdamW(mapper.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
+    checkpoints = CheckpointStore(loop["output"], Storage(config.storage))
+    epoch, step, history = 0, 0, []
+    if loop["resume"]:
+        epoch, step, history = checkpoints.restore(loop["resume"], mapper, optimizer)
+    model = ray.train.torch.prepare_model(mapper)
+    per_worker_batch = max(1, train.batch_size // world)
+
+    while epoch < train.epochs:
+        started = time.perf_counter()
+        noise = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1_009 + rank)
+        losses = []
+        model.train()
+        for batch in ray.train.get_dataset_shard("train").iter_torch_batches(
+                batch_size=per_worker_batch, local_shuffle_buffer_size=4 * per_worker_batch,
+                local_shuffle_seed=config.seed + epoch, device=device):
+            loss = model(batch["clip"], batch["clap"], train.condition_dropout, noise)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+        epoch += 1
+        trained = time.perf_counter()
+        mapper.eval()
+        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, batches, cosine sum, no-mapper sum
+        totals[0], totals[1] = sum(losses), len(losses)
+        count = 0
+        for batch in ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=512, device=device):
+            clip, clap = batch["clip"], batch["clap"]
+            totals[2] += paired_cosines(mapper, clip, clap, config.mapper, config.seed + count).sum().item()
+            baseline = no_mapper_cosines(clip, clap)
+            totals[3] += baseline.sum().item() if baseline is not None else float("nan")
+            count += len(clip)
+        counts = torch.tensor([count], dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+            torch.distributed.all_reduce(counts)
+        no_mapper = totals[3].item() / counts.item()
+        metrics = {"epoch": epoch, "step": step, "train_loss": totals[0].item() / max(totals[1].item(), 1),
+                   "val_cosine": totals[2].item() / counts.item(),
+                   "no_mapper_cosine": None if np.isnan(no_mapper) else no_mapper,
+                   "seconds_train": trained - started, "seconds_validate": time.perf_counter() - trained}
+        history.append(metrics)
+        if rank == 0:
+            checkpoints.save(mapper, optimizer, epoch, step, history)
+        ray.train.report(metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    started = time.perf_counter()
+    try:
+        config = load_config(args.config, args.overrides)
+        storage = Storage(config.storage)
+        # 1. The data: pair files split by file (so by video) into training and held-out validation.
+        files = list_pair_files(args.data, storage)
+        train_files, val_files = split_by_file(files, config.train.val_fraction, config.seed)
+        spec = mapper_spec(config, *embedding_dims(files[0], storage))
+        # 2. Resume from the last checkpoint of this output, if it is of the same architecture.
+        checkpoints = CheckpointStore(args.output, storage)
+        resume = None if args.fresh else checkpoints.latest()
+        if resume is not None and checkpoints.spec(resume) != spec:
+            raise ConfigError(f"{checkpoints.root} holds a checkpoint of another architecture "
+                              f"({checkpoints.spec(resume)}); use another --output, or --fresh to start over")
+    except (ConfigError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(files)} pair files ({len(train_files)} train, {len(val_files)} held out); {spec.variant} mapper "
+          f"{spec.clip_dim} -> {spec.clap_dim}; " + (f"resuming after epoch {resume['epoch']} (step {resume['step']})"
+                                                      if resume else "starting fresh"), flush=True)
+
+    # 3. Data-parallel training with Ray Train, reading the pair files through Ray Data.
+    if resume is None or resume["epoch"] < config.train.epochs:
+        train(config, spec, storage, train_files, val_files, args.output, resume)
+
+    # 4. The trained mapper and its report.
+    history = write_results(config, storage, checkpoints, val_files, args.output)
+    final = history[-1]
+    print(f"done in {time.perf_counter() - started:.1f} s: {final['epoch']} epochs, held-out cosine "
+          f"{final['val_cosine']:.3f} (no mapper: {final['no_mapper_cosine']}); mapper: "
+          f"{join(args.output, WEIGHTS_NAME)}", flush=True)
+    return 0
+
+
+def train(config: FoleyConfig, spec: MapperSpec, storage: Storage, train_files: list[str], val_files: list[str],
+          output: str, resume: dict | None) -> None:
+    import ray.data
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from foley.job import connect_ray
+
+    connect_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch metrics are the progress here
+    datasets = {}
+    for name, files in (("train", train_files), ("val", val_files)):
+        filesystem, paths = storage.arrow_files(files)
+        # Read once and keep in the object store: every epoch then iterates memory, not files.
+        datasets[name] = ray.data.read_parquet(paths, filesystem=filesystem).select_columns(
+            ["clip", "clap"]).materialize()
+    with tempfile.TemporaryDirectory(prefix="foley-train-") as ray_train_dir:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={"config": config, "spec": spec.__dict__, "output": output, "resume": resume},
+            scaling_config=ScalingConfig(num_workers=config.train.num_workers, use_gpu=config.train.use_gpu,
+                                         resources_per_worker={"CPU": config.train.cpus_per_worker}),
+            datasets=datasets,
+            run_config=RunConfig(storage_path=ray_train_dir, name="v2a-mapper"),
+        )
+        trainer.fit()
+
+
+def write_results(config: FoleyConfig, storage: Storage, checkpoints: CheckpointStore, val_files: list[str],
+                  output: str) -> list[dict]:
+    """mapper.safetensors + mapper.json from the last checkpoint, metrics.json, and the two figures."""
+    latest = checkpoints.latest()
+    mapper = checkpoints.load_mapper(latest)
+    weights, spec_json = mapper_to_bytes(mapper)
+    storage.write_bytes(join(output, WEIGHTS_NAME), weights)
+    storage.write_bytes(join(output, CONFIG_NAME), spec_json)
+    history = json.loads(storage.read_bytes(join(checkpoints.root, f"{latest['folder']}/progress.json")))["history"]
+
+    clip, clap = (torch.from_numpy(m) for m in read_pairs(val_files, storage, config.train.val_max_pairs))
+    torch.manual_seed(config.seed)  # the same initial weights the training started from
+    untrained = V2AMapper(mapper.spec).eval()
+    series = {"before training": paired_cosines(untrained, clip, clap, config.mapper, config.seed).numpy(),
+              "after training": paired_cosines(mapper, clip, clap, config.mapper, config.seed).numpy()}
+    if (baseline := no_mapper_cosines(clip, clap)) is not None:
+        series = {"no mapper (CLIP vs CLAP)": baseline.numpy(), **series}
+    storage.write_bytes(join(output, "cosine_histogram.png"), cosine_histogram(series))
+    storage.write_bytes(join(output, "training_curves.png"), training_curves(history))
+    metrics = {
+        "variant": mapper.spec.variant,
+        "epochs": [{key: entry[key] for key in ("epoch", "step", "train_loss", "val_cosine", "no_mapper_cosine")}
+                   for entry in history],
+        "final_val_cosine": history[-1]["val_cosine"],
+        "before_training_val_cosine": float(series["before training"].mean()),
+    }
+    storage.write_bytes(join(output, "metrics.json"), json.dumps(metrics, indent=2).encode())
+    return history
+
+
+if __name__ == "__main__":
+    sys.exit(main())

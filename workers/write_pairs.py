@@ -1,0 +1,26 @@
+"""Embed stage 3: a video's (CLIP, CLAP) window pairs -> one Parquet file, and its manifest row.
+
+INPUT  rows with clip_embeddings and clap_embeddings (n_windows x D each).
+OUTPUT one manifest row per video; its pairs at output_uri (<output>/pairs/<relative path>.parquet).
+
+One file per video, named after it, so a redo replaces the video's pairs instead of adding a second copy, and a
+held-out split by file never puts windows of one video on both sides.
+"""
+
+from __future__ import annotations
+
+from foley.pairs import pairs_table, table_bytes
+from foley.stage import EMBED, FinalStage
+from foley.windows import window_bounds_s
+
+
+class WritePairs(FinalStage):
+    kind = EMBED
+    stage = "write_pairs"
+
+    def publish(self, row: dict) -> None:
+        window = self.config.window
+        bounds = window_bounds_s(float(row["duration_s"]), window.seconds, window.overlap_seconds)
+        table = pairs_table(str(row["relative_path"]), bounds, row["clip_embeddings"], row["clap_embeddings"],
+                            EMBED.model_ids(self.config))
+        self.storage.write_bytes(str(row["output_uri"]), table_bytes(table))
