@@ -28,7 +28,7 @@ class VideoInfo:
 
 def _ffmpeg_reason(exc: ffmpeg.Error) -> str:
     lines = [line.strip() for line in (exc.stderr or b"").decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "ffmpeg failed without a message"
+    return lines[-1] if lines else "ffmpeg stopped without an error message (killed from outside?)"
 
 
 def _rate(text: str | None) -> float:
@@ -87,8 +87,10 @@ def mux_track(
     audio_bitrate: str,
     output_sample_rate: int,
     mix_under_original_db: float | None = None,
+    video_codec: str = "copy",
 ) -> None:
-    """Write `output_path`: the first video stream copied bit for bit, plus `track` encoded as the only audio.
+    """Write `output_path`: the first video stream copied bit for bit (unless `video_codec` names an encoder),
+    plus `track` encoded as the only audio.
 
     With `mix_under_original_db` the input's own first audio stream is kept and the generated track is mixed
     under it at that gain; the mix lasts exactly as long as the generated track.
@@ -101,7 +103,7 @@ def mux_track(
     container_flags = {"movflags": "+faststart"} if output_path.suffix.lower() in (".mp4", ".mov") else {}
     command = ffmpeg.output(
         source["v:0"], audio, str(output_path),
-        vcodec="copy", acodec=audio_codec, audio_bitrate=audio_bitrate, ar=output_sample_rate, ac=1,
+        vcodec=video_codec, acodec=audio_codec, audio_bitrate=audio_bitrate, ar=output_sample_rate, ac=1,
         map_metadata=0, **container_flags,
     )
     try:

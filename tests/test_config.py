@@ -25,7 +25,7 @@ def test_bad_keys_and_values_are_named_with_what_is_allowed():
         load_config(ROOT / "configs/tiny.yaml",
                     ["audioldm.stepz=3", "audioldm.scheduler=euler", "window.frames=0"])
     message = str(caught.value)
-    assert "unknown key 'audioldm.stepz'" in message and "allowed keys here: dtype, guidance_scale" in message
+    assert "unknown key 'audioldm.stepz'" in message and "allowed keys here: attention, dtype, guidance_scale, model" in message
     assert "audioldm.scheduler = 'euler'" in message and "'ddim' or 'dpmsolver++'" in message
     assert "window.frames = 0" in message and "greater than or equal to 1" in message
     assert "configs/tiny.yaml" in message
@@ -56,9 +56,15 @@ def test_config_hash_follows_what_changes_the_result_only():
 
 
 def test_relative_weight_paths_become_absolute(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    (ROOT / "models/tiny/mapper").mkdir(parents=True, exist_ok=True)
-    config = load_config(ROOT / "configs/tiny.yaml")
-    assert Path(config.mapper.checkpoint).is_absolute()
-    assert config.audioldm.model == "cvssp/audioldm-s-full-v2" or Path(config.audioldm.model).is_absolute()
+    """Existing relative paths resolve against the project root; hub ids stay hub ids."""
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "models/mapper").mkdir(parents=True)
+    (project / "models/audioldm").mkdir(parents=True)
+    (project / "configs/local.yaml").write_text(
+        "mapper: {checkpoint: models/mapper}\naudioldm: {model: models/audioldm}\n")
+    monkeypatch.chdir(tmp_path)  # not the project root: paths must still resolve
+    config = load_config(project / "configs/local.yaml")
+    assert config.mapper.checkpoint == str(project / "models/mapper")
+    assert config.audioldm.model == str(project / "models/audioldm")
     assert load_config(None).audioldm.model == "cvssp/audioldm-s-full-v2"  # a hub id stays a hub id
