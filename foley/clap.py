@@ -59,7 +59,7 @@ def offline_text_branch(text_config):
     from laion_clap.clap_module import model as clap_model
     from transformers import RobertaModel
 
-    from foley.tiny_models import byte_level_tokenizer
+    from foley.random_models import byte_level_tokenizer
 
     with mock.patch.object(clap_model.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)), \
             mock.patch.object(hook.RobertaTokenizer, "from_pretrained", lambda *_, **__: byte_level_tokenizer()):

@@ -70,6 +70,13 @@ class WindowConfig(Strict):
         return self
 
 
+class DecodeConfig(Strict):
+    """How frames are decoded for CLIP. The defaults are the fast path; the others exist to be measured."""
+
+    frames: Literal["sampled", "all"] = Field("sampled", description="decode only the K sampled frames, or all")
+    size: Literal["clip", "native"] = Field("clip", description="scale in the decoder to CLIP's size, or not")
+
+
 class ClipConfig(Strict):
     model: str = Field("ViT-B-32", description="open_clip model name, or 'local-dir:PATH' (PATH may be s3://)")
     pretrained: str | None = Field("openai", description="open_clip pretrained tag, a local file or an s3:// key")
@@ -137,6 +144,8 @@ class AudioLDMConfig(Strict):
     guidance_scale: float = Field(2.5, ge=0)
     scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="applied on GPU only")
+    attention: Literal["sdpa", "classic"] = Field("sdpa", description="scaled-dot-product attention kernels, or "
+                                                  "diffusers' plain matmul-softmax processor")
 
 
 class InputConfig(Strict):
@@ -156,6 +165,7 @@ class OutputConfig(Strict):
                                  ".avi": "libmp3lame"},
         description="audio encoder per output container",
     )
+    video_codec: str = Field("copy", description="copy: the video stream untouched; an encoder name re-encodes")
     audio_bitrate: str = "128k"
     audio_sample_rate: int = Field(48000, ge=8000)
     peak_dbfs: float | None = Field(-1.0, le=0, description="normalise each track to this peak; null keeps levels")
@@ -172,6 +182,7 @@ class FoleyConfig(Strict):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     window: WindowConfig = WindowConfig()
+    decode: DecodeConfig = DecodeConfig()
     clip: ClipConfig = ClipConfig()
     mapper: MapperConfig = MapperConfig()
     audioldm: AudioLDMConfig = AudioLDMConfig()
@@ -181,6 +192,13 @@ class FoleyConfig(Strict):
     output: OutputConfig = OutputConfig()
     storage: StorageConfig = StorageConfig()
     stages: Stages = Stages()
+
+    def with_overrides(self, *overrides: str) -> "FoleyConfig":
+        """This config with more `key.path=value` settings, validated like the command line's."""
+        tree = self.model_dump()
+        for text in overrides:
+            set_dotted(tree, *parse_override(text))
+        return FoleyConfig.model_validate(tree)
 
     def settings_hash(self, include: dict) -> str:
         """Hash of the chosen settings: equal hashes mean an earlier result made with them is still current."""
@@ -209,7 +227,7 @@ def _describe_error(error: dict[str, Any], root: type[BaseModel]) -> str:
     return f"{key} = {error.get('input')!r}: {error['msg']}"
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
@@ -243,7 +261,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(tree).__name__}")
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     try:
         config = FoleyConfig.model_validate(tree)
     except ValidationError as exc:

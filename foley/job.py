@@ -101,6 +101,12 @@ class JobRun:
             rows.append(new_row(item, output_uri, self.config, self.kind))
         return rows
 
+    def connect(self):
+        """Ray (joined or started), after checking that it can host the stages' resources."""
+        ray = connect_ray()
+        check_gpus(self.config, self.kind, ray.cluster_resources().get("GPU", 0))
+        return ray
+
     def follow(self, videos, total: int) -> None:
         """Consume the pipeline's output as videos finish: a progress line each, stop after too many failures."""
         max_failures = self.args.max_failures

@@ -159,6 +159,10 @@ def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device
                                                                      algorithm_type="dpmsolver++")
     else:
         pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+    if config.attention == "classic":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        pipeline.unet.set_attn_processor(AttnProcessor())
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
 

@@ -1,8 +1,9 @@
-"""Tiny random-weight models in the real models' native formats, for the offline demo and the tests.
+"""Random-weight models in the real models' native formats: no download, loaded by the production loaders.
 
-They keep the real signal geometry (16 kHz audio, 64 mel bins, hop 160, VAE factor 4, so a 10.24-s window is an
-8 x 256 x 16 latent) and shrink only the widths, so every loader and shape path of production is exercised.
-Random weights make noise, not Foley.
+Tiny ones for the offline demo and the tests keep the real signal geometry (16 kHz audio, 64 mel bins, hop 160,
+VAE factor 4, so a 10.24-s window is an 8 x 256 x 16 latent) and shrink only the widths. Full-size ones
+(../shared/reference/model-configs.md: AudioLDM s-full-v2, the paper's mapper) measure real costs in the
+benchmark, since speed does not depend on weight values. Random weights make noise, not Foley.
 """
 
 from __future__ import annotations
@@ -117,3 +118,47 @@ def save_tiny_models(root: Path) -> dict[str, Path]:
         "mapper": save_tiny_mapper(root / "mapper"),
         "clap": save_tiny_clap(root / "clap.pt"),
     }
+
+
+# AudioLDM s-full-v2 as diffusers builds it (cvssp/audioldm-s-full-v2): UNet 185M parameters, 10.24-s windows.
+FULL_UNET = dict(
+    sample_size=128, in_channels=8, out_channels=8, layers_per_block=2, attention_head_dim=8,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(128, 256, 384, 640), cross_attention_dim=(128, 256, 384, 640),
+    class_embed_type="simple_projection", projection_class_embeddings_input_dim=512, class_embeddings_concat=True,
+)
+FULL_VAE = dict(in_channels=1, out_channels=1, latent_channels=8, block_out_channels=(128, 256, 512),
+                layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 3,
+                up_block_types=("UpDecoderBlock2D",) * 3, sample_size=512)
+FULL_VOCODER = dict(model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024,
+                    upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[16, 16, 8, 4, 4],
+                    resblock_kernel_sizes=[3, 7, 11], resblock_dilation_sizes=[[1, 3, 5]] * 3, normalize_before=False)
+
+
+def save_full_audioldm(folder: Path, seed: int = 0) -> Path:
+    """AudioLDM s-full-v2's architecture with random weights (about 1.6 GB on disk); the text encoder is
+    RoBERTa-base + projection, with a byte-level tokenizer (real token ids are irrelevant to speed)."""
+    from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    torch.manual_seed(seed)
+    pipeline = AudioLDMPipeline(
+        vae=AutoencoderKL(**FULL_VAE),
+        text_encoder=ClapTextModelWithProjection(ClapTextConfig()),
+        tokenizer=byte_level_tokenizer(max_length=512),
+        unet=UNet2DConditionModel(**FULL_UNET),
+        scheduler=DDIMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195,
+                                beta_schedule="scaled_linear", steps_offset=1, clip_sample=False,
+                                set_alpha_to_one=False),
+        vocoder=SpeechT5HifiGan(SpeechT5HifiGanConfig(**FULL_VOCODER)),
+    )
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def save_full_mapper(folder: Path, seed: int = 0) -> Path:
+    """The paper's diffusion prior: depth 12, 12 heads of 64, 512 -> 512."""
+    torch.manual_seed(seed)
+    return save_mapper(V2AMapper(MapperSpec()), folder)

@@ -46,13 +46,13 @@ class JobKind:
 DUB = JobKind(
     stages=("decode_embed", "map", "synthesize", "mux"),
     models=("clip_model", "mapper_model", "audioldm_model"),
-    hashed_settings={"seed": True, "window": True, "clip": True, "mapper": True, "audioldm": True, "output": True,
-                     "input": {"existing_audio", "mix_gain_db"}},
+    hashed_settings={"seed": True, "window": True, "decode": True, "clip": True, "mapper": True, "audioldm": True,
+                     "output": True, "input": {"existing_audio", "mix_gain_db"}},
 )
 EMBED = JobKind(
     stages=("decode_embed", "clap_embed", "write_pairs"),
     models=("clip_model", "clap_model"),
-    hashed_settings={"window": True, "clip": True, "clap": True},
+    hashed_settings={"window": True, "decode": True, "clip": True, "clap": True},
 )
 SUMMARY_COLUMNS = ("input_uri", "relative_path", "status", "error", "n_windows", "duration_s")
 

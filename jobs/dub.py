@@ -16,7 +16,7 @@ import logging
 import sys
 
 from foley.config import ConfigError, load_config
-from foley.job import JobRun, add_common_arguments, check_gpus, connect_ray, fail_setup
+from foley.job import JobRun, add_common_arguments, fail_setup
 from foley.models import missing_weights
 from foley.stage import DUB, stage_options
 from foley.storage import StorageError, join
@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         # 1. The work left: every input the manifest does not already have as ok under this config's hash.
         run = JobRun(args, config, DUB)
         rows = run.plan(output_for=lambda item: join(args.output, item.relative_path))
-        if rows:
-            ray = connect_ray()
-            check_gpus(config, DUB, ray.cluster_resources().get("GPU", 0))
+        ray = run.connect() if rows else None
     except (ConfigError, StorageError) as exc:
         return fail_setup(exc)
     if not rows:

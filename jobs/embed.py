@@ -15,7 +15,7 @@ import logging
 import sys
 
 from foley.config import ConfigError, load_config
-from foley.job import JobRun, add_common_arguments, check_gpus, connect_ray, fail_setup
+from foley.job import JobRun, add_common_arguments, fail_setup
 from foley.pairs import PAIRS_DIR
 from foley.stage import EMBED, stage_options
 from foley.storage import StorageError, join
@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         run = JobRun(args, config, EMBED)
         rows = run.plan(output_for=lambda item: join(args.output, f"{PAIRS_DIR}/{item.relative_path}.parquet"))
-        if rows:
-            ray = connect_ray()
-            check_gpus(config, EMBED, ray.cluster_resources().get("GPU", 0))
+        ray = run.connect() if rows else None
     except (ConfigError, StorageError) as exc:
         return fail_setup(exc)
     if not rows:

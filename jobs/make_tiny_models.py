@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from foley.tiny_models import save_tiny_models
+from foley.random_models import save_tiny_models
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from foley.config import FoleyConfig, load_config
-from foley.tiny_models import save_tiny_models
+from foley.random_models import save_tiny_models
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from foley.mapper import MapperSpec, V2AMapper, load_mapper, mapper_files, save_mapper
-from foley.tiny_models import save_tiny_mapper
+from foley.random_models import save_tiny_mapper
 
 
 def generators(seeds):

@@ -9,7 +9,7 @@ import torch
 from foley.config import ClipConfig, MapperConfig, StorageConfig
 from foley.models import load_clip, load_v2a_mapper
 from foley.storage import Storage
-from foley.tiny_models import save_tiny_mapper
+from foley.random_models import save_tiny_mapper
 
 
 class Payload:

@@ -123,3 +123,28 @@ def test_mux_copies_the_video_stream_and_fits_the_audio(tmp_path, tiny_config):
     assert video_packets_md5(output) == video_packets_md5(video)
     assert abs(stream_duration(output, "a:0") - stream_duration(output, "v:0")) < 0.1
     assert not list(output.parent.glob(".*partial*"))  # nothing half-written left behind
+
+
+def test_the_slow_decode_paths_see_the_same_frames(tmp_path, tiny_config, decode_embed):
+    """decode.frames=all and decode.size=native exist to be measured; they must not change what CLIP sees much."""
+    from workers.decode_embed import DecodeEmbed
+
+    video = render_test_video(tmp_path / "clip.mp4", 6.0, 320, 180, 25)
+    [fast] = run(decode_embed, [row_for(video, tiny_config)])
+    slow_config = tiny_config.with_overrides("decode.frames=all", "decode.size=native")
+    [slow] = run(DecodeEmbed(slow_config), [row_for(video, slow_config)])
+    cosine = (fast["clip_embeddings"] * slow["clip_embeddings"]).sum(axis=1)
+    assert cosine.min() > 0.98
+
+
+def test_mux_can_reencode_the_video_when_asked(tmp_path, tiny_config):
+    from workers.mux import Mux
+
+    video = render_test_video(tmp_path / "in.mp4", 2.0, 160, 96, 24)
+    config = tiny_config.with_overrides("output.video_codec=libx264")
+    row = row_for(video, config, output=tmp_path / "out" / "in.mp4")
+    row.update(duration_s=2.0, n_windows=1, sample_rate=16000, local_path=str(video),
+               waveforms=np.zeros((1, 163840), np.float32))
+    [result] = run(Mux(config, str(tmp_path / "out")), [row])
+    assert result["status"] == "ok" and plays(tmp_path / "out" / "in.mp4")
+    assert video_packets_md5(tmp_path / "out" / "in.mp4") != video_packets_md5(video)

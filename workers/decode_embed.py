@@ -11,9 +11,9 @@ size; only embeddings leave the actor (frames never enter the object store).
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 from foley.config import FoleyConfig
@@ -65,25 +65,43 @@ class DecodeEmbed:
                                              "(input.existing_audio=skip; use replace or mix to dub it anyway)")
             return
         windows = window_bounds_s(info.duration_s, self.config.window.seconds, self.config.window.overlap_seconds)
+        means = [self.window_means(frames) for frames in self.decode_window_frames(path, info, windows)]
+        row["n_windows"] = len(windows)
+        row["clip_embeddings"] = np.concatenate(means)
+
+    def window_means(self, frames: np.ndarray) -> np.ndarray:
+        """(windows * K, H, W, 3) frames -> (windows, D): the L2-normalised mean of each window's K embeddings
+        (temporal averaging, the paper's best aggregator)."""
+        embeddings = self.clip.embed_frames(frames).view(-1, self.config.window.frames, self.clip.embed_dim)
+        return F.normalize(embeddings.mean(dim=1), dim=-1).cpu().numpy().astype(np.float32)
+
+    def decode_window_frames(self, path, info: VideoInfo, windows: list[tuple[float, float]]) -> Iterator[np.ndarray]:
+        """The K sampled frames of each window, for as many whole windows at a time as max_forward_batch allows.
+
+        By default decord decodes only those frames, scaled in the decoder; decode.frames=all and
+        decode.size=native are the slow ways, kept switchable so the benchmark can measure the difference.
+        """
         reader = self.open_reader(path, info)
         frame_count, fps = len(reader), reader.get_avg_fps() or info.fps
         if frame_count == 0 or fps <= 0:
             raise MediaError("decord found no decodable frames in the video stream")
         per_window = self.config.window.frames
         windows_per_forward = max(1, self.resources.max_forward_batch // per_window)
-        means = []
         for first in range(0, len(windows), windows_per_forward):
             group = windows[first : first + windows_per_forward]
             indices = [i for start, end in group for i in frame_indices(start, end, fps, frame_count, per_window)]
             try:
-                frames = reader.get_batch(indices).asnumpy()
+                if self.config.decode.frames == "all":  # every frame of the span, then the sampled ones
+                    span = list(range(min(indices), max(indices) + 1))
+                    decoded = reader.get_batch(span).asnumpy()
+                    yield decoded[[i - span[0] for i in indices]]
+                else:
+                    yield reader.get_batch(indices).asnumpy()
+            except MediaError:
+                raise
             except Exception as exc:  # decord raises its own error types
                 raise MediaError(f"its {info.video_codec} video stream could not be decoded by decord "
                                  f"({_first_line(exc)}); the file may be truncated or corrupt") from None
-            embeddings = self.clip.embed_frames(frames).view(len(group), per_window, -1)
-            means.append(F.normalize(embeddings.mean(dim=1), dim=-1))  # temporal averaging, the paper's best
-        row["n_windows"] = len(windows)
-        row["clip_embeddings"] = torch.cat(means).cpu().numpy().astype(np.float32)
 
     def check_limits(self, info: VideoInfo) -> None:
         limits = self.config.input
@@ -98,11 +116,13 @@ class DecodeEmbed:
     def open_reader(self, path, info: VideoInfo):
         import decord
 
-        scale = self.clip.image_size / min(info.width, info.height)
-        width, height = (max(self.clip.image_size, round(info.width * scale)),
-                         max(self.clip.image_size, round(info.height * scale)))
+        size = {}
+        if self.config.decode.size == "clip":  # the decoder scales: short side = CLIP's input size
+            scale = self.clip.image_size / min(info.width, info.height)
+            size = {"width": max(self.clip.image_size, round(info.width * scale)),
+                    "height": max(self.clip.image_size, round(info.height * scale))}
         try:
-            return decord.VideoReader(str(path), width=width, height=height, num_threads=self.resources.threads())
+            return decord.VideoReader(str(path), num_threads=self.resources.threads(), **size)
         except Exception as exc:  # decord raises its own error types
             raise MediaError(f"decord cannot read its {info.video_codec} video stream ({_first_line(exc)}); "
                              "re-encode it (e.g. to H.264) or check that the file is complete") from None

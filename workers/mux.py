@@ -38,4 +38,5 @@ class Mux(FinalStage):
             mux_track(local_input(row, self.storage), track, plan.sample_rate, staged, audio_codec=codec,
                       audio_bitrate=self.config.output.audio_bitrate,
                       output_sample_rate=self.config.output.audio_sample_rate,
-                      mix_under_original_db=self.config.input.mix_gain_db if mix else None)
+                      mix_under_original_db=self.config.input.mix_gain_db if mix else None,
+                      video_codec=self.config.output.video_codec)

@@ -1,0 +1,32 @@
+"""The benchmark runs and writes well-formed output. No timing is asserted here: timings belong to the benchmark."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+REQUIRED = {"videos": int, "e2e_videos_per_s": float, "sequential_videos_per_s": float,
+            "speedup_vs_sequential": float, "bottleneck_stage": str, "bottleneck_videos_per_s": float,
+            "pipeline_efficiency": float, "cpu_s_per_video_minute": float, "peak_rss_mb": dict}
+
+
+@pytest.mark.slow
+def test_bench_tiny_writes_bench_json_and_a_chart(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jobs.bench", "--preset", "tiny", "--videos", "2", "--seconds", "3",
+                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    for key, kind in REQUIRED.items():
+        assert isinstance(report[key], kind), key
+    assert report["videos"] == 2 and report["bottleneck_stage"] in report["stages"]
+    assert set(report["stages"]) == {"decode", "clip", "map", "synthesize", "mux"}
+    assert set(report["peak_rss_mb"]) == set(report["stages"])
+    for stage in report["stages"].values():
+        assert stage["per_s"] > 0 and math.isfinite(stage["per_s"]) and stage["peak_rss_mb"] > 0
+    assert all(entry["speedup"] > 0 for entry in report["optimisations"])
+    assert (tmp_path / "stage_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "speedup vs sequential" in result.stdout
