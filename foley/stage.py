@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from foley.config import FoleyConfig, StageResources
 from foley.manifest import Manifest, utc_now
@@ -120,7 +119,12 @@ def stage_options(resources: StageResources) -> dict:
 
 
 def set_torch_threads(resources: StageResources) -> None:
-    """Ray sets OMP_NUM_THREADS from the CPUs an actor reserves; make torch use what the config says."""
+    """Ray sets OMP_NUM_THREADS from the CPUs an actor reserves; make torch use what the config says.
+
+    torch is imported here, not at the top, so that stages without a model (Mux) start without it.
+    """
+    import torch
+
     torch.set_num_threads(resources.threads())
 
 

@@ -258,13 +258,22 @@ def measure_pipeline(config_path: Path, overrides: list[str], videos_folder: Pat
 
     output = work / "pipeline"
     shutil.rmtree(output, ignore_errors=True)
+    job_started = time.time()
     code = dub.main(["--input", str(videos_folder), "--output", str(output), "--config", str(config_path),
                      "--force", *overrides])
     finished = time.perf_counter()
     ray.shutdown()
     if code != 0:
         raise RuntimeError(f"jobs.dub exited with {code}")
-    return {"ray_start_s": ray_started - started, "seconds": finished - ray_started}
+    # The manifest's times split the run into start-up (actors start and load their models, all at once) and the
+    # rest (from the first video's decode to the last video's output).
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(output / "_manifest" / "manifest.parquet", columns=["started_at", "finished_at"])
+    first_started = min(value.timestamp() for value in rows.column("started_at").to_pylist())
+    last_finished = max(value.timestamp() for value in rows.column("finished_at").to_pylist())
+    return {"ray_start_s": ray_started - started, "seconds": finished - ray_started,
+            "startup_s": first_started - job_started, "after_startup_s": last_finished - first_started}
 
 
 # -- optimisations, each A/B in this run ---------------------------------------------------------------------------
@@ -328,6 +337,23 @@ def measure_optimisations(config: FoleyConfig, videos: list[Path], measured: dic
     return results
 
 
+def measure_pipeline_layout(config: FoleyConfig, config_path: Path, overrides: list[str], videos_folder: Path,
+                            work: Path, pipeline: dict) -> dict:
+    """Alone, one AudioLDM actor of all cores and single-thread actors run alike; inside the pipeline, where Ray's
+    processes and the other stages take slices of the cores, threads that wait on each other may not. Rates are
+    taken after start-up, so that the second actor's extra model load does not count."""
+    cores = os.cpu_count() or 1
+    videos = len(list(videos_folder.iterdir()))
+    one_actor = measure_pipeline(config_path, [*overrides, "stages.synthesize.concurrency=1",
+                                               f"stages.synthesize.torch_threads={cores}",
+                                               f"stages.synthesize.num_cpus={cores / 2:g}"],
+                                 videos_folder, work)
+    layout = f"{config.stages.synthesize.concurrency} actors x {config.stages.synthesize.threads()} thread(s)"
+    return ab("AudioLDM actors inside the pipeline (after start-up)", "videos/s",
+              (f"1 actor x {cores} threads", videos / one_actor["after_startup_s"]),
+              (layout, videos / pipeline["after_startup_s"]))
+
+
 # -- report -------------------------------------------------------------------------------------------------------
 def summarise(preset: str, config: FoleyConfig, videos: list[Path], seconds: float, measured: dict,
               sequential: dict, pipeline: dict, optimisations: list[dict]) -> dict:
@@ -349,13 +375,41 @@ def summarise(preset: str, config: FoleyConfig, videos: list[Path], seconds: flo
         "bottleneck_stage": bottleneck, "bottleneck_videos_per_s": stages[bottleneck]["videos_per_s"],
         "pipeline_efficiency": e2e / stages[bottleneck]["videos_per_s"],
         "pipeline_overhead_ms_per_video": 1000 * (pipeline["seconds"] - sequential["seconds"]) / len(videos),
+        **after_startup(len(videos), pipeline, sequential, stages[bottleneck]["videos_per_s"]),
         "cpu_s_per_video_minute": (stages["decode"]["cpu_s"] + stages["mux"]["cpu_s"]) / video_minutes,
         "peak_rss_mb": {name: stage["peak_rss_mb"] for name, stage in stages.items()},
         "optimisations": optimisations,
     }
 
 
+def after_startup(videos: int, pipeline: dict, sequential: dict, bottleneck_videos_per_s: float) -> dict:
+    """The same comparison without the one-off costs: the pipeline's actor start-up, the loop's model loading.
+
+    Both are fixed per run, so on a long run only the per-video rates count. `break_even_videos` projects, from
+    these measured fixed and per-video costs, the run length from which the pipeline is ahead (null: never).
+    """
+    pipeline_fixed = pipeline["seconds"] - pipeline["after_startup_s"]
+    pipeline_per_video = pipeline["after_startup_s"] / videos
+    sequential_per_video = sequential["loop_s"] / videos
+    gain_per_video = sequential_per_video - pipeline_per_video
+    extra_fixed = pipeline_fixed - sequential["load_s"]
+    if extra_fixed <= 0:
+        break_even = 1
+    else:
+        break_even = int(np.ceil(extra_fixed / gain_per_video)) if gain_per_video > 0 else None
+    return {
+        "pipeline_startup_s": pipeline["startup_s"],
+        "e2e_after_startup_videos_per_s": 1 / pipeline_per_video,
+        "sequential_after_load_videos_per_s": 1 / sequential_per_video,
+        "speedup_after_startup": sequential_per_video / pipeline_per_video,
+        "pipeline_efficiency_after_startup": (1 / pipeline_per_video) / bottleneck_videos_per_s,
+        "break_even_videos": break_even,
+    }
+
+
 def table(report: dict) -> str:
+    ahead = (f"pipeline ahead from {report['break_even_videos']} videos (projected)" if report["break_even_videos"]
+             else "pipeline never ahead at these per-video rates")
     lines = [f"{'stage':<11}{'throughput':>22}{'videos/s':>11}{'load s':>9}{'peak MB':>9}{'pool':>8}"]
     for name, stage in report["stages"].items():
         lines.append(f"{name:<11}{stage['per_s']:>13.2f} {stage['unit'] + '/s':>8}{stage['videos_per_s']:>11.3f}"
@@ -369,6 +423,10 @@ def table(report: dict) -> str:
         f"bottleneck            : {report['bottleneck_stage']} at {report['bottleneck_videos_per_s']:.3f} videos/s; "
         f"pipeline efficiency {report['pipeline_efficiency']:.2f}",
         f"pipeline overhead     : {report['pipeline_overhead_ms_per_video']:+.0f} ms per video vs the loop",
+        f"after start-up        : pipeline {report['e2e_after_startup_videos_per_s']:.3f} videos/s (start-up "
+        f"{report['pipeline_startup_s']:.1f} s), loop {report['sequential_after_load_videos_per_s']:.3f} videos/s: "
+        f"speedup {report['speedup_after_startup']:.2f}x, efficiency {report['pipeline_efficiency_after_startup']:.2f},"
+        f" {ahead}",
         f"decode + mux CPU      : {report['cpu_s_per_video_minute']:.2f} CPU-s per video minute",
         "optimisations (A/B in this run):",
     ]
@@ -432,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = measure_pipeline(config_path, overrides, videos_folder, work)
     print("optimisations ...", flush=True)
     optimisations = measure_optimisations(config, videos, measured, work, args.preset)
+    if isinstance(config.stages.synthesize.concurrency, int) and config.stages.synthesize.concurrency > 1:
+        print("AudioLDM actor layout inside the pipeline ...", flush=True)
+        optimisations.append(measure_pipeline_layout(config, config_path, overrides, videos_folder, work, pipeline))
 
     report = summarise(args.preset, config, videos, seconds, measured, sequential, pipeline, optimisations)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))

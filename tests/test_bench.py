@@ -11,7 +11,8 @@ from conftest import ROOT
 
 REQUIRED = {"videos": int, "e2e_videos_per_s": float, "sequential_videos_per_s": float,
             "speedup_vs_sequential": float, "bottleneck_stage": str, "bottleneck_videos_per_s": float,
-            "pipeline_efficiency": float, "cpu_s_per_video_minute": float, "peak_rss_mb": dict}
+            "pipeline_efficiency": float, "cpu_s_per_video_minute": float, "peak_rss_mb": dict,
+            "pipeline_startup_s": float, "speedup_after_startup": float, "pipeline_efficiency_after_startup": float}
 
 
 @pytest.mark.slow
