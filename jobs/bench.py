@@ -339,9 +339,9 @@ def measure_optimisations(config: FoleyConfig, videos: list[Path], measured: dic
 
 def measure_pipeline_layout(config: FoleyConfig, config_path: Path, overrides: list[str], videos_folder: Path,
                             work: Path, pipeline: dict) -> dict:
-    """Alone, one AudioLDM actor of all cores and single-thread actors run alike; inside the pipeline, where Ray's
-    processes and the other stages take slices of the cores, threads that wait on each other may not. Rates are
-    taken after start-up, so that the second actor's extra model load does not count."""
+    """One AudioLDM actor of all cores against the config's actors, inside the pipeline, where Ray's processes and
+    the other stages take slices of the cores and threads that wait on each other lose most. Rates are taken after
+    start-up, so that the second actor's extra model load does not count."""
     cores = os.cpu_count() or 1
     videos = len(list(videos_folder.iterdir()))
     one_actor = measure_pipeline(config_path, [*overrides, "stages.synthesize.concurrency=1",
