@@ -31,10 +31,12 @@ class StageResources(Strict):
     concurrency: int | tuple[int, int] = Field(1, description="actor pool size, or [min, max] to autoscale")
     batch_size: int = Field(1, ge=1, description="videos per Ray Data batch")
     max_forward_batch: int = Field(8, ge=1, description="frames (CLIP) or windows (mapper, AudioLDM) per forward pass")
-    torch_threads: int | None = Field(None, ge=1, description="intra-op threads; default: the CPUs reserved, at least 1")
+    torch_threads: int | None = Field(
+        None, ge=1, description="intra-op threads; default: the CPUs reserved, at least 1"
+    )
 
     @model_validator(mode="after")
-    def _pool_bounds(self) -> "StageResources":
+    def _pool_bounds(self) -> StageResources:
         if isinstance(self.concurrency, tuple):
             low, high = self.concurrency
             if not 1 <= low <= high:
@@ -62,7 +64,7 @@ class WindowConfig(Strict):
     frames: int = Field(16, ge=1, description="frames sampled evenly per window for CLIP")
 
     @model_validator(mode="after")
-    def _overlap_fits(self) -> "WindowConfig":
+    def _overlap_fits(self) -> WindowConfig:
         if self.overlap_seconds * 2 > self.seconds:
             raise ValueError(
                 f"overlap_seconds ({self.overlap_seconds}) must be at most half of seconds ({self.seconds})"
@@ -96,7 +98,7 @@ class MapperConfig(Strict):
     zero_shot_sound_prompt: str = Field("the sound of {label}", description="CLAP text for a label; needs {label}")
 
     @model_validator(mode="after")
-    def _prompts_name_the_label(self) -> "MapperConfig":
+    def _prompts_name_the_label(self) -> MapperConfig:
         for key in ("zero_shot_image_prompt", "zero_shot_sound_prompt"):
             if "{label}" not in getattr(self, key):
                 raise ValueError(f"{key} must contain {{label}}, got {getattr(self, key)!r}")
@@ -106,8 +108,10 @@ class MapperConfig(Strict):
 class ClapConfig(Strict):
     """The laion_clap audio encoder that gives training targets (jobs.embed)."""
 
-    checkpoint: str = Field("hf://lukewys/laion_clap/630k-audioset-best.pt",
-                            description="laion_clap checkpoint: local file, s3:// or hf://REPO/FILE")
+    checkpoint: str = Field(
+        "hf://lukewys/laion_clap/630k-audioset-best.pt",
+        description="laion_clap checkpoint: local file, s3:// or hf://REPO/FILE",
+    )
     audio_model: str = Field("HTSAT-tiny", description="laion_clap audio model name (AudioLDM's CLAP: HTSAT-tiny)")
     enable_fusion: bool = False
     sample_rate: int = Field(48000, description="laion_clap's input rate; audio is resampled to it")
@@ -118,7 +122,8 @@ class TrainConfig(Strict):
     """jobs.train_mapper; defaults are the paper's diffusion prior."""
 
     variant: Literal["diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer"] = (
-        "diffusion-transformer")
+        "diffusion-transformer"
+    )
     depth: int = Field(12, ge=1)
     heads: int = Field(12, ge=1)
     head_dim: int = Field(64, ge=1)
@@ -144,8 +149,9 @@ class AudioLDMConfig(Strict):
     guidance_scale: float = Field(2.5, ge=0)
     scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="applied on GPU only")
-    attention: Literal["sdpa", "classic"] = Field("sdpa", description="scaled-dot-product attention kernels, or "
-                                                  "diffusers' plain matmul-softmax processor")
+    attention: Literal["sdpa", "classic"] = Field(
+        "sdpa", description="scaled-dot-product attention kernels, or diffusers' plain matmul-softmax processor"
+    )
 
 
 class InputConfig(Strict):
@@ -161,8 +167,13 @@ class InputConfig(Strict):
 
 class OutputConfig(Strict):
     audio_codecs: dict[str, str] = Field(
-        default_factory=lambda: {".mp4": "aac", ".mov": "aac", ".mkv": "libopus", ".webm": "libopus",
-                                 ".avi": "libmp3lame"},
+        default_factory=lambda: {
+            ".mp4": "aac",
+            ".mov": "aac",
+            ".mkv": "libopus",
+            ".webm": "libopus",
+            ".avi": "libmp3lame",
+        },
         description="audio encoder per output container",
     )
     video_codec: str = Field("copy", description="copy: the video stream untouched; an encoder name re-encodes")
@@ -193,7 +204,7 @@ class FoleyConfig(Strict):
     storage: StorageConfig = StorageConfig()
     stages: Stages = Stages()
 
-    def with_overrides(self, *overrides: str) -> "FoleyConfig":
+    def with_overrides(self, *overrides: str) -> FoleyConfig:
         """This config with more `key.path=value` settings, validated like the command line's."""
         tree = self.model_dump()
         for text in overrides:
@@ -293,10 +304,12 @@ def _absolute_local_paths(config: FoleyConfig, base: Path) -> FoleyConfig:
             "clip": config.clip.model_copy(
                 update={"model": clip_model, "pretrained": _absolute(config.clip.pretrained, base)}
             ),
-            "mapper": config.mapper.model_copy(update={
-                "checkpoint": _absolute(config.mapper.checkpoint, base),
-                "zero_shot_labels": _absolute(config.mapper.zero_shot_labels, base),
-            }),
+            "mapper": config.mapper.model_copy(
+                update={
+                    "checkpoint": _absolute(config.mapper.checkpoint, base),
+                    "zero_shot_labels": _absolute(config.mapper.zero_shot_labels, base),
+                }
+            ),
             "clap": config.clap.model_copy(update={"checkpoint": _absolute(config.clap.checkpoint, base)}),
             "audioldm": config.audioldm.model_copy(update={"model": _absolute(config.audioldm.model, base)}),
         }

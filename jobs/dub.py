@@ -16,17 +16,22 @@ import logging
 import sys
 
 from foley.config import ConfigError, load_config
-from foley.job import JobRun, add_common_arguments, fail_setup
-from foley.models import missing_weights
-from foley.stage import DUB, stage_options
-from foley.storage import StorageError, join
+from foley.models.weights import missing_weights
+from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
+from foley.pipeline.kinds import DUB
+from foley.pipeline.stage import stage_options
+from foley.storage.uris import StorageError, join
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.dub", description=__doc__.split("\n\n")[0])
     add_common_arguments(parser)
-    parser.add_argument("--existing-audio", choices=("skip", "replace", "mix"), default=None,
-                        help="inputs that already have sound (shorthand for input.existing_audio=...)")
+    parser.add_argument(
+        "--existing-audio",
+        choices=("skip", "replace", "mix"),
+        default=None,
+        help="inputs that already have sound (shorthand for input.existing_audio=...)",
+    )
     return parser.parse_args(argv)
 
 
@@ -37,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         shorthands = [f"input.existing_audio={args.existing_audio}"] if args.existing_audio else []
         config = load_config(args.config, [*args.overrides, *shorthands])
         if problems := missing_weights(config):
-            raise ConfigError("model weights not found:\n  " + "\n  ".join(problems) +
-                              "\n  (train a mapper with jobs.train_mapper, or point the keys at existing weights)")
+            raise ConfigError(
+                "model weights not found:\n  "
+                + "\n  ".join(problems)
+                + "\n  (train a mapper with jobs.train_mapper, or point the keys at existing weights)"
+            )
         # 1. The work left: every input the manifest does not already have as ok under this config's hash.
         run = JobRun(args, config, DUB)
         rows = run.plan(output_for=lambda item: join(args.output, item.relative_path))
@@ -48,25 +56,29 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         return run.finish()
 
-    # 2. Stream the videos through the stages; each is a pool of Ray actors that load their models once.
-    from workers.decode_embed import DecodeEmbed
-    from workers.map import Map
-    from workers.mux import Mux
-    from workers.synthesize import Synthesize
+    # 2. Stream the videos through the stages; each is a pool of Ray actors that load their models once. (The
+    #    stages import torch and the model libraries, so a run with nothing left to do never loads them.)
+    from workers.decode_embed import DecodeEmbed  # noqa: PLC0415
+    from workers.map import Map  # noqa: PLC0415
+    from workers.mux import Mux  # noqa: PLC0415
+    from workers.synthesize import Synthesize  # noqa: PLC0415
 
     stages = config.stages
     videos = ray.data.from_items(rows)
     # DecodeEmbed  INPUT video URI  OUTPUT per-window CLIP means (n_windows x 512)       1:1, frames stay inside
-    videos = videos.map_batches(DecodeEmbed, fn_constructor_kwargs={"config": config},
-                                **stage_options(stages.decode_embed))
+    videos = videos.map_batches(
+        DecodeEmbed, fn_constructor_kwargs={"config": config}, **stage_options(stages.decode_embed)
+    )
     # Map          INPUT CLIP means OUTPUT CLAP-space embeddings (n_windows x 512)        1:1, windows batched
     videos = videos.map_batches(Map, fn_constructor_kwargs={"config": config}, **stage_options(stages.map))
     # Synthesize   INPUT CLAP embeddings OUTPUT waveforms (n_windows x 163840 @ 16 kHz)  1:1, windows batched
-    videos = videos.map_batches(Synthesize, fn_constructor_kwargs={"config": config},
-                                **stage_options(stages.synthesize))
+    videos = videos.map_batches(
+        Synthesize, fn_constructor_kwargs={"config": config}, **stage_options(stages.synthesize)
+    )
     # Mux          INPUT waveforms OUTPUT muxed video at output_uri + its manifest row    1:1, publish atomically
-    videos = videos.map_batches(Mux, fn_constructor_kwargs={"config": config, "output_root": args.output},
-                                **stage_options(stages.mux))
+    videos = videos.map_batches(
+        Mux, fn_constructor_kwargs={"config": config, "output_root": args.output}, **stage_options(stages.mux)
+    )
     run.follow(videos, total=len(rows))
 
     # 3. Fold the journal into one manifest and report.

@@ -15,10 +15,11 @@ import logging
 import sys
 
 from foley.config import ConfigError, load_config
-from foley.job import JobRun, add_common_arguments, fail_setup
-from foley.pairs import PAIRS_DIR
-from foley.stage import EMBED, stage_options
-from foley.storage import StorageError, join
+from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
+from foley.pipeline.kinds import EMBED
+from foley.pipeline.stage import stage_options
+from foley.storage.uris import StorageError, join
+from foley.training.pairs import PAIRS_DIR
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,21 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         return run.finish()
 
-    from workers.clap_embed import ClapEmbed
-    from workers.decode_embed import DecodeEmbed
-    from workers.write_pairs import WritePairs
+    # The stages import torch and the model libraries: a run with nothing left to do never loads them.
+    from workers.clap_embed import ClapEmbed  # noqa: PLC0415
+    from workers.decode_embed import DecodeEmbed  # noqa: PLC0415
+    from workers.write_pairs import WritePairs  # noqa: PLC0415
 
     stages = config.stages
     videos = ray.data.from_items(rows)
     # DecodeEmbed  INPUT video URI  OUTPUT per-window CLIP means (as in jobs.dub)            1:1
-    videos = videos.map_batches(DecodeEmbed, fn_constructor_kwargs={"config": config, "audio_required": True},
-                                **stage_options(stages.decode_embed))
+    videos = videos.map_batches(
+        DecodeEmbed,
+        fn_constructor_kwargs={"config": config, "audio_required": True},
+        **stage_options(stages.decode_embed),
+    )
     # ClapEmbed    INPUT video + windows OUTPUT per-window CLAP audio embeddings           1:1, windows batched
-    videos = videos.map_batches(ClapEmbed, fn_constructor_kwargs={"config": config},
-                                **stage_options(stages.clap_embed))
+    videos = videos.map_batches(ClapEmbed, fn_constructor_kwargs={"config": config}, **stage_options(stages.clap_embed))
     # WritePairs   INPUT both embeddings OUTPUT pairs/<video>.parquet + its manifest row     1:1, atomic write
-    videos = videos.map_batches(WritePairs, fn_constructor_kwargs={"config": config, "output_root": args.output},
-                                **stage_options(stages.write_pairs))
+    videos = videos.map_batches(
+        WritePairs,
+        fn_constructor_kwargs={"config": config, "output_root": args.output},
+        **stage_options(stages.write_pairs),
+    )
     run.follow(videos, total=len(rows))
     return run.finish()
 

@@ -1,6 +1,6 @@
 """Render a folder of silent sample videos (test patterns) of assorted sizes, frame rates, lengths and containers.
 
-    python -m jobs.make_samples [--output samples]
+python -m jobs.make_samples [--output samples]
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from foley.media import render_test_video
+from foley.media.render import render_test_video
 
 # (relative path, seconds, width, height, fps): one clip longer than two 10.24-s windows, several containers.
 SAMPLES = (

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from foley.config import StorageConfig
-from foley.storage import Storage
-from foley.synthetic import write_synthetic_pairs
+from foley.storage.store import Storage
+from foley.training.synthetic import write_synthetic_pairs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,8 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    files = write_synthetic_pairs(args.output, Storage(StorageConfig()), args.pairs, args.dim, args.dim, args.files,
-                                  args.seed)
+    files = write_synthetic_pairs(
+        args.output, Storage(StorageConfig()), args.pairs, args.dim, args.dim, args.files, args.seed
+    )
     print(f"{args.pairs} pairs of {args.dim}-d embeddings in {len(files)} files under {args.output}/pairs/")
     return 0
 

@@ -1,6 +1,6 @@
 """Write the tiny random-weight models that configs/tiny.yaml uses, in each library's native format.
 
-    python -m jobs.make_tiny_models [--output models/tiny]
+python -m jobs.make_tiny_models [--output models/tiny]
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from foley.random_models import save_tiny_models
+from foley.testing.random_models import save_tiny_models
 
 
 def main(argv: list[str] | None = None) -> int:

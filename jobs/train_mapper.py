@@ -21,14 +21,21 @@ import tempfile
 import time
 
 import numpy as np
+import ray.data
+import ray.train
+import ray.train.torch
 import torch
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
 
-from foley.checkpoints import CheckpointStore
 from foley.config import ConfigError, FoleyConfig, MapperConfig, load_config
-from foley.mapper import CONFIG_NAME, WEIGHTS_NAME, MapperSpec, V2AMapper, mapper_to_bytes
-from foley.pairs import embedding_dims, list_pair_files, read_pairs, split_by_file
-from foley.plots import cosine_histogram, training_curves
-from foley.storage import Storage, StorageError, join
+from foley.models.mapper import CONFIG_NAME, WEIGHTS_NAME, MapperSpec, V2AMapper, mapper_to_bytes
+from foley.pipeline.job import connect_ray
+from foley.storage.store import Storage
+from foley.storage.uris import StorageError, join
+from foley.training.checkpoints import CheckpointStore
+from foley.training.pairs import embedding_dims, list_pair_files, read_pairs, split_by_file
+from foley.training.plots import cosine_histogram, training_curves
 
 log = logging.getLogger("foley.train")
 
@@ -45,17 +52,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def mapper_spec(config: FoleyConfig, clip_dim: int, clap_dim: int) -> MapperSpec:
     train = config.train
-    return MapperSpec(variant=train.variant, clip_dim=clip_dim, clap_dim=clap_dim, depth=train.depth,
-                      heads=train.heads, head_dim=train.head_dim, mlp_expansion=train.mlp_expansion,
-                      dropout=train.dropout, train_timesteps=train.train_timesteps)
+    return MapperSpec(
+        variant=train.variant,
+        clip_dim=clip_dim,
+        clap_dim=clap_dim,
+        depth=train.depth,
+        heads=train.heads,
+        head_dim=train.head_dim,
+        mlp_expansion=train.mlp_expansion,
+        dropout=train.dropout,
+        train_timesteps=train.train_timesteps,
+    )
 
 
-def paired_cosines(mapper: V2AMapper, clip: torch.Tensor, clap: torch.Tensor, settings: MapperConfig,
-                   seed: int) -> torch.Tensor:
+def paired_cosines(
+    mapper: V2AMapper, clip: torch.Tensor, clap: torch.Tensor, settings: MapperConfig, seed: int
+) -> torch.Tensor:
     """Cosine between each mapped embedding and its true CLAP embedding, sampling as the dub job does."""
     generators = [torch.Generator(clip.device).manual_seed(seed + index) for index in range(len(clip))]
-    mapped = mapper.map(clip, generators, steps=settings.steps, guidance_scale=settings.guidance_scale,
-                        sampler=settings.scheduler)
+    mapped = mapper.map(
+        clip, generators, steps=settings.steps, guidance_scale=settings.guidance_scale, sampler=settings.scheduler
+    )
     return (mapped * torch.nn.functional.normalize(clap.float(), dim=-1)).sum(dim=-1)
 
 
@@ -68,9 +85,6 @@ def no_mapper_cosines(clip: torch.Tensor, clap: torch.Tensor) -> torch.Tensor | 
 
 def train_loop(loop: dict) -> None:
     """One Ray Train worker: its shard of every epoch, validation, and (rank 0) the checkpoint."""
-    import ray.train
-    import ray.train.torch
-
     config: FoleyConfig = loop["config"]
     train = config.train
     context = ray.train.get_context()
@@ -93,8 +107,11 @@ def train_loop(loop: dict) -> None:
         losses = []
         model.train()
         for batch in ray.train.get_dataset_shard("train").iter_torch_batches(
-                batch_size=per_worker_batch, local_shuffle_buffer_size=4 * per_worker_batch,
-                local_shuffle_seed=config.seed + epoch, device=device):
+            batch_size=per_worker_batch,
+            local_shuffle_buffer_size=4 * per_worker_batch,
+            local_shuffle_seed=config.seed + epoch,
+            device=device,
+        ):
             loss = model(batch["clip"], batch["clap"], train.condition_dropout, noise)
             optimizer.zero_grad()
             loss.backward()
@@ -118,10 +135,15 @@ def train_loop(loop: dict) -> None:
             torch.distributed.all_reduce(totals)
             torch.distributed.all_reduce(counts)
         no_mapper = totals[3].item() / counts.item()
-        metrics = {"epoch": epoch, "step": step, "train_loss": totals[0].item() / max(totals[1].item(), 1),
-                   "val_cosine": totals[2].item() / counts.item(),
-                   "no_mapper_cosine": None if np.isnan(no_mapper) else no_mapper,
-                   "seconds_train": trained - started, "seconds_validate": time.perf_counter() - trained}
+        metrics = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": totals[0].item() / max(totals[1].item(), 1),
+            "val_cosine": totals[2].item() / counts.item(),
+            "no_mapper_cosine": None if np.isnan(no_mapper) else no_mapper,
+            "seconds_train": trained - started,
+            "seconds_validate": time.perf_counter() - trained,
+        }
         history.append(metrics)
         if rank == 0:
             checkpoints.save(mapper, optimizer, epoch, step, history)
@@ -143,14 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints = CheckpointStore(args.output, storage)
         resume = None if args.fresh else checkpoints.latest()
         if resume is not None and checkpoints.spec(resume) != spec:
-            raise ConfigError(f"{checkpoints.root} holds a checkpoint of another architecture "
-                              f"({checkpoints.spec(resume)}); use another --output, or --fresh to start over")
+            raise ConfigError(
+                f"{checkpoints.root} holds a checkpoint of another architecture "
+                f"({checkpoints.spec(resume)}); use another --output, or --fresh to start over"
+            )
     except (ConfigError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(files)} pair files ({len(train_files)} train, {len(val_files)} held out); {spec.variant} mapper "
-          f"{spec.clip_dim} -> {spec.clap_dim}; " + (f"resuming after epoch {resume['epoch']} (step {resume['step']})"
-                                                      if resume else "starting fresh"), flush=True)
+    print(
+        f"{len(files)} pair files ({len(train_files)} train, {len(val_files)} held out); {spec.variant} mapper "
+        f"{spec.clip_dim} -> {spec.clap_dim}; "
+        + (f"resuming after epoch {resume['epoch']} (step {resume['step']})" if resume else "starting fresh"),
+        flush=True,
+    )
 
     # 3. Data-parallel training with Ray Train, reading the pair files through Ray Data.
     if resume is None or resume["epoch"] < config.train.epochs:
@@ -159,45 +186,54 @@ def main(argv: list[str] | None = None) -> int:
     # 4. The trained mapper and its report.
     history = write_results(config, storage, checkpoints, val_files, args.output)
     final = history[-1]
-    print(f"done in {time.perf_counter() - started:.1f} s: {final['epoch']} epochs, held-out cosine "
-          f"{final['val_cosine']:.3f} (no mapper: {final['no_mapper_cosine']}); mapper: "
-          f"{join(args.output, WEIGHTS_NAME)}", flush=True)
+    print(
+        f"done in {time.perf_counter() - started:.1f} s: {final['epoch']} epochs, held-out cosine "
+        f"{final['val_cosine']:.3f} (no mapper: {final['no_mapper_cosine']}); mapper: "
+        f"{join(args.output, WEIGHTS_NAME)}",
+        flush=True,
+    )
     return 0
 
 
-def train(config: FoleyConfig, spec: MapperSpec, storage: Storage, train_files: list[str], val_files: list[str],
-          output: str, resume: dict | None) -> None:
-    import ray.data
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from foley.job import connect_ray
-
+def train(
+    config: FoleyConfig,
+    spec: MapperSpec,
+    storage: Storage,
+    train_files: list[str],
+    val_files: list[str],
+    output: str,
+    resume: dict | None,
+) -> None:
     connect_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch metrics are the progress here
     datasets = {}
     for name, files in (("train", train_files), ("val", val_files)):
         filesystem, paths = storage.arrow_files(files)
         # Read once and keep in the object store: every epoch then iterates memory, not files.
-        datasets[name] = ray.data.read_parquet(paths, filesystem=filesystem).select_columns(
-            ["clip", "clap"]).materialize()
+        datasets[name] = (
+            ray.data.read_parquet(paths, filesystem=filesystem).select_columns(["clip", "clap"]).materialize()
+        )
     with tempfile.TemporaryDirectory(prefix="foley-train-") as ray_train_dir:
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={"config": config, "spec": spec.__dict__, "output": output, "resume": resume},
-            scaling_config=ScalingConfig(num_workers=config.train.num_workers, use_gpu=config.train.use_gpu,
-                                         resources_per_worker={"CPU": config.train.cpus_per_worker}),
+            scaling_config=ScalingConfig(
+                num_workers=config.train.num_workers,
+                use_gpu=config.train.use_gpu,
+                resources_per_worker={"CPU": config.train.cpus_per_worker},
+            ),
             datasets=datasets,
             run_config=RunConfig(storage_path=ray_train_dir, name="v2a-mapper"),
         )
         trainer.fit()
 
 
-def write_results(config: FoleyConfig, storage: Storage, checkpoints: CheckpointStore, val_files: list[str],
-                  output: str) -> list[dict]:
+def write_results(
+    config: FoleyConfig, storage: Storage, checkpoints: CheckpointStore, val_files: list[str], output: str
+) -> list[dict]:
     """mapper.safetensors + mapper.json from the last checkpoint, metrics.json, and the two figures."""
     latest = checkpoints.latest()
-    mapper = checkpoints.load_mapper(latest)
+    mapper = checkpoints.mapper_at(latest)
     weights, spec_json = mapper_to_bytes(mapper)
     storage.write_bytes(join(output, WEIGHTS_NAME), weights)
     storage.write_bytes(join(output, CONFIG_NAME), spec_json)
@@ -206,16 +242,20 @@ def write_results(config: FoleyConfig, storage: Storage, checkpoints: Checkpoint
     clip, clap = (torch.from_numpy(m) for m in read_pairs(val_files, storage, config.train.val_max_pairs))
     torch.manual_seed(config.seed)  # the same initial weights the training started from
     untrained = V2AMapper(mapper.spec).eval()
-    series = {"before training": paired_cosines(untrained, clip, clap, config.mapper, config.seed).numpy(),
-              "after training": paired_cosines(mapper, clip, clap, config.mapper, config.seed).numpy()}
+    series = {
+        "before training": paired_cosines(untrained, clip, clap, config.mapper, config.seed).numpy(),
+        "after training": paired_cosines(mapper, clip, clap, config.mapper, config.seed).numpy(),
+    }
     if (baseline := no_mapper_cosines(clip, clap)) is not None:
         series = {"no mapper (CLIP vs CLAP)": baseline.numpy(), **series}
     storage.write_bytes(join(output, "cosine_histogram.png"), cosine_histogram(series))
     storage.write_bytes(join(output, "training_curves.png"), training_curves(history))
     metrics = {
         "variant": mapper.spec.variant,
-        "epochs": [{key: entry[key] for key in ("epoch", "step", "train_loss", "val_cosine", "no_mapper_cosine")}
-                   for entry in history],
+        "epochs": [
+            {key: entry[key] for key in ("epoch", "step", "train_loss", "val_cosine", "no_mapper_cosine")}
+            for entry in history
+        ],
         "final_val_cosine": history[-1]["val_cosine"],
         "before_training_val_cosine": float(series["before training"].mean()),
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from foley.config import FoleyConfig, load_config
-from foley.random_models import save_tiny_models
+from foley.testing.random_models import save_tiny_models
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,14 +42,31 @@ def tiny_config(tiny_models, tmp_path_factory) -> FoleyConfig:
 
 def dub_command(input_root, output_root, overrides, *extra) -> list[str]:
     """`python -m jobs.dub` with the tiny preset, as a user runs it."""
-    return [sys.executable, "-m", "jobs.dub", "--input", str(input_root), "--output", str(output_root),
-            "--config", str(ROOT / "configs/tiny.yaml"), *extra, *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "jobs.dub",
+        "--input",
+        str(input_root),
+        "--output",
+        str(output_root),
+        "--config",
+        str(ROOT / "configs/tiny.yaml"),
+        *extra,
+        *overrides,
+    ]
 
 
 def run_dub(input_root, output_root, overrides, *extra) -> subprocess.CompletedProcess:
     """Run the job to the end on its own embedded local Ray."""
-    return subprocess.run(dub_command(input_root, output_root, overrides, *extra), cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env=os.environ | {"RAY_ADDRESS": ""})
+    return subprocess.run(
+        dub_command(input_root, output_root, overrides, *extra),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"RAY_ADDRESS": ""},
+    )
 
 
 FAKE_SECRET = "test-secret-never-printed-7d1c"
@@ -60,8 +77,9 @@ def s3_endpoint():
     """A real S3-protocol server (moto) on loopback; boto3 reaches it through endpoint_url."""
     from moto.server import ThreadedMotoServer
 
-    os.environ.update(AWS_ACCESS_KEY_ID="test-key-id", AWS_SECRET_ACCESS_KEY=FAKE_SECRET,
-                      AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="test-key-id", AWS_SECRET_ACCESS_KEY=FAKE_SECRET, AWS_DEFAULT_REGION="us-east-1"
+    )
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{server._server.server_port}"
@@ -74,7 +92,7 @@ def bucket(s3_endpoint, request):
     import re
 
     from foley.config import StorageConfig
-    from foley.storage import Storage
+    from foley.storage.store import Storage
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
     storage = Storage(StorageConfig(endpoint_url=s3_endpoint))

@@ -9,16 +9,43 @@ import pytest
 
 from conftest import ROOT
 
-REQUIRED = {"videos": int, "e2e_videos_per_s": float, "sequential_videos_per_s": float,
-            "speedup_vs_sequential": float, "bottleneck_stage": str, "bottleneck_videos_per_s": float,
-            "pipeline_efficiency": float, "cpu_s_per_video_minute": float, "peak_rss_mb": dict,
-            "pipeline_startup_s": float, "speedup_after_startup": float, "pipeline_efficiency_after_startup": float}
+REQUIRED = {
+    "videos": int,
+    "e2e_videos_per_s": float,
+    "sequential_videos_per_s": float,
+    "speedup_vs_sequential": float,
+    "bottleneck_stage": str,
+    "bottleneck_videos_per_s": float,
+    "pipeline_efficiency": float,
+    "cpu_s_per_video_minute": float,
+    "peak_rss_mb": dict,
+    "pipeline_startup_s": float,
+    "speedup_after_startup": float,
+    "pipeline_efficiency_after_startup": float,
+}
 
 
 @pytest.mark.slow
 def test_bench_tiny_writes_bench_json_and_a_chart(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "jobs.bench", "--preset", "tiny", "--videos", "2", "--seconds", "3",
-                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.bench",
+            "--preset",
+            "tiny",
+            "--videos",
+            "2",
+            "--seconds",
+            "3",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "bench.json").read_text())
     for key, kind in REQUIRED.items():

@@ -4,15 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from foley.clap import load_clap_audio_encoder, read_clap_checkpoint, text_branch_config
 from foley.config import ClapConfig, StorageConfig
-from foley.storage import Storage
+from foley.models.clap import load_clap_audio_encoder, read_clap_checkpoint, text_branch_config
+from foley.storage.store import Storage
 
 
 def test_a_laion_clap_checkpoint_loads_offline_from_a_local_path(tiny_models, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    encoder = load_clap_audio_encoder(ClapConfig(checkpoint=str(tiny_models["clap"])), Storage(StorageConfig()),
-                                      torch.device("cpu"))
+    encoder = load_clap_audio_encoder(
+        ClapConfig(checkpoint=str(tiny_models["clap"])), Storage(StorageConfig()), torch.device("cpu")
+    )
     rng = np.random.default_rng(0)
     waves = [rng.uniform(-0.3, 0.3, n).astype(np.float32) for n in (48000 * 10, 48000 * 3, 491520)]
     embeddings = encoder.embed(waves)
@@ -30,14 +31,15 @@ def test_a_laion_clap_checkpoint_loads_from_s3(tiny_models, bucket, tmp_path):
     name, storage = bucket
     storage.publish(tiny_models["clap"], f"s3://{name}/models/clap.pt")
     storage = Storage(StorageConfig(endpoint_url=storage.config.endpoint_url, cache_dir=str(tmp_path)))
-    encoder = load_clap_audio_encoder(ClapConfig(checkpoint=f"s3://{name}/models/clap.pt"), storage,
-                                      torch.device("cpu"))
+    encoder = load_clap_audio_encoder(
+        ClapConfig(checkpoint=f"s3://{name}/models/clap.pt"), storage, torch.device("cpu")
+    )
     assert encoder.embed_dim == 512
 
 
 @pytest.fixture(scope="module")
 def zero_shot(tiny_config):
-    from foley.models import load_mapper
+    from foley.models.mapping import load_mapper
 
     config = tiny_config.model_copy(update={"mapper": tiny_config.mapper.model_copy(update={"checkpoint": None})})
     return load_mapper(config, Storage(config.storage), torch.device("cpu"))
@@ -60,8 +62,9 @@ def test_zero_shot_output_is_the_normalised_mix_of_label_sounds(zero_shot):
 
 
 def test_the_map_stage_uses_zero_shot_when_no_checkpoint_is_configured(tiny_config):
-    from foley.stage import DUB, batch_of, new_row, rows_of
-    from foley.storage import InputItem
+    from foley.pipeline.kinds import DUB
+    from foley.pipeline.rows import batch_of, new_row, rows_of
+    from foley.storage.inputs import InputItem
     from workers.map import Map
 
     config = tiny_config.model_copy(update={"mapper": tiny_config.mapper.model_copy(update={"checkpoint": None})})

@@ -28,12 +28,12 @@ def job_commands(name: str) -> list[list[str]]:
                 visit(value)
         elif isinstance(node, list):
             if node and all(isinstance(v, str) for v in node) and "jobs." in " ".join(node):
-                commands.append(node[node.index("python"):])
+                commands.append(node[node.index("python") :])
             else:
                 for value in node:
                     visit(value)
         elif isinstance(node, str) and "python -m jobs." in node:
-            commands.append(shlex.split(node[node.index("python -m jobs."):]))
+            commands.append(shlex.split(node[node.index("python -m jobs.") :]))
 
     for doc in documents(name):
         visit(doc)

@@ -13,8 +13,10 @@ def test_every_preset_loads(preset):
 
 
 def test_overrides_reach_nested_keys_and_parse_yaml_values():
-    config = load_config(ROOT / "configs/tiny.yaml",
-                         ["audioldm.steps=7", "stages.synthesize.concurrency=[1, 3]", "output.peak_dbfs=null"])
+    config = load_config(
+        ROOT / "configs/tiny.yaml",
+        ["audioldm.steps=7", "stages.synthesize.concurrency=[1, 3]", "output.peak_dbfs=null"],
+    )
     assert config.audioldm.steps == 7
     assert config.stages.synthesize.concurrency == (1, 3)
     assert config.output.peak_dbfs is None
@@ -22,10 +24,12 @@ def test_overrides_reach_nested_keys_and_parse_yaml_values():
 
 def test_bad_keys_and_values_are_named_with_what_is_allowed():
     with pytest.raises(ConfigError) as caught:
-        load_config(ROOT / "configs/tiny.yaml",
-                    ["audioldm.stepz=3", "audioldm.scheduler=euler", "window.frames=0"])
+        load_config(ROOT / "configs/tiny.yaml", ["audioldm.stepz=3", "audioldm.scheduler=euler", "window.frames=0"])
     message = str(caught.value)
-    assert "unknown key 'audioldm.stepz'" in message and "allowed keys here: attention, dtype, guidance_scale, model" in message
+    assert (
+        "unknown key 'audioldm.stepz'" in message
+        and "allowed keys here: attention, dtype, guidance_scale, model" in message
+    )
     assert "audioldm.scheduler = 'euler'" in message and "'ddim' or 'dpmsolver++'" in message
     assert "window.frames = 0" in message and "greater than or equal to 1" in message
     assert "configs/tiny.yaml" in message
@@ -41,7 +45,7 @@ def test_missing_file_and_malformed_override_are_clear():
 
 
 def test_config_hash_follows_what_changes_the_result_only():
-    from foley.stage import DUB, EMBED
+    from foley.pipeline.kinds import DUB, EMBED
 
     def dub_hash(*overrides):
         return DUB.config_hash(load_config(ROOT / "configs/tiny.yaml", list(overrides)))
@@ -62,7 +66,8 @@ def test_relative_weight_paths_become_absolute(tmp_path, monkeypatch):
     (project / "models/mapper").mkdir(parents=True)
     (project / "models/audioldm").mkdir(parents=True)
     (project / "configs/local.yaml").write_text(
-        "mapper: {checkpoint: models/mapper}\naudioldm: {model: models/audioldm}\n")
+        "mapper: {checkpoint: models/mapper}\naudioldm: {model: models/audioldm}\n"
+    )
     monkeypatch.chdir(tmp_path)  # not the project root: paths must still resolve
     config = load_config(project / "configs/local.yaml")
     assert config.mapper.checkpoint == str(project / "models/mapper")

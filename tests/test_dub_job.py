@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, run_dub, tiny_overrides
-from foley.media import render_test_video
+from foley.media.render import render_test_video
 from media_checks import decoded_audio, plays, stream_duration, streams, video_packets_md5
 
 # Different sizes, frame rates, durations and containers; the 30-s clip spans four 10.24-s windows.
@@ -34,7 +34,7 @@ def test_every_video_gets_one_matching_audio_track(dubbed):
     root, _, result = dubbed
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 ok, 0 failed, 0 skipped" in result.stdout
-    for relative, seconds, *_ in CLIPS:
+    for relative, _seconds, *_ in CLIPS:
         source, output = root / "in" / relative, root / "out" / relative
         assert plays(output), relative
         assert streams(output) == ["video", "audio"], relative
@@ -66,7 +66,7 @@ def test_a_long_video_gets_one_continuous_track(dubbed):
     steps = np.abs(np.diff(audio))
     typical = np.percentile(steps, 99.9)
     for border_s in [hop * k for k in range(1, 4)] + [hop * k + 0.64 for k in range(1, 4)]:
-        around = steps[int((border_s - 0.01) * 16000): int((border_s + 0.01) * 16000)]
+        around = steps[int((border_s - 0.01) * 16000) : int((border_s + 0.01) * 16000)]
         assert around.max() <= 1.5 * typical, f"a click at {border_s:.2f} s"
 
 
@@ -86,10 +86,34 @@ def test_bad_setup_stops_before_any_work(tmp_path, capsys, tiny_models):
     from jobs.dub import main
 
     (tmp_path / "in").mkdir()
-    assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--config",
-                 str(ROOT / "configs/tiny.yaml"), f"mapper.checkpoint={tmp_path / 'nope'}"]) == 2
+    assert (
+        main(
+            [
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "out"),
+                "--config",
+                str(ROOT / "configs/tiny.yaml"),
+                f"mapper.checkpoint={tmp_path / 'nope'}",
+            ]
+        )
+        == 2
+    )
     assert "mapper.checkpoint" in capsys.readouterr().err
-    assert main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--config",
-                 str(ROOT / "configs/tiny.yaml"), *tiny_overrides(tiny_models, tmp_path / "cache")]) == 2
+    assert (
+        main(
+            [
+                "--input",
+                str(tmp_path),
+                "--output",
+                str(tmp_path / "out"),
+                "--config",
+                str(ROOT / "configs/tiny.yaml"),
+                *tiny_overrides(tiny_models, tmp_path / "cache"),
+            ]
+        )
+        == 2
+    )
     assert "is inside --input" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

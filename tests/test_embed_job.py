@@ -9,16 +9,28 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, tiny_overrides
-from foley.media import render_test_video
-from foley.stage import DUB, batch_of, new_row, rows_of
-from foley.storage import InputItem
+from foley.media.render import render_test_video
+from foley.pipeline.kinds import DUB
+from foley.pipeline.rows import batch_of, new_row, rows_of
+from foley.storage.inputs import InputItem
 
 
 def embed_job(input_root, output_root, overrides) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "jobs.embed", "--input", str(input_root), "--output", str(output_root),
-               "--config", str(ROOT / "configs/tiny.yaml"), *overrides]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=os.environ | {"RAY_ADDRESS": ""})
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.embed",
+        "--input",
+        str(input_root),
+        "--output",
+        str(output_root),
+        "--config",
+        str(ROOT / "configs/tiny.yaml"),
+        *overrides,
+    ]
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ | {"RAY_ADDRESS": ""}
+    )
 
 
 @pytest.mark.slow
@@ -34,8 +46,15 @@ def test_embed_writes_window_pairs_that_match_the_dub_path(tmp_path, tiny_models
     assert "2 ok, 1 failed, 1 skipped" in result.stdout
 
     pairs = pq.read_table(tmp_path / "out/pairs/b/long.mkv.parquet")
-    assert pairs.column_names == ["video_id", "window_start_s", "window_end_s", "clip", "clap", "clip_model",
-                                  "clap_model"]
+    assert pairs.column_names == [
+        "video_id",
+        "window_start_s",
+        "window_end_s",
+        "clip",
+        "clap",
+        "clip_model",
+        "clap_model",
+    ]
     assert pairs.schema.field("clip").type.list_size == 64 and pairs.schema.field("clap").type.list_size == 512
     assert pairs.column("window_start_s").to_pylist() == pytest.approx([0.0, 9.6])
     assert pairs.column("window_end_s").to_pylist() == pytest.approx([10.24, 15.0], abs=0.05)
@@ -45,10 +64,14 @@ def test_embed_writes_window_pairs_that_match_the_dub_path(tmp_path, tiny_models
 
     from workers.decode_embed import DecodeEmbed  # the dub job's own path gives the same CLIP embeddings
 
-    config = tiny_config.model_copy(update={"input": tiny_config.input.model_copy(
-        update={"existing_audio": "replace"})})  # as when dubbing over a video's own sound
-    [dub_row] = rows_of(DecodeEmbed(config)(batch_of([new_row(
-        InputItem(str(tmp_path / "in/b/long.mkv"), "b/long.mkv"), "x.mkv", config, DUB)])))
+    config = tiny_config.model_copy(
+        update={"input": tiny_config.input.model_copy(update={"existing_audio": "replace"})}
+    )  # as when dubbing over a video's own sound
+    [dub_row] = rows_of(
+        DecodeEmbed(config)(
+            batch_of([new_row(InputItem(str(tmp_path / "in/b/long.mkv"), "b/long.mkv"), "x.mkv", config, DUB)])
+        )
+    )
     clip = np.stack(pairs.column("clip").to_numpy(zero_copy_only=False))
     assert np.allclose(clip, dub_row["clip_embeddings"], atol=1e-5)
 

@@ -1,5 +1,6 @@
 """One bad file never stops a library: each bad input becomes a failed row naming it and the reason."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, dub_command, run_dub, tiny_overrides
-from foley.media import render_test_video
+from foley.media.render import render_test_video
 from media_checks import decoded_audio, plays, streams, video_packets_md5
 
 LIMITS = ["input.max_width=400", "input.max_duration_s=20"]
@@ -31,8 +32,17 @@ def make_bad_inputs(folder: Path) -> dict[str, str]:
     (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
     (folder / "whole.tmp.mp4").unlink()
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:a", "aac", str(folder / "audio_only.mp4"))
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2", "-c:v", "libaom-av1", "-cpu-used", "8",
-           str(folder / "av1.mkv"))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=10:duration=2",
+        "-c:v",
+        "libaom-av1",
+        "-cpu-used",
+        "8",
+        str(folder / "av1.mkv"),
+    )
     render_test_video(folder / "too_wide.mp4", 2.0, 640, 360, 25)
     render_test_video(folder / "too_long.mp4", 25.0, 160, 120, 10)
     return {
@@ -64,7 +74,10 @@ def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_mod
         assert rows[name]["status"] == "failed", name
         assert str(tmp_path / "in" / name) in rows[name]["error"] and words in rows[name]["error"], rows[name]["error"]
         assert not (tmp_path / "out" / name).exists()
-    assert rows["with_sound.mp4"]["status"] == "skipped" and "already has an audio track" in rows["with_sound.mp4"]["error"]
+    assert (
+        rows["with_sound.mp4"]["status"] == "skipped"
+        and "already has an audio track" in rows["with_sound.mp4"]["error"]
+    )
     for name in ("good.mp4", odd_name):
         assert rows[name]["status"] == "ok" and plays(tmp_path / "out" / name)
     assert not list(ROOT.glob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
@@ -73,26 +86,39 @@ def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_mod
 @pytest.mark.slow
 def test_max_failures_stops_the_job_early(tmp_path, tiny_models):
     make_bad_inputs(tmp_path / "in")
-    result = run_dub(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS,
-                     "--max-failures", "1")
+    result = run_dub(
+        tmp_path / "in",
+        tmp_path / "out",
+        tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS,
+        "--max-failures",
+        "1",
+    )
     assert result.returncode == 1
     assert "stopped early: more than --max-failures=1" in result.stderr
 
 
 @pytest.mark.parametrize("policy", ["replace", "mix"])
 def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config, policy):
-    from foley.stage import DUB, batch_of, new_row, rows_of
-    from foley.storage import InputItem
+    from foley.pipeline.kinds import DUB
+    from foley.pipeline.rows import batch_of, new_row, rows_of
+    from foley.storage.inputs import InputItem
     from workers.mux import Mux
 
-    config = tiny_config.model_copy(update={"input": tiny_config.input.model_copy(
-        update={"existing_audio": policy, "mix_gain_db": -6.0})})
+    config = tiny_config.model_copy(
+        update={"input": tiny_config.input.model_copy(update={"existing_audio": policy, "mix_gain_db": -6.0})}
+    )
     video = render_test_video(tmp_path / "in.mp4", 4.0, 160, 120, 25, with_audio=True)  # a 440 Hz tone
     output = tmp_path / "out" / "in.mp4"
     row = new_row(InputItem(str(video), "in.mp4"), str(output), config, DUB)
     low_hum = 0.5 * np.sin(2 * np.pi * 100 * np.arange(163840) / 16000)
-    row.update(duration_s=4.0, n_windows=1, sample_rate=16000, has_audio=True, local_path=str(video),
-               waveforms=low_hum[None].astype(np.float32))
+    row.update(
+        duration_s=4.0,
+        n_windows=1,
+        sample_rate=16000,
+        has_audio=True,
+        local_path=str(video),
+        waveforms=low_hum[None].astype(np.float32),
+    )
     [result] = rows_of(Mux(config, str(tmp_path / "out"))(batch_of([row])))
     assert result["status"] == "ok", result["error"]
     assert streams(output) == ["video", "audio"] and video_packets_md5(output) == video_packets_md5(video)
@@ -120,9 +146,14 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
     for index in range(8):
         render_test_video(tmp_path / "in" / f"v{index}.mp4", 12.0, 160, 120, 25)
     overrides = tiny_overrides(tiny_models, tmp_path / "cache")
-    job = subprocess.Popen(dub_command(tmp_path / "in", tmp_path / "out", overrides), cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                           env=os.environ | {"RAY_ADDRESS": ""})
+    job = subprocess.Popen(
+        dub_command(tmp_path / "in", tmp_path / "out", overrides),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=os.environ | {"RAY_ADDRESS": ""},
+    )
     try:
         _wait_for(lambda: len(_journal(tmp_path / "out")) >= 2, 300, "two finished videos")
         job.send_signal(signal.SIGKILL)  # no chance to clean up or compact
@@ -172,23 +203,29 @@ def _session_processes(sid: int) -> list[psutil.Process]:
 
 def _kill_session(sid: int) -> None:
     for process in _session_processes(sid):
-        try:
+        with contextlib.suppress(psutil.Error):
             process.kill()
-        except psutil.Error:
-            pass
 
 
 @pytest.mark.slow
 def test_a_killed_actor_is_restarted_and_every_output_is_right(tmp_path, tiny_models):
     for index in range(6):
         render_test_video(tmp_path / "in" / f"v{index}.mp4", 20.0, 160, 120, 25)
-    job = subprocess.Popen(dub_command(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "c")),
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True, env=os.environ | {"RAY_ADDRESS": ""})
+    job = subprocess.Popen(
+        dub_command(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "c")),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=os.environ | {"RAY_ADDRESS": ""},
+    )
     try:
+
         def synthesize_actor():
-            return next((p for p in _session_processes(job.pid) if "MapBatches(Synthesize)" in " ".join(_cmdline(p))),
-                        None)
+            return next(
+                (p for p in _session_processes(job.pid) if "MapBatches(Synthesize)" in " ".join(_cmdline(p))), None
+            )
 
         _wait_for(lambda: _journal(tmp_path / "out"), 300, "the first finished video")
         victim = _wait_for(synthesize_actor, 60, "the Synthesize actor")

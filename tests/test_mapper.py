@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from foley.mapper import MapperSpec, V2AMapper, load_mapper, mapper_files, save_mapper
-from foley.random_models import save_tiny_mapper
+from foley.models.mapper import MapperSpec, V2AMapper, mapper_files, read_mapper, save_mapper
+from foley.testing.random_models import save_tiny_mapper
 
 
 def generators(seeds):
@@ -14,12 +14,12 @@ def generators(seeds):
 
 @pytest.fixture(scope="module")
 def mapper(tmp_path_factory):
-    return load_mapper(save_tiny_mapper(tmp_path_factory.mktemp("mapper"), clip_dim=32, clap_dim=24))
+    return read_mapper(save_tiny_mapper(tmp_path_factory.mktemp("mapper"), clip_dim=32, clap_dim=24))
 
 
 def test_checkpoint_round_trips_bit_exact(tmp_path, mapper):
     folder = save_mapper(mapper, tmp_path / "copy")
-    again = load_mapper(folder)
+    again = read_mapper(folder)
     for name, tensor in mapper.state_dict().items():
         assert torch.equal(tensor, again.state_dict()[name]), name
     assert json.loads((folder / "mapper.json").read_text())["variant"] == "diffusion-transformer"
@@ -31,7 +31,7 @@ def test_missing_config_is_named(tmp_path, mapper):
     folder = save_mapper(mapper, tmp_path / "broken")
     (folder / "mapper.json").unlink()
     with pytest.raises(FileNotFoundError, match="mapper.json is missing"):
-        load_mapper(folder)
+        read_mapper(folder)
 
 
 def test_same_seed_same_sample_and_rows_are_independent_of_their_batch(mapper):
@@ -56,8 +56,9 @@ def test_guidance_zero_ignores_the_condition_and_positive_guidance_follows_it(ma
     assert not torch.allclose(guided_a, guided_b, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["diffusion-transformer", "diffusion-mlp", "regression-mlp",
-                                     "regression-transformer"])
+@pytest.mark.parametrize(
+    "variant", ["diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer"]
+)
 def test_every_variant_maps_and_trains(variant):
     mapper = V2AMapper(MapperSpec(variant=variant, clip_dim=16, clap_dim=8, depth=1, heads=2, head_dim=8))
     condition, target = torch.randn(4, 16), torch.randn(4, 8)

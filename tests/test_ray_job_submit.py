@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import FAKE_SECRET, ROOT
-from foley.media import render_test_video
+from foley.media.render import render_test_video
 from media_checks import plays, stream_duration, streams, video_packets_md5
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -39,10 +39,25 @@ def ray_head(tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:6]}"
-    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                    f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats",
-                    f"--temp-dir={temp_dir}"], check=True, capture_output=True, env=env, timeout=120)
+    subprocess.run(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={free_port()}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--ray-client-server-port={free_port()}",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     try:
         yield f"http://127.0.0.1:{dashboard}", env | {"RAY_AUTH_MODE": "token"}
     finally:
@@ -50,8 +65,13 @@ def ray_head(tmp_path):
 
 
 def job_status(address: str, env: dict, job_id: str) -> str:
-    result = subprocess.run([RAY, "job", "status", "--address", address, "--log-style", "record", job_id],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [RAY, "job", "status", "--address", address, "--log-style", "record", job_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     out = result.stdout + result.stderr
     for word, status in (("succeeded", "SUCCEEDED"), ("failed", "FAILED"), ("stopped", "STOPPED")):
         if f"Job '{job_id}' {word}" in out or f"Job '{job_id}' was {word}" in out:
@@ -67,24 +87,53 @@ def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models
         upload_tree(storage, folder, f"s3://{name}/models/{model}")
     clips = {"a.mp4": (3.0, 320, 240, 25), "b/c.mov": (12.0, 256, 144, 30), "b/d.webm": (4.0, 240, 160, 25)}
     for relative, (seconds, width, height, fps) in clips.items():
-        storage.publish(render_test_video(tmp_path / "src" / relative, seconds, width, height, fps),
-                        f"s3://{name}/silent/{relative}")
+        storage.publish(
+            render_test_video(tmp_path / "src" / relative, seconds, width, height, fps),
+            f"s3://{name}/silent/{relative}",
+        )
 
     job_id = f"foley-test-{uuid.uuid4().hex[:8]}"
     submit = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--submission-id", job_id,
-         "--no-wait", "--", "python", "-m", "jobs.dub", "--input", f"s3://{name}/silent/", "--output",
-         f"s3://{name}/foley/", "--config", "configs/tiny.yaml", f"storage.endpoint_url={s3_endpoint}",
-         f"clip.model=local-dir:s3://{name}/models/clip", f"mapper.checkpoint=s3://{name}/models/mapper",
-         f"audioldm.model=s3://{name}/models/audioldm", f"storage.cache_dir={tmp_path / 'node-cache'}"],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--working-dir",
+            str(ROOT),
+            "--submission-id",
+            job_id,
+            "--no-wait",
+            "--",
+            "python",
+            "-m",
+            "jobs.dub",
+            "--input",
+            f"s3://{name}/silent/",
+            "--output",
+            f"s3://{name}/foley/",
+            "--config",
+            "configs/tiny.yaml",
+            f"storage.endpoint_url={s3_endpoint}",
+            f"clip.model=local-dir:s3://{name}/models/clip",
+            f"mapper.checkpoint=s3://{name}/models/mapper",
+            f"audioldm.model=s3://{name}/models/audioldm",
+            f"storage.cache_dir={tmp_path / 'node-cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert submit.returncode == 0, submit.stdout + submit.stderr
 
     deadline = time.monotonic() + 600
     while (status := job_status(address, env, job_id)) == "RUNNING" and time.monotonic() < deadline:
         time.sleep(2)
-    logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], capture_output=True, text=True,
-                          env=env, timeout=60).stdout
+    logs = subprocess.run(
+        [RAY, "job", "logs", "--address", address, job_id], capture_output=True, text=True, env=env, timeout=60
+    ).stdout
     assert status == "SUCCEEDED", logs[-3000:]
     assert "3 ok, 0 failed, 0 skipped" in logs
     assert FAKE_SECRET not in logs

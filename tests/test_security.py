@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from foley.config import ClipConfig, MapperConfig, StorageConfig
-from foley.models import load_clip, load_v2a_mapper
-from foley.storage import Storage
-from foley.random_models import save_tiny_mapper
+from foley.models.clip import load_clip
+from foley.models.mapping import load_trained_mapper
+from foley.storage.store import Storage
+from foley.testing.random_models import save_tiny_mapper
 
 
 class Payload:
@@ -25,9 +27,12 @@ class Payload:
 def test_a_pickled_clip_checkpoint_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "code-ran"
     torch.save({"state_dict": Payload(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(Exception):
-        load_clip(ClipConfig(model="ViT-B-32", pretrained=str(tmp_path / "evil.pt")), Storage(StorageConfig()),
-                  torch.device("cpu"))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_clip(
+            ClipConfig(model="ViT-B-32", pretrained=str(tmp_path / "evil.pt")),
+            Storage(StorageConfig()),
+            torch.device("cpu"),
+        )
     assert not marker.exists()
 
 
@@ -35,16 +40,16 @@ def test_a_mapper_checkpoint_that_is_a_pickle_is_refused_without_running_it(tmp_
     folder = save_tiny_mapper(tmp_path / "mapper", clip_dim=8, clap_dim=8)
     marker = tmp_path / "code-ran"
     (folder / "mapper.safetensors").write_bytes(pickle.dumps(Payload(marker)))
-    with pytest.raises(Exception):
-        load_v2a_mapper(MapperConfig(checkpoint=str(folder)), Storage(StorageConfig()), torch.device("cpu"))
+    with pytest.raises(SafetensorError, match="deserializing"):
+        load_trained_mapper(MapperConfig(checkpoint=str(folder)), Storage(StorageConfig()), torch.device("cpu"))
     assert not marker.exists()
 
 
 def test_a_pickled_clap_checkpoint_is_refused_without_running_it(tmp_path):
-    from foley.clap import read_clap_checkpoint
+    from foley.models.clap import read_clap_checkpoint
 
     marker = tmp_path / "code-ran"
     torch.save({"state_dict": {"module.x": Payload(marker)}}, tmp_path / "clap.pt")
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         read_clap_checkpoint(tmp_path / "clap.pt")
     assert not marker.exists()

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from foley.media import render_test_video
-from foley.stage import DUB, FAILED, PENDING, batch_of, new_row, rows_of
-from foley.storage import InputItem
-from foley.windows import frame_indices, window_bounds_s
+from foley.media.render import render_test_video
+from foley.media.windows import frame_indices, window_bounds_s
+from foley.pipeline.kinds import DUB
+from foley.pipeline.rows import FAILED, PENDING, batch_of, new_row, rows_of
+from foley.storage.inputs import InputItem
 from media_checks import plays, stream_duration, streams, video_packets_md5
 
 
@@ -48,8 +49,9 @@ def test_decode_embed_averages_the_sampled_frames_of_each_window(tmp_path, tiny_
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
     reader = decord.VideoReader(str(video))  # full resolution: the stage decodes small, so compare by cosine
-    for window, (start, end) in enumerate(window_bounds_s(12.0, tiny_config.window.seconds,
-                                                          tiny_config.window.overlap_seconds)):
+    for window, (start, end) in enumerate(
+        window_bounds_s(12.0, tiny_config.window.seconds, tiny_config.window.overlap_seconds)
+    ):
         indices = frame_indices(start, end, reader.get_avg_fps(), len(reader), tiny_config.window.frames)
         frames = decode_embed.clip.embed_frames(reader.get_batch(indices).asnumpy())
         expected = torch.nn.functional.normalize(frames.mean(dim=0), dim=0).numpy()
@@ -76,9 +78,14 @@ def test_synthesize_seeding(tiny_config, synthesize):
     """Same seed, same audio; another window or another video draws other noise."""
     dim = synthesize.pipeline.unet.config.projection_class_embeddings_input_dim
     embedding = (np.ones(dim) / np.sqrt(dim)).astype(np.float32)
-    first, same, other_video = run(synthesize, [two_window_row(tiny_config, embedding),
-                                                two_window_row(tiny_config, embedding),
-                                                two_window_row(tiny_config, embedding, "b.mp4")])
+    first, same, other_video = run(
+        synthesize,
+        [
+            two_window_row(tiny_config, embedding),
+            two_window_row(tiny_config, embedding),
+            two_window_row(tiny_config, embedding, "b.mp4"),
+        ],
+    )
     waves = first["waveforms"]
     assert waves.shape == (2, round(tiny_config.window.seconds * 16000))
     assert np.array_equal(waves, same["waveforms"])
@@ -94,8 +101,9 @@ def test_synthesize_guidance_uses_the_empty_text_embedding(tiny_config, synthesi
     dim = pipeline.unet.config.projection_class_embeddings_input_dim
     embedding = torch.nn.functional.normalize(torch.randn(dim), dim=0).numpy()
     guided = synthesize.synthesize_windows([embedding], [_ref(tiny_config)])
-    synthesize.config = tiny_config.model_copy(update={"audioldm": tiny_config.audioldm.model_copy(
-        update={"guidance_scale": 1.0})})
+    synthesize.config = tiny_config.model_copy(
+        update={"audioldm": tiny_config.audioldm.model_copy(update={"guidance_scale": 1.0})}
+    )
     try:
         unguided = synthesize.synthesize_windows([embedding], [_ref(tiny_config)])
     finally:
@@ -104,7 +112,7 @@ def test_synthesize_guidance_uses_the_empty_text_embedding(tiny_config, synthesi
 
 
 def _ref(config):
-    from foley.stage import WindowRef
+    from foley.pipeline.stage import WindowRef
 
     return WindowRef(new_row(InputItem("a.mp4", "a.mp4"), "o.mp4", config, DUB), 0)
 
@@ -115,8 +123,13 @@ def test_mux_copies_the_video_stream_and_fits_the_audio(tmp_path, tiny_config):
     video = render_test_video(tmp_path / "in" / "clip.webm", 7.3, 160, 96, 24)
     output = tmp_path / "out" / "clip.webm"
     row = row_for(video, tiny_config, output=output)
-    row.update(duration_s=7.3, n_windows=1, sample_rate=16000, local_path=str(video),
-               waveforms=np.random.default_rng(0).uniform(-0.5, 0.5, (1, 163840)).astype(np.float32))
+    row.update(
+        duration_s=7.3,
+        n_windows=1,
+        sample_rate=16000,
+        local_path=str(video),
+        waveforms=np.random.default_rng(0).uniform(-0.5, 0.5, (1, 163840)).astype(np.float32),
+    )
     [result] = run(Mux(tiny_config, str(tmp_path / "out")), [row])
     assert result["status"] == "ok", result["error"]
     assert streams(output) == ["video", "audio"] and plays(output)
@@ -143,8 +156,13 @@ def test_mux_can_reencode_the_video_when_asked(tmp_path, tiny_config):
     video = render_test_video(tmp_path / "in.mp4", 2.0, 160, 96, 24)
     config = tiny_config.with_overrides("output.video_codec=libx264")
     row = row_for(video, config, output=tmp_path / "out" / "in.mp4")
-    row.update(duration_s=2.0, n_windows=1, sample_rate=16000, local_path=str(video),
-               waveforms=np.zeros((1, 163840), np.float32))
+    row.update(
+        duration_s=2.0,
+        n_windows=1,
+        sample_rate=16000,
+        local_path=str(video),
+        waveforms=np.zeros((1, 163840), np.float32),
+    )
     [result] = run(Mux(config, str(tmp_path / "out")), [row])
     assert result["status"] == "ok" and plays(tmp_path / "out" / "in.mp4")
     assert video_packets_md5(tmp_path / "out" / "in.mp4") != video_packets_md5(video)

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import FAKE_SECRET
 from foley.config import StorageConfig
-from foley.storage import Storage, StorageError, UnsafePathError, join, safe_relative_path
+from foley.storage.store import Storage
+from foley.storage.uris import StorageError, UnsafePathError, join, safe_relative_path
 
 EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
@@ -65,10 +66,9 @@ def test_list_files_choose_a_subset_and_keep_relative_paths(bucket, tmp_path):
 def test_s3_output_appears_only_when_complete_with_its_content_type(bucket):
     name, storage = bucket
     uri = f"s3://{name}/out/clip.mp4"
-    with pytest.raises(RuntimeError):
-        with storage.staged_output(uri) as staged:
-            staged.write_bytes(b"half")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), storage.staged_output(uri) as staged:
+        staged.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
     assert not storage.exists(uri)
     big = bytes(9 * 1024 * 1024)  # over boto3's multipart threshold: a completed multipart upload
     with storage.staged_output(uri) as staged:

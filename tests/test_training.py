@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from foley.checkpoints import CheckpointStore
 from foley.config import StorageConfig
-from foley.mapper import MapperSpec, V2AMapper, load_mapper
-from foley.storage import Storage
-from foley.synthetic import write_synthetic_pairs
+from foley.models.mapper import MapperSpec, V2AMapper, read_mapper
+from foley.storage.store import Storage
+from foley.training.checkpoints import CheckpointStore
+from foley.training.synthetic import write_synthetic_pairs
 
 
 def test_a_checkpoint_restores_weights_and_optimizer_state_bit_exact(tmp_path):
@@ -45,10 +45,22 @@ def test_a_checkpoint_restores_weights_and_optimizer_state_bit_exact(tmp_path):
 
 
 def train_job(data, output, *overrides, fresh=False) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "jobs.train_mapper", "--data", str(data), "--output", str(output),
-               "--config", str(ROOT / "configs/train-smoke.yaml"), *(["--fresh"] if fresh else []), *overrides]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env=os.environ | {"RAY_ADDRESS": ""})
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.train_mapper",
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--config",
+        str(ROOT / "configs/train-smoke.yaml"),
+        *(["--fresh"] if fresh else []),
+        *overrides,
+    ]
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ | {"RAY_ADDRESS": ""}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,5 +104,5 @@ def test_the_diffusion_prior_learns_the_relation_and_writes_its_report(synthetic
     assert metrics["epochs"][-1]["val_cosine"] == metrics["final_val_cosine"]
     for figure in ("training_curves.png", "cosine_histogram.png"):
         assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    mapper = load_mapper(tmp_path)  # what jobs.dub loads
+    mapper = read_mapper(tmp_path)  # what jobs.dub loads
     assert mapper.spec.clip_dim == 512 and mapper.spec.variant == "diffusion-transformer"

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from foley.audio import crossfade_envelopes, normalize_peak, stitch_windows
-from foley.windows import WindowPlan, frame_indices, window_bounds_s, window_count, window_seed
+from foley.media.stitch import crossfade_envelopes, normalize_peak, stitch_windows
+from foley.media.windows import WindowPlan, frame_indices, window_bounds_s, window_count, window_seed
 
 
 @pytest.mark.parametrize("duration,expected", [(0.5, 1), (10.24, 1), (10.3, 2), (19.84, 2), (19.9, 3), (30.0, 4)])
@@ -10,7 +10,7 @@ def test_window_count_is_the_fewest_that_cover(duration, expected):
     assert window_count(duration, 10.24, 0.64) == expected
     bounds = window_bounds_s(duration, 10.24, 0.64)
     assert bounds[0][0] == 0 and bounds[-1][1] == pytest.approx(duration)
-    for (start, end), (next_start, _) in zip(bounds, bounds[1:]):
+    for (_, end), (next_start, _) in zip(bounds, bounds[1:], strict=False):
         assert end - next_start == pytest.approx(0.64)  # neighbours overlap by exactly the crossfade
 
 
@@ -23,8 +23,13 @@ def test_frames_are_spread_evenly_inside_their_window():
 
 def test_seeds_are_stable_and_distinct():
     assert window_seed(0, "a.mp4", 0, "audioldm") == window_seed(0, "a.mp4", 0, "audioldm")
-    seeds = {window_seed(s, v, w, stream) for s in (0, 1) for v in ("a.mp4", "b.mp4") for w in range(3)
-             for stream in ("mapper", "audioldm")}
+    seeds = {
+        window_seed(s, v, w, stream)
+        for s in (0, 1)
+        for v in ("a.mp4", "b.mp4")
+        for w in range(3)
+        for stream in ("mapper", "audioldm")
+    }
     assert len(seeds) == 24
     assert all(0 <= seed < 2**63 for seed in seeds)
 
@@ -33,7 +38,7 @@ def test_crossfade_keeps_power_and_covers_every_sample():
     plan = WindowPlan.for_video(30.0, 10.24, 0.64, 16000)
     coverage = np.zeros(plan.start(plan.count - 1) + plan.length)
     for index, envelope in enumerate(crossfade_envelopes(plan)):
-        coverage[plan.start(index):plan.start(index) + plan.length] += envelope ** 2
+        coverage[plan.start(index) : plan.start(index) + plan.length] += envelope**2
     assert np.allclose(coverage, 1.0)
 
 

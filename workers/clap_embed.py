@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from foley.clap import load_clap_audio_encoder
 from foley.config import FoleyConfig
-from foley.media import decode_audio
-from foley.models import pick_device
-from foley.stage import WindowRef, batch_of, fail, is_pending, local_input, map_windows, rows_of, set_torch_threads
-from foley.storage import Storage
-from foley.windows import window_bounds_s
+from foley.media.probe import decode_audio
+from foley.media.windows import window_bounds_s
+from foley.models.clap import load_clap_audio_encoder
+from foley.models.device import pick_device
+from foley.pipeline.rows import batch_of, fail, is_pending, rows_of
+from foley.pipeline.stage import WindowRef, local_input, map_windows, set_torch_threads
+from foley.storage.store import Storage
 
 
 class ClapEmbed:
@@ -36,8 +37,9 @@ class ClapEmbed:
                     row["window_audio"] = self.window_audio(row)
                 except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
                     fail(row, "clap", exc)
-        map_windows(rows, "window_audio", "clap_embeddings", self.resources.max_forward_batch, "clap_embed",
-                    self.embed_windows)
+        map_windows(
+            rows, "window_audio", "clap_embeddings", self.resources.max_forward_batch, "clap_embed", self.embed_windows
+        )
         for row in rows:
             row.pop("window_audio", None)  # raw audio never leaves the actor
         return batch_of(rows)

@@ -11,17 +11,21 @@ size; only embeddings leave the actor (frames never enter the object store).
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
+import decord
 import numpy as np
 import torch.nn.functional as F
 
 from foley.config import FoleyConfig
-from foley.media import MediaError, VideoInfo, probe
-from foley.models import load_clip, pick_device
-from foley.stage import SKIPPED, batch_of, fail, is_pending, rows_of, set_torch_threads
-from foley.storage import Storage
-from foley.windows import frame_indices, window_bounds_s
+from foley.media.probe import MediaError, VideoInfo, probe
+from foley.media.windows import frame_indices, window_bounds_s
+from foley.models.clip import load_clip
+from foley.models.device import pick_device
+from foley.pipeline.rows import SKIPPED, batch_of, fail, is_pending, rows_of
+from foley.pipeline.stage import set_torch_threads
+from foley.storage.store import Storage
 
 
 class DecodeEmbed:
@@ -51,31 +55,46 @@ class DecodeEmbed:
         return batch_of(rows)
 
     def embed_video(self, row: dict) -> None:
-        path = self.storage.fetch(row["input_uri"])
-        row["local_path"] = str(path)
-        info = probe(path)
-        self.check_limits(info)
-        row.update(duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
-                   has_audio=info.has_audio)
+        path, info = self.probe_input(row)
         if self.audio_required and not info.has_audio:
             row.update(status=SKIPPED, error=f"{row['input_uri']} has no audio track to learn from")
             return
         if info.has_audio and not self.audio_required and self.config.input.existing_audio == "skip":
-            row.update(status=SKIPPED, error=f"{row['input_uri']} already has an audio track "
-                                             "(input.existing_audio=skip; use replace or mix to dub it anyway)")
+            row.update(
+                status=SKIPPED,
+                error=f"{row['input_uri']} already has an audio track "
+                "(input.existing_audio=skip; use replace or mix to dub it anyway)",
+            )
             return
-        windows = window_bounds_s(info.duration_s, self.config.window.seconds, self.config.window.overlap_seconds)
-        means = [self.window_means(frames) for frames in self.decode_window_frames(path, info, windows)]
+        windows = self.plan_windows(info)
         row["n_windows"] = len(windows)
-        row["clip_embeddings"] = np.concatenate(means)
+        row["clip_embeddings"] = np.concatenate(
+            [self.embed_frames(frames) for frames in self.decode_window_frames(path, info, windows)]
+        )
 
-    def window_means(self, frames: np.ndarray) -> np.ndarray:
+    def probe_input(self, row: dict) -> tuple[Path, VideoInfo]:
+        """The node-local input and its facts (recorded in the row), checked against the configured limits."""
+        path = self.storage.fetch(row["input_uri"])
+        row["local_path"] = str(path)
+        info = probe(path)
+        self.check_limits(info)
+        row.update(
+            duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height, has_audio=info.has_audio
+        )
+        return path, info
+
+    def plan_windows(self, info: VideoInfo) -> list[tuple[float, float]]:
+        return window_bounds_s(info.duration_s, self.config.window.seconds, self.config.window.overlap_seconds)
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """(windows * K, H, W, 3) frames -> (windows, D): the L2-normalised mean of each window's K embeddings
         (temporal averaging, the paper's best aggregator)."""
         embeddings = self.clip.embed_frames(frames).view(-1, self.config.window.frames, self.clip.embed_dim)
         return F.normalize(embeddings.mean(dim=1), dim=-1).cpu().numpy().astype(np.float32)
 
-    def decode_window_frames(self, path, info: VideoInfo, windows: list[tuple[float, float]]) -> Iterator[np.ndarray]:
+    def decode_window_frames(
+        self, path: Path, info: VideoInfo, windows: list[tuple[float, float]]
+    ) -> Iterator[np.ndarray]:
         """The K sampled frames of each window, for as many whole windows at a time as max_forward_batch allows.
 
         By default decord decodes only those frames, scaled in the decoder; decode.frames=all and
@@ -100,32 +119,38 @@ class DecodeEmbed:
             except MediaError:
                 raise
             except Exception as exc:  # decord raises its own error types
-                raise MediaError(f"its {info.video_codec} video stream could not be decoded by decord "
-                                 f"({_first_line(exc)}); the file may be truncated or corrupt") from None
+                raise MediaError(
+                    f"its {info.video_codec} video stream could not be decoded by decord "
+                    f"({_first_line(exc)}); the file may be truncated or corrupt"
+                ) from None
 
     def check_limits(self, info: VideoInfo) -> None:
         limits = self.config.input
         if info.duration_s > limits.max_duration_s:
             raise MediaError(f"is {info.duration_s:.1f} s long, over input.max_duration_s={limits.max_duration_s}")
         if info.width > limits.max_width or info.height > limits.max_height:
-            raise MediaError(f"is {info.width}x{info.height}, over input.max_width x input.max_height="
-                             f"{limits.max_width}x{limits.max_height}")
+            raise MediaError(
+                f"is {info.width}x{info.height}, over input.max_width x input.max_height="
+                f"{limits.max_width}x{limits.max_height}"
+            )
         if info.width <= 0 or info.height <= 0:
             raise MediaError("its video stream reports no frame size")
 
-    def open_reader(self, path, info: VideoInfo):
-        import decord
-
+    def open_reader(self, path: Path, info: VideoInfo):
         size = {}
         if self.config.decode.size == "clip":  # the decoder scales: short side = CLIP's input size
             scale = self.clip.image_size / min(info.width, info.height)
-            size = {"width": max(self.clip.image_size, round(info.width * scale)),
-                    "height": max(self.clip.image_size, round(info.height * scale))}
+            size = {
+                "width": max(self.clip.image_size, round(info.width * scale)),
+                "height": max(self.clip.image_size, round(info.height * scale)),
+            }
         try:
             return decord.VideoReader(str(path), num_threads=self.resources.threads(), **size)
         except Exception as exc:  # decord raises its own error types
-            raise MediaError(f"decord cannot read its {info.video_codec} video stream ({_first_line(exc)}); "
-                             "re-encode it (e.g. to H.264) or check that the file is complete") from None
+            raise MediaError(
+                f"decord cannot read its {info.video_codec} video stream ({_first_line(exc)}); "
+                "re-encode it (e.g. to H.264) or check that the file is complete"
+            ) from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from foley.config import FoleyConfig
-from foley.models import load_mapper, pick_device
-from foley.stage import WindowRef, batch_of, map_windows, rows_of, set_torch_threads
-from foley.storage import Storage
-from foley.windows import window_seed
+from foley.media.windows import window_seed
+from foley.models.device import pick_device
+from foley.models.mapping import load_mapper
+from foley.pipeline.rows import batch_of, rows_of
+from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads
+from foley.storage.store import Storage
 
 
 class Map:
@@ -30,21 +32,29 @@ class Map:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
-        map_windows(rows, "clip_embeddings", "clap_embeddings", self.resources.max_forward_batch, "map",
-                    self.map_windows)
+        map_windows(
+            rows, "clip_embeddings", "clap_embeddings", self.resources.max_forward_batch, "map", self.map_windows
+        )
         return batch_of(rows)
 
     def map_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
         clip_embeddings = np.stack(embeddings)
         if clip_embeddings.shape[1] != self.mapper.clip_dim:
-            raise ValueError(f"the mapper expects {self.mapper.clip_dim}-d CLIP embeddings but the CLIP model "
-                             f"gives {clip_embeddings.shape[1]}-d; use a mapper trained for this CLIP model")
+            raise ValueError(
+                f"the mapper expects {self.mapper.clip_dim}-d CLIP embeddings but the CLIP model "
+                f"gives {clip_embeddings.shape[1]}-d; use a mapper trained for this CLIP model"
+            )
         generators = [
             torch.Generator(self.device).manual_seed(
-                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.index, "mapper"))
+                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.index, "mapper")
+            )
             for ref in windows
         ]
-        mapped = self.mapper.map(torch.from_numpy(clip_embeddings).to(self.device), generators,
-                                 steps=self.config.mapper.steps, guidance_scale=self.config.mapper.guidance_scale,
-                                 sampler=self.config.mapper.scheduler)
+        mapped = self.mapper.map(
+            torch.from_numpy(clip_embeddings).to(self.device),
+            generators,
+            steps=self.config.mapper.steps,
+            guidance_scale=self.config.mapper.guidance_scale,
+            sampler=self.config.mapper.scheduler,
+        )
         return mapped.cpu().numpy().astype(np.float32)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from foley.audio import normalize_peak, stitch_windows
-from foley.media import mux_track
-from foley.stage import DUB, FinalStage, local_input
-from foley.windows import WindowPlan
+from foley.media.mux import mux_track
+from foley.media.stitch import normalize_peak, stitch_windows
+from foley.media.windows import WindowPlan
+from foley.pipeline.kinds import DUB
+from foley.pipeline.stage import FinalStage, local_input
 
 
 class Mux(FinalStage):
@@ -25,8 +26,9 @@ class Mux(FinalStage):
 
     def publish(self, row: dict) -> None:
         window = self.config.window
-        plan = WindowPlan.for_video(float(row["duration_s"]), window.seconds, window.overlap_seconds,
-                                    int(row["sample_rate"]))
+        plan = WindowPlan.for_video(
+            float(row["duration_s"]), window.seconds, window.overlap_seconds, int(row["sample_rate"])
+        )
         track = normalize_peak(stitch_windows(row["waveforms"], plan), self.config.output.peak_dbfs)
         output_uri = str(row["output_uri"])
         suffix = Path(output_uri).suffix.lower()
@@ -35,8 +37,14 @@ class Mux(FinalStage):
             raise ValueError(f"no audio codec configured for '{suffix}' outputs (output.audio_codecs)")
         mix = bool(row["has_audio"]) and self.config.input.existing_audio == "mix"
         with self.storage.staged_output(output_uri) as staged:
-            mux_track(local_input(row, self.storage), track, plan.sample_rate, staged, audio_codec=codec,
-                      audio_bitrate=self.config.output.audio_bitrate,
-                      output_sample_rate=self.config.output.audio_sample_rate,
-                      mix_under_original_db=self.config.input.mix_gain_db if mix else None,
-                      video_codec=self.config.output.video_codec)
+            mux_track(
+                local_input(row, self.storage),
+                track,
+                plan.sample_rate,
+                staged,
+                audio_codec=codec,
+                audio_bitrate=self.config.output.audio_bitrate,
+                output_sample_rate=self.config.output.audio_sample_rate,
+                mix_under_original_db=self.config.input.mix_gain_db if mix else None,
+                video_codec=self.config.output.video_codec,
+            )

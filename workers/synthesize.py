@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from foley.config import FoleyConfig
-from foley.models import clap_text_embeddings, load_audioldm, pick_device
-from foley.stage import WindowRef, batch_of, map_windows, rows_of, set_torch_threads
-from foley.storage import Storage
-from foley.windows import window_seed
+from foley.media.windows import window_seed
+from foley.models.audioldm import clap_text_embeddings, load_audioldm
+from foley.models.device import pick_device
+from foley.pipeline.rows import batch_of, rows_of
+from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads
+from foley.storage.store import Storage
 
 
 class Synthesize:
@@ -28,13 +30,20 @@ class Synthesize:
         self.device = pick_device(config.device)
         self.pipeline = load_audioldm(config.audioldm, Storage(config.storage), self.device)
         self.sample_rate = int(self.pipeline.vocoder.config.sampling_rate)
-        self.empty_text_embedding = clap_text_embeddings(self.pipeline.text_encoder, self.pipeline.tokenizer, [""],
-                                                         self.device)
+        self.empty_text_embedding = clap_text_embeddings(
+            self.pipeline.text_encoder, self.pipeline.tokenizer, [""], self.device
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
-        map_windows(rows, "clap_embeddings", "waveforms", self.resources.max_forward_batch, "synthesize",
-                    self.synthesize_windows)
+        map_windows(
+            rows,
+            "clap_embeddings",
+            "waveforms",
+            self.resources.max_forward_batch,
+            "synthesize",
+            self.synthesize_windows,
+        )
         for row in rows:
             row["sample_rate"] = self.sample_rate
         return batch_of(rows)
@@ -43,13 +52,16 @@ class Synthesize:
         clap_embeddings = np.stack(embeddings)
         expected = self.pipeline.unet.config.projection_class_embeddings_input_dim
         if clap_embeddings.shape[1] != expected:
-            raise ValueError(f"AudioLDM expects {expected}-d CLAP embeddings but the mapper gives "
-                             f"{clap_embeddings.shape[1]}-d; use a mapper trained for this AudioLDM")
+            raise ValueError(
+                f"AudioLDM expects {expected}-d CLAP embeddings but the mapper gives "
+                f"{clap_embeddings.shape[1]}-d; use a mapper trained for this AudioLDM"
+            )
         dtype = self.pipeline.unet.dtype
         conditions = torch.from_numpy(clap_embeddings).to(self.device, dtype)
         generators = [
             torch.Generator(self.device).manual_seed(
-                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.index, "audioldm"))
+                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.index, "audioldm")
+            )
             for ref in windows
         ]
         audio = self.pipeline(

@@ -9,9 +9,10 @@ held-out split by file never puts windows of one video on both sides.
 
 from __future__ import annotations
 
-from foley.pairs import pairs_table, table_bytes
-from foley.stage import EMBED, FinalStage
-from foley.windows import window_bounds_s
+from foley.media.windows import window_bounds_s
+from foley.pipeline.kinds import EMBED
+from foley.pipeline.stage import FinalStage
+from foley.training.pairs import pairs_table, table_bytes
 
 
 class WritePairs(FinalStage):
@@ -21,6 +22,11 @@ class WritePairs(FinalStage):
     def publish(self, row: dict) -> None:
         window = self.config.window
         bounds = window_bounds_s(float(row["duration_s"]), window.seconds, window.overlap_seconds)
-        table = pairs_table(str(row["relative_path"]), bounds, row["clip_embeddings"], row["clap_embeddings"],
-                            EMBED.model_ids(self.config))
+        table = pairs_table(
+            str(row["relative_path"]),
+            bounds,
+            row["clip_embeddings"],
+            row["clap_embeddings"],
+            EMBED.model_ids(self.config),
+        )
         self.storage.write_bytes(str(row["output_uri"]), table_bytes(table))

@@ -11,12 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foley.pairs import PAIRS_DIR, pairs_table, table_bytes
-from foley.storage import Storage, join
+from foley.storage.store import Storage
+from foley.storage.uris import join
+from foley.training.pairs import PAIRS_DIR, pairs_table, table_bytes
 
 
-def synthetic_pairs(count: int, clip_dim: int, clap_dim: int, seed: int = 0, hidden: int = 1024,
-                    gain: float = 0.7, noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_pairs(
+    count: int, clip_dim: int, clap_dim: int, seed: int = 0, hidden: int = 1024, gain: float = 0.7, noise: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Unit-length clip (count, clip_dim) and clap = normalise(W2 tanh(gain * W1 clip) + noise) (count, clap_dim).
 
     W1 has unit-variance entries, so the tanh inputs have standard deviation `gain`: large enough to bend the
@@ -31,15 +33,21 @@ def synthetic_pairs(count: int, clip_dim: int, clap_dim: int, seed: int = 0, hid
     return clip.numpy(), clap.numpy()
 
 
-def write_synthetic_pairs(root: str, storage: Storage, count: int, clip_dim: int, clap_dim: int, files: int,
-                          seed: int = 0) -> list[str]:
+def write_synthetic_pairs(
+    root: str, storage: Storage, count: int, clip_dim: int, clap_dim: int, files: int, seed: int = 0
+) -> list[str]:
     """The pairs split over `files` files under <root>/pairs/, in the format jobs.embed writes."""
     clip, clap = synthetic_pairs(count, clip_dim, clap_dim, seed)
     uris = []
     for index, rows in enumerate(np.array_split(np.arange(count), files)):
         video_id = f"synthetic-{index:04d}"
-        table = pairs_table(video_id, [(float(i), float(i) + 1) for i in rows], clip[rows], clap[rows],
-                            {"clip_model": "synthetic", "clap_model": "synthetic"})
+        table = pairs_table(
+            video_id,
+            [(float(i), float(i) + 1) for i in rows],
+            clip[rows],
+            clap[rows],
+            {"clip_model": "synthetic", "clap_model": "synthetic"},
+        )
         uri = join(root, f"{PAIRS_DIR}/{video_id}.parquet")
         storage.write_bytes(uri, table_bytes(table))
         uris.append(uri)

@@ -231,7 +231,7 @@ def save_mapper(mapper: V2AMapper, folder: Path) -> Path:
     return folder
 
 
-def load_mapper(location: Path, device: str | torch.device = "cpu") -> V2AMapper:
+def read_mapper(location: Path, device: str | torch.device = "cpu") -> V2AMapper:
     weights, config = mapper_files(location)
     for required in (weights, config):
         if not required.is_file():

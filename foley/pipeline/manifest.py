@@ -10,42 +10,42 @@ from __future__ import annotations
 
 import hashlib
 import io
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from foley.storage import Storage, join
-
-if TYPE_CHECKING:
-    from foley.stage import JobKind
+from foley.pipeline.kinds import JobKind
+from foley.storage.store import Storage
+from foley.storage.uris import join
 
 MANIFEST_DIR = "_manifest"
 
 
 def manifest_schema(kind: JobKind) -> pa.Schema:
     """The manifest's columns: the job's model identifiers and a seconds_<stage> column per stage."""
-    return pa.schema([
-        ("input_uri", pa.string()),
-        ("output_uri", pa.string()),
-        ("relative_path", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("duration_s", pa.float64()),
-        ("n_windows", pa.int64()),
-        ("has_audio", pa.bool_()),
-        ("seed", pa.int64()),
-        ("config_hash", pa.string()),
-        *[(model, pa.string()) for model in kind.models],
-        *[(f"seconds_{stage}", pa.float64()) for stage in kind.stages],
-        ("started_at", pa.timestamp("ms", tz="UTC")),
-        ("finished_at", pa.timestamp("ms", tz="UTC")),
-    ])
+    return pa.schema(
+        [
+            ("input_uri", pa.string()),
+            ("output_uri", pa.string()),
+            ("relative_path", pa.string()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("duration_s", pa.float64()),
+            ("n_windows", pa.int64()),
+            ("has_audio", pa.bool_()),
+            ("seed", pa.int64()),
+            ("config_hash", pa.string()),
+            *[(model, pa.string()) for model in kind.models],
+            *[(f"seconds_{stage}", pa.float64()) for stage in kind.stages],
+            ("started_at", pa.timestamp("ms", tz="UTC")),
+            ("finished_at", pa.timestamp("ms", tz="UTC")),
+        ]
+    )
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def manifest_row(row: dict, schema: pa.Schema) -> dict:
@@ -56,7 +56,7 @@ def manifest_row(row: dict, schema: pa.Schema) -> dict:
         if hasattr(value, "item"):  # numpy scalar
             value = value.item()
         if field.name.endswith("_at") and isinstance(value, float):
-            value = datetime.fromtimestamp(value, timezone.utc) if value else None
+            value = datetime.fromtimestamp(value, UTC) if value else None
         record[field.name] = value
     return record
 

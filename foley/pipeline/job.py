@@ -11,13 +11,16 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from foley.config import ConfigError, FoleyConfig
-from foley.manifest import Manifest
-from foley.stage import FAILED, OK, SKIPPED, JobKind, new_row
-from foley.storage import InputItem, Storage, StorageError, UnsafePathError, is_s3
+from foley.pipeline.kinds import JobKind
+from foley.pipeline.manifest import Manifest
+from foley.pipeline.rows import FAILED, OK, SKIPPED, new_row
+from foley.storage.inputs import InputItem
+from foley.storage.store import Storage
+from foley.storage.uris import StorageError, UnsafePathError, is_s3
 
 log = logging.getLogger("foley.job")
 
@@ -27,13 +30,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder or s3:// prefix")
     parser.add_argument("--config", default="configs/foley.yaml", help="preset YAML (default: configs/foley.yaml)")
     parser.add_argument("--force", action="store_true", help="redo inputs the manifest already has as ok")
-    parser.add_argument("--max-failures", type=int, default=None, metavar="N",
-                        help="stop the job once more than N inputs have failed")
+    parser.add_argument(
+        "--max-failures", type=int, default=None, metavar="N", help="stop the job once more than N inputs have failed"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
 
 
 def check_roots(input_root: str, output_root: str) -> None:
     """Outputs inside the input folder would be picked up as inputs by the next run: refuse up front."""
+
     def normal(root: str) -> str:
         return root.rstrip("/") + "/" if is_s3(root) else str(Path(root).resolve()) + "/"
 
@@ -45,8 +50,10 @@ def check_gpus(config: FoleyConfig, kind: JobKind, cluster_gpus: float) -> None:
     """Stages that ask for GPUs on a cluster without any would wait forever; say so instead."""
     wanting = [name for name in kind.stages if getattr(config.stages, name).num_gpus > 0]
     if wanting and cluster_gpus == 0:
-        message = (f"stages {', '.join(wanting)} ask for GPUs but the Ray cluster has none; set "
-                   f"stages.<name>.num_gpus=0 (or use a CPU preset) or run on a cluster with GPU workers")
+        message = (
+            f"stages {', '.join(wanting)} ask for GPUs but the Ray cluster has none; set "
+            f"stages.<name>.num_gpus=0 (or use a CPU preset) or run on a cluster with GPU workers"
+        )
         if os.environ.get("RAY_ADDRESS"):  # an autoscaling cluster may still add GPU nodes
             log.warning(message)
         else:
@@ -55,7 +62,7 @@ def check_gpus(config: FoleyConfig, kind: JobKind, cluster_gpus: float) -> None:
 
 def connect_ray():
     """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a local Ray."""
-    import ray
+    import ray  # noqa: PLC0415 - only once there is work: a run with nothing left to do never starts or loads Ray
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
@@ -82,11 +89,19 @@ class JobRun:
             print(f"removed {removed} partial files left by an interrupted run", flush=True)
         config_hash = self.kind.config_hash(self.config)
         current = {} if self.args.force else self.manifest.current()
-        todo = [item for item in inputs if not (current.get(item.uri, {}).get("status") == OK
-                                                and current[item.uri].get("config_hash") == config_hash)]
+        todo = [
+            item
+            for item in inputs
+            if not (
+                current.get(item.uri, {}).get("status") == OK and current[item.uri].get("config_hash") == config_hash
+            )
+        ]
         self.already_done = len(inputs) - len(todo)
-        print(f"{len(inputs)} inputs under {self.args.input}: {self.already_done} already done, {len(todo)} to "
-              f"process (config {config_hash})", flush=True)
+        print(
+            f"{len(inputs)} inputs under {self.args.input}: {self.already_done} already done, {len(todo)} to "
+            f"process (config {config_hash})",
+            flush=True,
+        )
         rows = []
         for item in todo:
             try:
@@ -94,8 +109,9 @@ class JobRun:
                 if output_uri == item.uri:
                     raise UnsafePathError("the output would overwrite the input")
             except UnsafePathError as exc:  # e.g. an object key '../x.mp4': recorded as failed, never written
-                self.manifest.record(new_row(item, "", self.config, self.kind)
-                                     | {"status": FAILED, "error": f"list: {item.uri}: {exc}"})
+                self.manifest.record(
+                    new_row(item, "", self.config, self.kind) | {"status": FAILED, "error": f"list: {item.uri}: {exc}"}
+                )
                 self.results.append({"status": FAILED})
                 continue
             rows.append(new_row(item, output_uri, self.config, self.kind))
@@ -110,9 +126,8 @@ class JobRun:
     def follow(self, videos, total: int) -> None:
         """Consume the pipeline's output as videos finish: a progress line each, stop after too many failures."""
         max_failures = self.args.max_failures
-        done = failures = 0
-        for result in videos.iter_rows():
-            done += 1
+        failures = 0
+        for done, result in enumerate(videos.iter_rows(), start=1):
             self.results.append(result)
             failures += result["status"] == FAILED
             detail = result["error"] if result["status"] != OK else f"{result['n_windows']} windows"
@@ -125,12 +140,14 @@ class JobRun:
         """Fold the journal into one manifest, print the summary; 0 if every input is ok, else 1."""
         final = self.manifest.compact()
         counts = {status: sum(r["status"] == status for r in self.results) for status in (OK, FAILED, SKIPPED)}
-        print(f"done in {time.perf_counter() - self.started:.1f} s: {counts[OK]} ok, {counts[FAILED]} failed, "
-              f"{counts[SKIPPED]} skipped, {self.already_done} already done; manifest: "
-              f"{self.manifest.compacted_uri} ({len(final)} rows)", flush=True)
+        print(
+            f"done in {time.perf_counter() - self.started:.1f} s: {counts[OK]} ok, {counts[FAILED]} failed, "
+            f"{counts[SKIPPED]} skipped, {self.already_done} already done; manifest: "
+            f"{self.manifest.compacted_uri} ({len(final)} rows)",
+            flush=True,
+        )
         if self.aborted:
-            print(f"stopped early: more than --max-failures={self.args.max_failures} inputs failed",
-                  file=sys.stderr)
+            print(f"stopped early: more than --max-failures={self.args.max_failures} inputs failed", file=sys.stderr)
         return 1 if counts[FAILED] or self.aborted else 0
 
 

@@ -17,10 +17,12 @@ from unittest import mock
 
 import numpy as np
 import torch
+from transformers import RobertaConfig, RobertaModel
 
 from foley.config import ClapConfig
-from foley.models import local_weights
-from foley.storage import Storage
+from foley.models.tokenizers import byte_level_tokenizer
+from foley.models.weights import local_weights
+from foley.storage.store import Storage
 
 POSITION_IDS = "text_branch.embeddings.position_ids"
 
@@ -37,8 +39,6 @@ def read_clap_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 def text_branch_config(state: dict[str, torch.Tensor]):
     """The RoBERTa geometry a checkpoint's text branch was trained with, read from its weight shapes."""
-    from transformers import RobertaConfig
-
     vocab_size, hidden = state["text_branch.embeddings.word_embeddings.weight"].shape
     layers = {int(match.group(1)) for key in state
               if (match := re.match(r"text_branch\.encoder\.layer\.(\d+)\.", key))}
@@ -55,11 +55,10 @@ def text_branch_config(state: dict[str, torch.Tensor]):
 @contextlib.contextmanager
 def offline_text_branch(text_config):
     """While laion_clap builds a CLAP_Module: the text branch from `text_config`, a local tokenizer."""
-    from laion_clap import hook
-    from laion_clap.clap_module import model as clap_model
-    from transformers import RobertaModel
+    # laion_clap is imported only when a CLAP module is built: its import builds hub tokenizers (see module doc).
+    from laion_clap import hook  # noqa: PLC0415
+    from laion_clap.clap_module import model as clap_model  # noqa: PLC0415
 
-    from foley.random_models import byte_level_tokenizer
 
     with mock.patch.object(clap_model.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)), \
             mock.patch.object(hook.RobertaTokenizer, "from_pretrained", lambda *_, **__: byte_level_tokenizer()):
@@ -67,7 +66,7 @@ def offline_text_branch(text_config):
 
 
 def build_clap_module(config: ClapConfig, text_config, device: torch.device):
-    import laion_clap
+    import laion_clap  # noqa: PLC0415 - see offline_text_branch
 
     with offline_text_branch(text_config):
         return laion_clap.CLAP_Module(enable_fusion=config.enable_fusion, device=device, amodel=config.audio_model,

@@ -28,8 +28,9 @@ def training_curves(history: list[dict]) -> bytes:
     no_mapper = [entry["no_mapper_cosine"] for entry in history]
     if all(value is not None for value in no_mapper):
         cosine_axis.plot(epochs, no_mapper, linestyle="--", label="no mapper (CLIP vs CLAP)")
-    cosine_axis.set(title="held-out cosine to the true CLAP embedding", xlabel="epoch", ylabel="cosine",
-                    ylim=(-0.1, 1.0))
+    cosine_axis.set(
+        title="held-out cosine to the true CLAP embedding", xlabel="epoch", ylabel="cosine", ylim=(-0.1, 1.0)
+    )
     cosine_axis.legend()
     return _png(figure)
 

@@ -16,7 +16,9 @@ def window_count(duration_s: float, window_s: float, overlap_s: float) -> int:
 def window_bounds_s(duration_s: float, window_s: float, overlap_s: float) -> list[tuple[float, float]]:
     """The part of the video each window looks at, in seconds; the last one may be shorter."""
     hop = window_s - overlap_s
-    return [(i * hop, min(i * hop + window_s, duration_s)) for i in range(window_count(duration_s, window_s, overlap_s))]
+    return [
+        (i * hop, min(i * hop + window_s, duration_s)) for i in range(window_count(duration_s, window_s, overlap_s))
+    ]
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,15 @@ class WindowPlan:
     total: int
 
     @classmethod
-    def for_video(cls, duration_s: float, window_s: float, overlap_s: float, sample_rate: int) -> "WindowPlan":
+    def for_video(cls, duration_s: float, window_s: float, overlap_s: float, sample_rate: int) -> WindowPlan:
         length = round(window_s * sample_rate)
-        return cls(sample_rate=sample_rate, length=length, hop=length - round(overlap_s * sample_rate),
-                   count=window_count(duration_s, window_s, overlap_s), total=max(1, round(duration_s * sample_rate)))
+        return cls(
+            sample_rate=sample_rate,
+            length=length,
+            hop=length - round(overlap_s * sample_rate),
+            count=window_count(duration_s, window_s, overlap_s),
+            total=max(1, round(duration_s * sample_rate)),
+        )
 
     @property
     def overlap(self) -> int:

@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from foley.mapper import CONFIG_NAME, WEIGHTS_NAME, MapperSpec, V2AMapper, mapper_from_bytes, mapper_to_bytes
-from foley.storage import Storage, join
+from foley.models.mapper import CONFIG_NAME, WEIGHTS_NAME, MapperSpec, V2AMapper, mapper_from_bytes, mapper_to_bytes
+from foley.storage.store import Storage
+from foley.storage.uris import join
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -22,12 +23,21 @@ CHECKPOINT_DIR = "checkpoint"
 def optimizer_to_bytes(optimizer: torch.optim.Optimizer) -> tuple[bytes, bytes]:
     """Tensors (moments, step counts) as safetensors; hyperparameters and the layout as JSON."""
     state = optimizer.state_dict()
-    tensors = {f"{index}.{name}": value.detach().contiguous().cpu()
-               for index, values in state["state"].items() for name, value in values.items()
-               if isinstance(value, torch.Tensor)}
-    layout = {"param_groups": state["param_groups"],
-              "scalars": {f"{index}.{name}": value for index, values in state["state"].items()
-                          for name, value in values.items() if not isinstance(value, torch.Tensor)}}
+    tensors = {
+        f"{index}.{name}": value.detach().contiguous().cpu()
+        for index, values in state["state"].items()
+        for name, value in values.items()
+        if isinstance(value, torch.Tensor)
+    }
+    layout = {
+        "param_groups": state["param_groups"],
+        "scalars": {
+            f"{index}.{name}": value
+            for index, values in state["state"].items()
+            for name, value in values.items()
+            if not isinstance(value, torch.Tensor)
+        },
+    }
     return safetensors_save(tensors), json.dumps(layout).encode()
 
 
@@ -55,18 +65,24 @@ class CheckpointStore:
             return None
         return json.loads(self.storage.read_bytes(self.latest_uri))
 
-    def save(self, mapper: V2AMapper, optimizer: torch.optim.Optimizer, epoch: int, step: int,
-             history: list[dict]) -> None:
+    def save(
+        self, mapper: V2AMapper, optimizer: torch.optim.Optimizer, epoch: int, step: int, history: list[dict]
+    ) -> None:
         folder = join(self.root, f"epoch-{epoch:04d}")
         weights, config = mapper_to_bytes(mapper)
         moments, layout = optimizer_to_bytes(optimizer)
-        for name, data in ((WEIGHTS_NAME, weights), (CONFIG_NAME, config), ("optimizer.safetensors", moments),
-                           ("optimizer.json", layout),
-                           ("progress.json", json.dumps({"epoch": epoch, "step": step, "history": history}).encode())):
+        for name, data in (
+            (WEIGHTS_NAME, weights),
+            (CONFIG_NAME, config),
+            ("optimizer.safetensors", moments),
+            ("optimizer.json", layout),
+            ("progress.json", json.dumps({"epoch": epoch, "step": step, "history": history}).encode()),
+        ):
             self.storage.write_bytes(join(folder, name), data)
         previous = self.latest()
-        self.storage.write_bytes(self.latest_uri, json.dumps({"epoch": epoch, "step": step,
-                                                              "folder": f"epoch-{epoch:04d}"}).encode())
+        self.storage.write_bytes(
+            self.latest_uri, json.dumps({"epoch": epoch, "step": step, "folder": f"epoch-{epoch:04d}"}).encode()
+        )
         if previous and previous["folder"] != f"epoch-{epoch:04d}":
             for uri in self.storage.list_prefix(join(self.root, previous["folder"]) + "/"):
                 self.storage.delete(uri)
@@ -74,16 +90,20 @@ class CheckpointStore:
     def spec(self, latest: dict) -> MapperSpec:
         return MapperSpec(**json.loads(self.storage.read_bytes(join(self.root, f"{latest['folder']}/{CONFIG_NAME}"))))
 
-    def load_mapper(self, latest: dict) -> V2AMapper:
+    def mapper_at(self, latest: dict) -> V2AMapper:
         folder = join(self.root, latest["folder"])
-        return mapper_from_bytes(self.storage.read_bytes(join(folder, WEIGHTS_NAME)),
-                                 self.storage.read_bytes(join(folder, CONFIG_NAME)))
+        return mapper_from_bytes(
+            self.storage.read_bytes(join(folder, WEIGHTS_NAME)), self.storage.read_bytes(join(folder, CONFIG_NAME))
+        )
 
     def restore(self, latest: dict, mapper: V2AMapper, optimizer: torch.optim.Optimizer) -> tuple[int, int, list]:
         """Load weights and optimizer state in place; returns (epoch, step, history) to continue from."""
         folder = join(self.root, latest["folder"])
-        mapper.load_state_dict(self.load_mapper(latest).state_dict(), strict=True)
-        optimizer_from_bytes(optimizer, self.storage.read_bytes(join(folder, "optimizer.safetensors")),
-                             self.storage.read_bytes(join(folder, "optimizer.json")))
+        mapper.load_state_dict(self.mapper_at(latest).state_dict(), strict=True)
+        optimizer_from_bytes(
+            optimizer,
+            self.storage.read_bytes(join(folder, "optimizer.safetensors")),
+            self.storage.read_bytes(join(folder, "optimizer.json")),
+        )
         progress = json.loads(self.storage.read_bytes(join(folder, "progress.json")))
         return progress["epoch"], progress["step"], progress["history"]

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from foley.config import FoleyConfig
-from foley.models import clap_text_embeddings, load_audioldm_text_encoder, load_clip
-from foley.storage import Storage
+from foley.models.audioldm import clap_text_embeddings, load_audioldm_text_encoder
+from foley.models.clip import load_clip
+from foley.storage.store import Storage
 
 
 def read_labels(path: Path) -> list[str]:

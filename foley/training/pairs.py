@@ -10,23 +10,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from foley.storage import Storage, StorageError
+from foley.storage.store import Storage
+from foley.storage.uris import StorageError
 
 PAIRS_DIR = "pairs"
 
 
-def pairs_table(video_id: str, bounds: list[tuple[float, float]], clip: np.ndarray, clap: np.ndarray,
-                model_ids: dict[str, str]) -> pa.Table:
+def pairs_table(
+    video_id: str, bounds: list[tuple[float, float]], clip: np.ndarray, clap: np.ndarray, model_ids: dict[str, str]
+) -> pa.Table:
     """One row per window: video_id, window bounds, and fixed-size float32 lists for the two embeddings."""
     count = len(bounds)
-    return pa.table({
-        "video_id": pa.array([video_id] * count, pa.string()),
-        "window_start_s": pa.array([start for start, _ in bounds], pa.float64()),
-        "window_end_s": pa.array([end for _, end in bounds], pa.float64()),
-        "clip": pa.FixedSizeListArray.from_arrays(pa.array(clip.astype(np.float32).ravel()), clip.shape[1]),
-        "clap": pa.FixedSizeListArray.from_arrays(pa.array(clap.astype(np.float32).ravel()), clap.shape[1]),
-        **{key: pa.array([value] * count, pa.string()) for key, value in model_ids.items()},
-    })
+    return pa.table(
+        {
+            "video_id": pa.array([video_id] * count, pa.string()),
+            "window_start_s": pa.array([start for start, _ in bounds], pa.float64()),
+            "window_end_s": pa.array([end for _, end in bounds], pa.float64()),
+            "clip": pa.FixedSizeListArray.from_arrays(pa.array(clip.astype(np.float32).ravel()), clip.shape[1]),
+            "clap": pa.FixedSizeListArray.from_arrays(pa.array(clap.astype(np.float32).ravel()), clap.shape[1]),
+            **{key: pa.array([value] * count, pa.string()) for key, value in model_ids.items()},
+        }
+    )
 
 
 def table_bytes(table: pa.Table) -> bytes:
@@ -45,14 +49,19 @@ def list_pair_files(root: str, storage: Storage) -> list[str]:
 
 def split_by_file(files: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """A fixed held-out split by file (so by video): the same file always lands on the same side."""
+
     def score(uri: str) -> float:
-        return int.from_bytes(hashlib.sha256(f"{seed}/{uri.rsplit('/pairs/', 1)[-1]}".encode()).digest()[:8],
-                              "little") / 2**64
+        return (
+            int.from_bytes(hashlib.sha256(f"{seed}/{uri.rsplit('/pairs/', 1)[-1]}".encode()).digest()[:8], "little")
+            / 2**64
+        )
 
     val = [uri for uri in files if score(uri) < val_fraction]
     if not val or len(val) == len(files):
-        raise StorageError(f"{len(files)} pair files cannot be split with train.val_fraction={val_fraction}; "
-                           "add data or change the fraction")
+        raise StorageError(
+            f"{len(files)} pair files cannot be split with train.val_fraction={val_fraction}; "
+            "add data or change the fraction"
+        )
     return [uri for uri in files if uri not in set(val)], val
 
 

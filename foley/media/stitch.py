@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from foley.windows import WindowPlan
+from foley.media.windows import WindowPlan
 
 
 def crossfade_envelopes(plan: WindowPlan) -> list[np.ndarray]:

@@ -1,0 +1,33 @@
+"""Synthetic test clips rendered with ffmpeg, for the demo, the tests and the benchmark (no media is committed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ffmpeg
+
+from foley.media.probe import MediaError, ffmpeg_reason
+
+
+def render_test_video(
+    path: Path, seconds: float, width: int, height: int, fps: float, with_audio: bool = False
+) -> Path:
+    """A synthetic clip (moving test pattern) for demos, tests and benchmarks; the codec follows the extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    video = ffmpeg.input(f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}", f="lavfi")
+    streams = [video]
+    if with_audio:
+        streams.append(ffmpeg.input(f"sine=frequency=440:sample_rate=48000:duration={seconds}", f="lavfi"))
+    if path.suffix.lower() == ".webm":
+        codecs = {"vcodec": "libvpx", "deadline": "realtime", "cpu-used": 8, "acodec": "libopus"}
+    else:
+        codecs = {"vcodec": "libx264", "preset": "ultrafast", "pix_fmt": "yuv420p", "acodec": "aac"}
+    if not with_audio:
+        codecs.pop("acodec")
+    try:
+        ffmpeg.output(*streams, str(path), **codecs).run(
+            capture_stdout=True, capture_stderr=True, overwrite_output=True
+        )
+    except ffmpeg.Error as exc:
+        raise MediaError(f"rendering {path} failed (ffmpeg: {ffmpeg_reason(exc)})") from None
+    return path

@@ -1,0 +1,52 @@
+"""Where model weights come from: a hub id, a local path, an s3:// prefix or an hf://REPO/FILE.
+
+s3:// weights are copied once per node into the cache folder and then loaded like local ones, by the libraries'
+own loaders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from huggingface_hub import hf_hub_download
+
+from foley.config import FoleyConfig
+from foley.storage.store import Storage
+from foley.storage.uris import is_s3, split_s3
+
+
+def local_weights(location: str, storage: Storage) -> str:
+    """The location itself; for s3:// a node-local copy of that prefix or file; for hf://REPO/FILE the hub's
+    cached copy of that file (the hub cache honours HF_HUB_OFFLINE)."""
+    if location.startswith("hf://"):
+        owner, repo, filename = location.removeprefix("hf://").split("/", 2)
+        return hf_hub_download(f"{owner}/{repo}", filename)
+    if not is_s3(location):
+        return location
+    folder_uri, names = location, ()
+    if Path(split_s3(location)[1]).suffix:  # a single file such as .../open_clip_model.safetensors
+        folder_uri, names = location.rsplit("/", 1)[0], (location.rsplit("/", 1)[1],)
+    folder = cached_copy(folder_uri, names, storage)
+    return str(folder / names[0]) if names else str(folder)
+
+
+def cached_copy(folder_uri: str, names: tuple[str, ...], storage: Storage) -> Path:
+    digest = hashlib.sha256(f"{folder_uri}|{names}".encode()).hexdigest()[:16]
+    return storage.fetch_tree(folder_uri, Path(storage.config.cache_dir) / "weights" / digest, names)
+
+
+def missing_weights(config: FoleyConfig) -> list[str]:
+    """Local weight locations the config names that are not there, so a job fails before starting Ray."""
+    problems = []
+    clip_dir = config.clip.model.removeprefix("local-dir:") if config.clip.model.startswith("local-dir:") else None
+    local = {
+        "clip.model": clip_dir,
+        "clip.pretrained": config.clip.pretrained if config.clip.pretrained and Path(config.clip.pretrained).suffix
+        else None,
+        "mapper.checkpoint": config.mapper.checkpoint,
+    }
+    for key, location in local.items():
+        if location and not is_s3(location) and not Path(location).exists():
+            problems.append(f"{key} = {location!r}: no such file or folder")
+    return problems

@@ -1,0 +1,84 @@
+"""A row is one video on its way through a job's stages: its columns, its status, and Ray Data batches of rows.
+
+A row's `status` is "pending" until a stage fails it ("failed"), decides not to process it ("skipped"), or the
+last stage finishes it ("ok"); stages pass rows that are not pending through untouched. Failures are data: the
+row carries the message, and the job goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import numpy as np
+
+from foley.config import FoleyConfig
+from foley.pipeline.kinds import JobKind
+from foley.storage.inputs import InputItem
+
+log = logging.getLogger("foley")
+
+PENDING, OK, FAILED, SKIPPED = "pending", "ok", "failed", "skipped"
+EMPTY_MATRIX = np.zeros((0, 0), dtype=np.float32)  # placeholder for per-window arrays of rows without windows
+SUMMARY_COLUMNS = ("input_uri", "relative_path", "status", "error", "n_windows", "duration_s")
+
+
+def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind) -> dict:
+    """A video's row as it enters the pipeline: every column present from the start, so batches stay uniform."""
+    return {
+        "input_uri": item.uri,
+        "output_uri": output_uri,
+        "relative_path": item.relative_path,
+        "status": PENDING,
+        "error": "",
+        "local_path": "",
+        "duration_s": 0.0,
+        "fps": 0.0,
+        "width": 0,
+        "height": 0,
+        "has_audio": False,
+        "n_windows": 0,
+        "clip_embeddings": EMPTY_MATRIX,
+        "clap_embeddings": EMPTY_MATRIX,
+        "waveforms": EMPTY_MATRIX,
+        "sample_rate": 0,
+        "seed": config.seed,
+        "config_hash": kind.config_hash(config),
+        **kind.model_ids(config),
+        **{f"seconds_{stage}": 0.0 for stage in kind.stages},
+        "started_at": 0.0,
+        "finished_at": 0.0,
+    }
+
+
+def rows_of(batch: dict[str, np.ndarray]) -> list[dict]:
+    count = len(next(iter(batch.values()))) if batch else 0
+    return [{key: values[i] for key, values in batch.items()} for i in range(count)]
+
+
+def batch_of(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Rows back to columns; per-window arrays of different lengths become object columns (ragged tensors)."""
+    batch = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if isinstance(values[0], np.ndarray):
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            batch[key] = column
+        else:
+            batch[key] = np.array(values)
+    return batch
+
+
+def fail(row: dict, stage: str, exc: BaseException) -> None:
+    """Record a per-video failure as data. Expected problems keep their message; bugs also get their type."""
+    expected = isinstance(exc, (ValueError, RuntimeError, OSError))
+    reason = str(exc) if expected and str(exc) else f"{type(exc).__name__}: {exc}"
+    row["status"] = FAILED
+    row["error"] = f"{stage}: {row['input_uri']}: {reason}"
+    if not expected:
+        log.warning("unexpected error in %s for %s\n%s", stage, row["input_uri"], traceback.format_exc())
+
+
+def is_pending(row: dict) -> bool:
+    return row["status"] == PENDING

@@ -1,0 +1,80 @@
+"""Which videos a job reads: every video under a folder or an s3:// prefix, or the URIs of a .csv/.parquet list.
+
+Each input gets its relative path, which names its output and seeds its noise, so the same library gives the same
+outputs wherever it is listed from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from foley.storage.uris import StorageError, is_s3
+
+LIST_SUFFIXES = (".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    uri: str
+    relative_path: str  # posix path under the output root, also the video's stable id
+
+
+def _common_directory(uris: list[str]) -> str:
+    """The deepest folder (ending in '/') that holds every URI; outputs mirror the paths below it."""
+    folders = [uri.rsplit("/", 1)[0] + "/" for uri in uris]
+    prefix = os.path.commonprefix(folders)
+    return prefix[: prefix.rfind("/") + 1]
+
+
+class InputListing:
+    """Storage's listing of inputs (mixed into Storage, whose read_bytes and list_prefix it uses)."""
+
+    def list_inputs(self, source: str, extensions: tuple[str, ...]) -> list[InputItem]:
+        """Every video under a folder or prefix (recursive, extensions case-insensitive), or the URIs of a list file."""
+        if source.lower().endswith(LIST_SUFFIXES):
+            return self._list_from_file(source)
+        suffixes = tuple(e.lower() for e in extensions)
+        if is_s3(source):
+            prefix_uri = source if source.endswith("/") else source + "/"
+            items = [
+                InputItem(uri, uri[len(prefix_uri) :])
+                for uri in self.list_prefix(prefix_uri)
+                if uri.lower().endswith(suffixes) and not uri.endswith("/")
+            ]
+        else:
+            root = Path(source)
+            if root.is_file():
+                return [InputItem(str(root.resolve()), root.name)]
+            if not root.is_dir():
+                raise StorageError(f"input {source} is neither a folder, a video, nor a .csv/.parquet list of URIs")
+            items = [
+                InputItem(str(path.resolve()), path.relative_to(root).as_posix())
+                for path in root.rglob("*")
+                if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
+            ]
+        return sorted(items, key=lambda item: item.relative_path)
+
+    def _list_from_file(self, source: str) -> list[InputItem]:
+        data = self.read_bytes(source)
+        if source.lower().endswith(".parquet"):
+            table = pq.read_table(io.BytesIO(data))
+            if "uri" not in table.column_names:
+                raise StorageError(f"input list {source} has no 'uri' column (columns: {table.column_names})")
+            uris = [u for u in table.column("uri").to_pylist() if u]
+        else:
+            rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+            if rows and rows[0] and rows[0][0].strip().lower() == "uri":
+                rows = rows[1:]
+            uris = [row[0].strip() for row in rows if row and row[0].strip()]
+        if not uris:
+            raise StorageError(f"input list {source} holds no URIs; give one per line (a 'uri' column)")
+        uris = [uri if is_s3(uri) else Path(uri).resolve().as_posix() for uri in uris]
+        base = _common_directory(uris)
+        items = [InputItem(uri, uri[len(base) :]) for uri in uris]
+        return sorted(items, key=lambda item: item.relative_path)

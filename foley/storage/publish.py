@@ -1,0 +1,87 @@
+"""Staged publishing: an output is written to a temporary file and appears at its final location only whole.
+
+Locally that is a rename in the target's folder; on S3 one PUT or a completed multipart upload, so a crash never
+leaves a partial object at a final key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from foley.storage.s3 import s3_errors
+from foley.storage.uris import is_s3, split_s3
+
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".avi": "video/x-msvideo",
+    ".parquet": "application/vnd.apache.parquet",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".safetensors": "application/octet-stream",
+}
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name next to `path` that keeps its extension (ffmpeg picks the container from it)."""
+    return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+class StagedPublishing:
+    """Storage's writing side (mixed into Storage, whose s3 client and config it uses)."""
+
+    @contextlib.contextmanager
+    def staged_output(self, uri: str, scratch: Path | None = None) -> Iterator[Path]:
+        """Yield a temporary local path; on success publish it at `uri` in one step, on failure leave nothing."""
+        if is_s3(uri):
+            scratch = scratch or Path(self.config.cache_dir) / "outgoing"
+            scratch.mkdir(parents=True, exist_ok=True)
+            temporary = temporary_sibling(scratch / posixpath.basename(split_s3(uri)[1]))
+        else:
+            final = Path(uri)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temporary = temporary_sibling(final)
+        try:
+            yield temporary
+            self.publish(temporary, uri)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def publish(self, local: Path, uri: str) -> None:
+        if not is_s3(uri):
+            final = Path(uri)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if local.parent == final.parent:
+                os.replace(local, final)
+            else:  # another file system: copy next to the target first, then rename
+                with tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", delete=False) as tmp:
+                    shutil.copyfile(local, tmp.name)
+                os.replace(tmp.name, final)
+            return
+        bucket, key = split_s3(uri)
+        content_type = CONTENT_TYPES.get(Path(key).suffix.lower(), "application/octet-stream")
+        with s3_errors("uploading", uri):
+            self.s3.upload_file(str(local), bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        with self.staged_output(uri) as temporary:
+            temporary.write_bytes(data)
+
+    def remove_partials(self, root: str) -> int:
+        """Delete the temporary files a killed run left under a local output root (S3 keeps none: uploads
+        are atomic). Assumes one job writes to a root at a time."""
+        if is_s3(root) or not Path(root).is_dir():
+            return 0
+        stale = [path for path in Path(root).rglob(".*.partial-*") if path.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)

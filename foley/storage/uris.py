@@ -1,0 +1,42 @@
+"""Local paths and s3:// URIs: telling them apart, splitting them, and joining relative paths safely."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+
+
+class StorageError(RuntimeError):
+    """A storage problem that names the location and what to do about it."""
+
+
+class UnsafePathError(StorageError):
+    """A relative path that would escape the output root (`../x.mp4`, `/etc/x.mp4`)."""
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise StorageError(f"'{uri}' names no bucket; use s3://BUCKET/PREFIX/")
+    return bucket, key
+
+
+def safe_relative_path(relative: str) -> str:
+    """Normalise a relative path, refusing anything that could land outside the root it is joined to."""
+    if not relative or relative.startswith(("/", "\\")) or "\\" in relative or "\x00" in relative:
+        raise UnsafePathError(f"unsafe relative path {relative!r}: absolute or not a plain path")
+    normalised = posixpath.normpath(relative)
+    if normalised in (".", "..") or normalised.startswith("../"):
+        raise UnsafePathError(f"unsafe relative path {relative!r}: it points outside the output root")
+    return normalised
+
+
+def join(root: str, relative: str) -> str:
+    relative = safe_relative_path(relative)
+    if is_s3(root):
+        return root.rstrip("/") + "/" + relative
+    return str(Path(root) / relative)

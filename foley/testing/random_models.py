@@ -1,0 +1,235 @@
+"""Random-weight models in the real models' native formats: no download, loaded by the production loaders.
+
+Tiny ones for the offline demo and the tests keep the real signal geometry (16 kHz audio, 64 mel bins, hop 160,
+VAE factor 4, so a 10.24-s window is an 8 x 256 x 16 latent) and shrink only the widths. Full-size ones
+(../shared/reference/model-configs.md: AudioLDM s-full-v2, the paper's mapper) measure real costs in the
+benchmark, since speed does not depend on weight values. Random weights make noise, not Foley.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import (
+    ClapTextConfig,
+    ClapTextModelWithProjection,
+    RobertaConfig,
+    SpeechT5HifiGan,
+    SpeechT5HifiGanConfig,
+)
+
+from foley.config import ClapConfig
+from foley.models.clap import build_clap_module
+from foley.models.mapper import MapperSpec, V2AMapper, save_mapper
+from foley.models.tokenizers import byte_level_tokenizer
+
+TINY_EMBED_DIM = 64
+
+
+def save_tiny_clip(folder: Path, embed_dim: int = TINY_EMBED_DIM, seed: int = 0) -> Path:
+    """An open_clip 'local-dir:' folder: open_clip_config.json + open_clip_model.safetensors."""
+
+    model_cfg = {
+        "embed_dim": embed_dim,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{folder}")  # no weights yet: random init from the config
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+def save_tiny_audioldm(folder: Path, clap_dim: int = TINY_EMBED_DIM, seed: int = 0) -> Path:
+    """A diffusers AudioLDMPipeline folder (save_pretrained) with tiny widths and the real audio geometry."""
+    torch.manual_seed(seed)
+    tokenizer = byte_level_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=8,
+        out_channels=8,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=(16, 32),
+        attention_head_dim=8,
+        class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=clap_dim,
+        class_embeddings_concat=True,
+    )
+    vae = AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        latent_channels=8,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+    )
+    text_encoder = ClapTextModelWithProjection(
+        ClapTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            max_position_embeddings=tokenizer.model_max_length + 2,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            projection_dim=clap_dim,
+        )
+    )
+    vocoder = SpeechT5HifiGan(
+        SpeechT5HifiGanConfig(
+            model_in_dim=64,
+            sampling_rate=16000,
+            upsample_initial_channel=64,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[10, 8, 4, 4, 4],
+            resblock_kernel_sizes=[3],
+            resblock_dilation_sizes=[[1]],
+            normalize_before=False,
+            initializer_range=0.5,  # audible noise rather than near-silence
+        )
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.0015,
+        beta_end=0.0195,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
+    pipeline = AudioLDMPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, vocoder=vocoder
+    )
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_mapper(
+    folder: Path,
+    clip_dim: int = TINY_EMBED_DIM,
+    clap_dim: int = TINY_EMBED_DIM,
+    variant: str = "diffusion-transformer",
+    seed: int = 0,
+) -> Path:
+    torch.manual_seed(seed)
+    spec = MapperSpec(
+        variant=variant, clip_dim=clip_dim, clap_dim=clap_dim, depth=2, heads=2, head_dim=16, mlp_expansion=2
+    )
+    return save_mapper(V2AMapper(spec), folder)
+
+
+def save_tiny_clap(path: Path, seed: int = 0) -> Path:
+    """A laion_clap checkpoint ({'state_dict': {'module.*': tensor}}, as released): HTSAT-tiny audio branch and
+    a one-layer text branch (laion_clap fixes the text width at 768)."""
+
+    torch.manual_seed(seed)
+    text_config = RobertaConfig(
+        vocab_size=len(byte_level_tokenizer()),
+        hidden_size=768,
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        type_vocab_size=1,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+    )
+    module = build_clap_module(ClapConfig(), text_config, torch.device("cpu"))
+    state = {f"module.{name}": tensor for name, tensor in module.model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 0, "state_dict": state}, path)
+    return path
+
+
+def save_tiny_models(root: Path) -> dict[str, Path]:
+    """Everything configs/tiny.yaml points at, under `root`."""
+    return {
+        "clip": save_tiny_clip(root / "clip"),
+        "audioldm": save_tiny_audioldm(root / "audioldm"),
+        "mapper": save_tiny_mapper(root / "mapper"),
+        "clap": save_tiny_clap(root / "clap.pt"),
+    }
+
+
+# AudioLDM s-full-v2 as diffusers builds it (cvssp/audioldm-s-full-v2): UNet 185M parameters, 10.24-s windows.
+FULL_UNET = dict(
+    sample_size=128,
+    in_channels=8,
+    out_channels=8,
+    layers_per_block=2,
+    attention_head_dim=8,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(128, 256, 384, 640),
+    cross_attention_dim=(128, 256, 384, 640),
+    class_embed_type="simple_projection",
+    projection_class_embeddings_input_dim=512,
+    class_embeddings_concat=True,
+)
+FULL_VAE = dict(
+    in_channels=1,
+    out_channels=1,
+    latent_channels=8,
+    block_out_channels=(128, 256, 512),
+    layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    sample_size=512,
+)
+FULL_VOCODER = dict(
+    model_in_dim=64,
+    sampling_rate=16000,
+    upsample_initial_channel=1024,
+    upsample_rates=[5, 4, 2, 2, 2],
+    upsample_kernel_sizes=[16, 16, 8, 4, 4],
+    resblock_kernel_sizes=[3, 7, 11],
+    resblock_dilation_sizes=[[1, 3, 5]] * 3,
+    normalize_before=False,
+)
+
+
+def save_full_audioldm(folder: Path, seed: int = 0) -> Path:
+    """AudioLDM s-full-v2's architecture with random weights (about 1.6 GB on disk); the text encoder is
+    RoBERTa-base + projection, with a byte-level tokenizer (real token ids are irrelevant to speed)."""
+    torch.manual_seed(seed)
+    pipeline = AudioLDMPipeline(
+        vae=AutoencoderKL(**FULL_VAE),
+        text_encoder=ClapTextModelWithProjection(ClapTextConfig()),
+        tokenizer=byte_level_tokenizer(max_length=512),
+        unet=UNet2DConditionModel(**FULL_UNET),
+        scheduler=DDIMScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.0015,
+            beta_end=0.0195,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            clip_sample=False,
+            set_alpha_to_one=False,
+        ),
+        vocoder=SpeechT5HifiGan(SpeechT5HifiGanConfig(**FULL_VOCODER)),
+    )
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def save_full_mapper(folder: Path, seed: int = 0) -> Path:
+    """The paper's diffusion prior: depth 12, 12 heads of 64, 512 -> 512."""
+    torch.manual_seed(seed)
+    return save_mapper(V2AMapper(MapperSpec()), folder)
