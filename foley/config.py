@@ -6,8 +6,6 @@ work starts; a bad key or value raises ConfigError naming the key, the bad value
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +32,16 @@ class StageResources(Strict):
     torch_threads: int | None = Field(
         None, ge=1, description="intra-op threads; default: the CPUs reserved, at least 1"
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per actor, e.g. {decode_node: 1} to place a stage"
+    )
+
+    def device(self, setting: str) -> str:
+        """Where this stage's models run: 'auto' means CUDA exactly when the stage reserves a GPU, so the device,
+        which changes the random draws and so the output, follows from the config alone."""
+        if setting == "auto":
+            return "cuda" if self.num_gpus > 0 else "cpu"
+        return setting
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> StageResources:
@@ -145,6 +153,9 @@ class TrainConfig(Strict):
 
 class AudioLDMConfig(Strict):
     model: str = Field("cvssp/audioldm-s-full-v2", description="hub id, local directory or s3:// prefix")
+    revision: str | None = Field(
+        None, description="hub commit to load (a hub id only); null: the job resolves 'main' once and records it"
+    )
     steps: int = Field(25, ge=1)
     guidance_scale: float = Field(2.5, ge=0)
     scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
@@ -163,6 +174,9 @@ class InputConfig(Strict):
     max_duration_s: float = Field(3600.0, gt=0)
     max_width: int = Field(7680, ge=1)
     max_height: int = Field(4320, ge=1)
+    silence_threshold_dbfs: float = Field(
+        -60.0, le=0, description="an audio track whose peak stays below this counts as no sound (dBFS)"
+    )
 
 
 class OutputConfig(Strict):
@@ -180,18 +194,25 @@ class OutputConfig(Strict):
     audio_bitrate: str = "128k"
     audio_sample_rate: int = Field(48000, ge=8000)
     peak_dbfs: float | None = Field(-1.0, le=0, description="normalise each track to this peak; null keeps levels")
+    audio_language: str = Field("und", description="ISO 639-2 language tag of the generated track")
+    audio_title: str = Field("Generated Foley", description="title of the generated track")
 
 
 class StorageConfig(Strict):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint; default from AWS_ENDPOINT_URL(_S3)")
     region: str | None = Field(None, description="default from AWS_REGION / AWS_DEFAULT_REGION")
     max_attempts: int = Field(8, ge=1, description="adaptive retry attempts per S3 call")
-    cache_dir: str = Field("/tmp/foley-cache", description="node-local cache for weights and input copies")
+    cache_dir: str = Field(
+        "/tmp/foley-cache",
+        description="node-local cache of weights and inputs; FOLEY_CACHE_DIR in a node's environment wins",
+    )
 
 
 class FoleyConfig(Strict):
     seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA for stages that reserve a GPU (stages.<name>.num_gpus > 0), else the CPU"
+    )
     window: WindowConfig = WindowConfig()
     decode: DecodeConfig = DecodeConfig()
     clip: ClipConfig = ClipConfig()
@@ -211,11 +232,8 @@ class FoleyConfig(Strict):
             set_dotted(tree, *parse_override(text))
         return FoleyConfig.model_validate(tree)
 
-    def settings_hash(self, include: dict) -> str:
-        """Hash of the chosen settings: equal hashes mean an earlier result made with them is still current."""
-        return hashlib.sha256(json.dumps(self.model_dump(include=include), sort_keys=True).encode()).hexdigest()[:16]
-
     def model_ids(self) -> dict[str, str]:
+        """Where each model comes from, for people reading a manifest (the hash uses content identities instead)."""
         return {
             "clip_model": f"{self.clip.model}:{self.clip.pretrained}",
             "mapper_model": self.mapper.checkpoint or f"zero-shot:{Path(self.mapper.zero_shot_labels).name}",

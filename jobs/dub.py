@@ -47,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
                 + "\n  ".join(problems)
                 + "\n  (train a mapper with jobs.train_mapper, or point the keys at existing weights)"
             )
-        # 1. The work left: every input the manifest does not already have as ok under this config's hash.
+        # 1. The work left: every input whose result (settings, model content, input content, output location)
+        #    the manifest does not already have. Nothing starts if an output could land on an input.
         run = JobRun(args, config, DUB)
         rows = run.plan(output_for=lambda item: join(args.output, item.relative_path))
+        config = run.config  # with an unpinned hub model pinned to the commit the plan identified
         ray = run.connect() if rows else None
     except (ConfigError, StorageError) as exc:
         return fail_setup(exc)

@@ -40,8 +40,8 @@ def tiny_config(tiny_models, tmp_path_factory) -> FoleyConfig:
     return load_config(ROOT / "configs" / "tiny.yaml", tiny_overrides(tiny_models, cache))
 
 
-def dub_command(input_root, output_root, overrides, *extra) -> list[str]:
-    """`python -m jobs.dub` with the tiny preset, as a user runs it."""
+def dub_command(input_root, output_root, overrides, *extra, checkout: Path = ROOT) -> list[str]:
+    """`python -m jobs.dub` with the tiny preset (of `checkout`), as a user runs it."""
     return [
         sys.executable,
         "-m",
@@ -51,21 +51,21 @@ def dub_command(input_root, output_root, overrides, *extra) -> list[str]:
         "--output",
         str(output_root),
         "--config",
-        str(ROOT / "configs/tiny.yaml"),
+        str(checkout / "configs/tiny.yaml"),
         *extra,
         *overrides,
     ]
 
 
-def run_dub(input_root, output_root, overrides, *extra) -> subprocess.CompletedProcess:
-    """Run the job to the end on its own embedded local Ray."""
+def run_dub(input_root, output_root, overrides, *extra, checkout: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the job to the end on its own embedded local Ray, from `checkout` (this one, or a copy elsewhere)."""
     return subprocess.run(
-        dub_command(input_root, output_root, overrides, *extra),
-        cwd=ROOT,
+        dub_command(input_root, output_root, overrides, *extra, checkout=checkout),
+        cwd=checkout,
         capture_output=True,
         text=True,
         timeout=600,
-        env=os.environ | {"RAY_ADDRESS": ""},
+        env=os.environ | {"RAY_ADDRESS": "", "PYTHONPATH": str(checkout)},
     )
 
 

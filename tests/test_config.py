@@ -47,16 +47,28 @@ def test_missing_file_and_malformed_override_are_clear():
 def test_config_hash_follows_what_changes_the_result_only():
     from foley.pipeline.kinds import DUB, EMBED
 
+    models = {"clip_model": "sha256:c", "mapper_model": "sha256:m", "audioldm_model": "sha256:a", "clap_model": "l"}
+
     def dub_hash(*overrides):
-        return DUB.config_hash(load_config(ROOT / "configs/tiny.yaml", list(overrides)))
+        return DUB.config_hash(load_config(ROOT / "configs/tiny.yaml", list(overrides)), models)
 
     assert dub_hash() == dub_hash()
     assert dub_hash() != dub_hash("seed=1") and dub_hash() != dub_hash("audioldm.steps=9")
     assert dub_hash() != dub_hash("input.existing_audio=mix")
     assert dub_hash() == dub_hash("stages.synthesize.batch_size=16") == dub_hash("input.max_width=100")
-    embed = load_config(ROOT / "configs/tiny.yaml")
-    assert EMBED.config_hash(embed) == EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml", ["seed=3"]))
-    assert EMBED.config_hash(embed) != EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml", ["window.frames=2"]))
+    embed = EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml"), models)
+    assert embed == EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml", ["seed=3"]), models)
+    assert embed != EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml", ["window.frames=2"]), models)
+    # What changes the output is in it: the device (CPU and CUDA draw different noise) and the models' content.
+    assert dub_hash() != dub_hash("device=cuda")
+    assert DUB.config_hash(load_config(ROOT / "configs/tiny.yaml"), models | {"mapper_model": "sha256:n"}) != dub_hash()
+    # What the run ignores is not: the dtype on a CPU, the sampling settings of the deterministic zero-shot mapper,
+    # and where the code and the models sit on this machine.
+    assert dub_hash() == dub_hash("audioldm.dtype=float16")
+    assert dub_hash("device=cuda") != dub_hash("device=cuda", "audioldm.dtype=float16")
+    assert dub_hash("mapper.checkpoint=null") == dub_hash("mapper.checkpoint=null", "mapper.steps=3")
+    assert dub_hash() != dub_hash("mapper.steps=3")
+    assert dub_hash() == dub_hash("audioldm.model=/elsewhere/audioldm", "clip.model=local-dir:/elsewhere/clip")
 
 
 def test_relative_weight_paths_become_absolute(tmp_path, monkeypatch):

@@ -89,14 +89,19 @@ def test_local_output_is_renamed_into_place(tmp_path):
     assert storage.remove_partials(str(tmp_path)) == 1 and target.exists()
 
 
-def test_weights_prefix_is_copied_once_per_node(bucket, tmp_path):
+def test_weights_prefix_is_copied_once_per_node_and_content(bucket, tmp_path):
     name, storage = bucket
+    storage = Storage(StorageConfig(endpoint_url=storage.config.endpoint_url, cache_dir=str(tmp_path)))
     storage.write_bytes(f"s3://{name}/models/m/a.json", b"{}")
     storage.write_bytes(f"s3://{name}/models/m/sub/b.bin", b"1")
-    folder = storage.fetch_tree(f"s3://{name}/models/m/", tmp_path / "copy")
+    folder = storage.fetch_tree(f"s3://{name}/models/m/")
     assert (folder / "a.json").read_bytes() == b"{}" and (folder / "sub/b.bin").read_bytes() == b"1"
-    storage.delete(f"s3://{name}/models/m/a.json")
-    assert storage.fetch_tree(f"s3://{name}/models/m/", tmp_path / "copy") == folder  # reused, not refetched
+    copied_at = (folder / "a.json").stat().st_mtime_ns
+    assert storage.fetch_tree(f"s3://{name}/models/m/") == folder  # reused, not refetched
+    assert (folder / "a.json").stat().st_mtime_ns == copied_at
+    storage.write_bytes(f"s3://{name}/models/m/sub/b.bin", b"2")  # retrained into the same prefix
+    changed = storage.fetch_tree(f"s3://{name}/models/m/")
+    assert changed != folder and (changed / "sub/b.bin").read_bytes() == b"2"
 
 
 def test_errors_name_the_object_and_never_the_secret(bucket):

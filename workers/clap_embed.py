@@ -27,7 +27,7 @@ class ClapEmbed:
         self.resources = config.stages.clap_embed
         set_torch_threads(self.resources)
         self.storage = Storage(config.storage)
-        self.encoder = load_clap_audio_encoder(config.clap, self.storage, pick_device(config.device))
+        self.encoder = load_clap_audio_encoder(config.clap, self.storage, pick_device(config.device, self.resources))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)

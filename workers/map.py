@@ -27,7 +27,7 @@ class Map:
         self.config = config
         self.resources = config.stages.map
         set_torch_threads(self.resources)
-        self.device = pick_device(config.device)
+        self.device = pick_device(config.device, self.resources)
         self.mapper = load_mapper(config, Storage(config.storage), self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ class Synthesize:
         self.config = config
         self.resources = config.stages.synthesize
         set_torch_threads(self.resources)
-        self.device = pick_device(config.device)
+        self.device = pick_device(config.device, self.resources)
         self.pipeline = load_audioldm(config.audioldm, Storage(config.storage), self.device)
         self.sample_rate = int(self.pipeline.vocoder.config.sampling_rate)
         self.empty_text_embedding = clap_text_embeddings(

@@ -32,11 +32,16 @@ def quiet_hf_loading() -> None:
         library.utils.logging.disable_progress_bar()
 
 
+def _revision(config: AudioLDMConfig) -> dict:
+    """The hub commit to load: pinned in the config, or pinned by the job to what `main` resolved to."""
+    return {"revision": config.revision} if config.revision else {}
+
+
 def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device):
     """diffusers AudioLDMPipeline with the configured scheduler and dtype (reduced precision on GPU only)."""
     quiet_hf_loading()
     dtype = DTYPES[config.dtype] if device.type == "cuda" else torch.float32
-    pipeline = AudioLDMPipeline.from_pretrained(local_weights(config.model, storage), dtype=dtype)
+    pipeline = AudioLDMPipeline.from_pretrained(local_weights(config.model, storage), dtype=dtype, **_revision(config))
     if config.scheduler == "dpmsolver++":
         pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config,
                                                                      algorithm_type="dpmsolver++")
@@ -52,5 +57,6 @@ def load_audioldm_text_encoder(config: AudioLDMConfig, storage: Storage, device:
     """Only AudioLDM's CLAP text encoder and tokenizer (subfolders of the pipeline), not the whole pipeline."""
     quiet_hf_loading()
     location = local_weights(config.model, storage)
-    text_encoder = ClapTextModelWithProjection.from_pretrained(location, subfolder="text_encoder").to(device).eval()
-    return text_encoder, AutoTokenizer.from_pretrained(location, subfolder="tokenizer")
+    text_encoder = ClapTextModelWithProjection.from_pretrained(location, subfolder="text_encoder", **_revision(config))
+    tokenizer = AutoTokenizer.from_pretrained(location, subfolder="tokenizer", **_revision(config))
+    return text_encoder.to(device).eval(), tokenizer

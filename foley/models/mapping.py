@@ -9,7 +9,6 @@ import torch
 
 from foley.config import FoleyConfig, MapperConfig
 from foley.models.mapper import CONFIG_NAME, WEIGHTS_NAME, read_mapper
-from foley.models.weights import cached_copy
 from foley.models.zero_shot import build_zero_shot_mapper
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3
@@ -33,5 +32,5 @@ def load_trained_mapper(config: MapperConfig, storage: Storage, device: torch.de
             names = (weights, weights.removesuffix(".safetensors") + ".json")
         else:
             folder_uri, names = location.rstrip("/"), (WEIGHTS_NAME, CONFIG_NAME)
-        return read_mapper(cached_copy(folder_uri, names, storage) / names[0], device)
+        return read_mapper(storage.fetch_tree(folder_uri, names) / names[0], device)
     return read_mapper(Path(location), device)

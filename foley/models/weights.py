@@ -6,7 +6,6 @@ own loaders.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from huggingface_hub import hf_hub_download
@@ -27,13 +26,8 @@ def local_weights(location: str, storage: Storage) -> str:
     folder_uri, names = location, ()
     if Path(split_s3(location)[1]).suffix:  # a single file such as .../open_clip_model.safetensors
         folder_uri, names = location.rsplit("/", 1)[0], (location.rsplit("/", 1)[1],)
-    folder = cached_copy(folder_uri, names, storage)
+    folder = storage.fetch_tree(folder_uri, names)
     return str(folder / names[0]) if names else str(folder)
-
-
-def cached_copy(folder_uri: str, names: tuple[str, ...], storage: Storage) -> Path:
-    digest = hashlib.sha256(f"{folder_uri}|{names}".encode()).hexdigest()[:16]
-    return storage.fetch_tree(folder_uri, Path(storage.config.cache_dir) / "weights" / digest, names)
 
 
 def missing_weights(config: FoleyConfig) -> list[str]:

@@ -1,24 +1,26 @@
 """What the batch jobs over videos (dub, embed) share: choosing the work left, streaming it, reporting it.
 
-A job lists its inputs, drops those its manifest already has as ok under the same config hash, streams the rest
-through its Ray Data stages, prints a line per finished video, folds the manifest journal and prints a summary.
+A job lists its inputs, refuses any layout that could write an input, drops those its manifest already has as done
+under the same result id (foley.pipeline.kinds), streams the rest through its Ray Data stages, prints a line per
+finished video, folds the manifest journal and prints a summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from foley.config import ConfigError, FoleyConfig
-from foley.pipeline.kinds import JobKind
+from foley.models.identity import ModelIdentities
+from foley.pipeline.kinds import JobKind, result_id
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.rows import FAILED, OK, SKIPPED, new_row
-from foley.storage.inputs import InputItem
+from foley.storage.inputs import LIST_SUFFIXES, InputItem
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, UnsafePathError, is_s3
 
@@ -36,14 +38,36 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
 
 
+def location(uri: str) -> str:
+    """A location normalised for comparison: the real path of a local file (links and '..' resolved), or the
+    s3://bucket/key itself."""
+    return uri if is_s3(uri) else os.path.realpath(uri)
+
+
 def check_roots(input_root: str, output_root: str) -> None:
     """Outputs inside the input folder would be picked up as inputs by the next run: refuse up front."""
-
-    def normal(root: str) -> str:
-        return root.rstrip("/") + "/" if is_s3(root) else str(Path(root).resolve()) + "/"
-
-    if normal(output_root).startswith(normal(input_root)):
+    if not input_root.lower().endswith(LIST_SUFFIXES) and (
+        (location(output_root).rstrip("/") + "/").startswith(location(input_root).rstrip("/") + "/")
+    ):
         raise StorageError(f"--output {output_root} is inside --input {input_root}; choose an output outside it")
+
+
+def check_no_input_is_written(inputs: list[InputItem], output_root: str, outputs: dict[str, str]) -> None:
+    """Refuse the whole job before any work if an output location holds an input or would be one."""
+    where = {location(item.uri): item.uri for item in inputs}
+    root = location(output_root).rstrip("/") + "/"
+    if inside := [uri for place, uri in where.items() if place.startswith(root)]:
+        raise StorageError(
+            f"--output {output_root} holds input {inside[0]}"
+            + (f" and {len(inside) - 1} more" if inside[1:] else "")
+            + "; outputs must never land where inputs are: choose an output folder or prefix that holds no input"
+        )
+    for input_uri, output_uri in outputs.items():
+        if location(output_uri) in where:
+            raise StorageError(
+                f"the output of {input_uri} would be {output_uri}, which is the input {where[location(output_uri)]}; "
+                "choose another --output"
+            )
 
 
 def check_gpus(config: FoleyConfig, kind: JobKind, cluster_gpus: float) -> None:
@@ -69,6 +93,25 @@ def connect_ray():
     return ray
 
 
+def shared_outputs(outputs: dict[str, str]) -> dict[str, str]:
+    """Inputs that map to the same output as another input: each would overwrite the other's result."""
+    by_output: dict[str, list[str]] = {}
+    for input_uri, output_uri in outputs.items():
+        by_output.setdefault(location(output_uri), []).append(input_uri)
+    return {
+        input_uri: f"{' and '.join(group)} map to the same output {outputs[input_uri]}; list only one of them, or "
+        "give them different relative paths"
+        for group in by_output.values()
+        if len(group) > 1
+        for input_uri in group
+    }
+
+
+def is_current(row: dict | None, result_id: str) -> bool:
+    """A finished row whose result is what this run would make: ok, or skipped (a decision that is final too)."""
+    return row is not None and row.get("status") in (OK, SKIPPED) and row.get("result_id") == result_id
+
+
 class JobRun:
     """One run of a job over a set of inputs, from choosing the work to the summary line."""
 
@@ -82,40 +125,56 @@ class JobRun:
         self.aborted = False
 
     def plan(self, output_for: Callable[[InputItem], str]) -> list[dict]:
-        """The rows of the inputs still to do; inputs whose output path would be unsafe are failed right here."""
+        """The rows of the inputs still to do, after refusing any layout that could write an input.
+
+        Inputs whose output path would be unsafe, or that share an output with another input, fail right here.
+        """
         check_roots(self.args.input, self.args.output)
         inputs = self.storage.list_inputs(self.args.input, self.config.input.extensions)
+        outputs, refused = {}, {}
+        for item in inputs:
+            try:  # e.g. an object key '../x.mp4'
+                outputs[item.uri] = output_for(item)
+            except UnsafePathError as exc:
+                refused[item.uri] = str(exc)
+        check_no_input_is_written(inputs, self.args.output, outputs)
+        refused |= shared_outputs(outputs)
         if removed := self.storage.remove_partials(self.args.output):
             print(f"removed {removed} partial files left by an interrupted run", flush=True)
-        config_hash = self.kind.config_hash(self.config)
+
+        models = self.identify_models()
+        config_hash = self.kind.config_hash(self.config, models)
         current = {} if self.args.force else self.manifest.current()
-        todo = [
-            item
-            for item in inputs
-            if not (
-                current.get(item.uri, {}).get("status") == OK and current[item.uri].get("config_hash") == config_hash
-            )
-        ]
-        self.already_done = len(inputs) - len(todo)
+        rows = []
+        for item in inputs:
+            output_uri = outputs.get(item.uri, "")
+            row = new_row(item, output_uri, self.config, self.kind)
+            row.update(config_hash=config_hash, model_identities=json.dumps(models, sort_keys=True))
+            row["result_id"] = result_id(config_hash, item.identity, output_uri)
+            if item.uri in refused:  # recorded as failed, never written
+                self.manifest.record(row | {"status": FAILED, "error": f"list: {item.uri}: {refused[item.uri]}"})
+                self.results.append({"status": FAILED})
+            elif is_current(current.get(item.uri), row["result_id"]):
+                self.already_done += 1
+            else:
+                rows.append(row)
         print(
-            f"{len(inputs)} inputs under {self.args.input}: {self.already_done} already done, {len(todo)} to "
+            f"{len(inputs)} inputs under {self.args.input}: {self.already_done} already done, {len(rows)} to "
             f"process (config {config_hash})",
             flush=True,
         )
-        rows = []
-        for item in todo:
-            try:
-                output_uri = output_for(item)
-                if output_uri == item.uri:
-                    raise UnsafePathError("the output would overwrite the input")
-            except UnsafePathError as exc:  # e.g. an object key '../x.mp4': recorded as failed, never written
-                self.manifest.record(
-                    new_row(item, "", self.config, self.kind) | {"status": FAILED, "error": f"list: {item.uri}: {exc}"}
-                )
-                self.results.append({"status": FAILED})
-                continue
-            rows.append(new_row(item, output_uri, self.config, self.kind))
         return rows
+
+    def identify_models(self) -> dict[str, str]:
+        """Each model's identity; an unpinned hub model is pinned to the commit it resolved to, so that every worker
+        loads exactly what the hash names."""
+        identities = ModelIdentities(self.storage)
+        models = self.kind.model_identities(self.config, identities)
+        identities.save()
+        audioldm = models.get("audioldm_model", "")
+        if audioldm.startswith("hub:") and not self.config.audioldm.revision:
+            self.config = self.config.with_overrides(f"audioldm.revision={audioldm.rsplit('@', 1)[1]}")
+        return models
 
     def connect(self):
         """Ray (joined or started), after checking that it can host the stages' resources."""

@@ -1,43 +1,130 @@
-"""The jobs over videos (dub, embed): their stages, the models they name, and the settings their hash covers."""
+"""The jobs over videos (dub, embed): their stages, the models they name, and what identifies their results.
+
+A result is identified by what changes it, never by where the code or the models sit on a machine:
+
+- the settings that change the output (a job kind's `settings`; a setting the run ignores is left out, such as
+  the dtype on a CPU or the mapper's sampling steps under the deterministic zero-shot mapper);
+- the content of every model used (foley.models.identity);
+- the content of the input (S3 ETag and size; local size and mtime) and where the output goes.
+
+The first two make the job's config hash; with the last two they make each input's result id. A re-run skips an
+input whose manifest row is ok (or skipped) under the same result id, and redoes it otherwise.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from foley.config import FoleyConfig
+from foley.models.identity import ModelIdentities, open_clip_tag_identity
+
+HASH_DIGITS = 16
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:HASH_DIGITS]
 
 
 @dataclass(frozen=True)
 class JobKind:
-    """What differs between the jobs over videos: their stages, the models they name, what their hash covers."""
+    """What differs between the jobs over videos: their stages, their models, the settings that change results."""
 
     stages: tuple[str, ...]
-    models: tuple[str, ...]
-    hashed_settings: dict = field(hash=False)
+    models: tuple[str, ...]  # manifest columns naming each model
+    settings: Callable[[FoleyConfig], dict] = field(hash=False)
 
-    def config_hash(self, config: FoleyConfig) -> str:
-        return config.settings_hash(self.hashed_settings)
+    def config_hash(self, config: FoleyConfig, model_identities: dict[str, str]) -> str:
+        """Equal hashes mean equal outputs for equal inputs."""
+        return _digest({"settings": self.settings(config), "models": {m: model_identities[m] for m in self.models}})
 
     def model_ids(self, config: FoleyConfig) -> dict[str, str]:
+        """Where this job's models come from (manifest columns, for reading; not part of the hash)."""
         return {key: value for key, value in config.model_ids().items() if key in self.models}
+
+    def model_identities(self, config: FoleyConfig, identities: ModelIdentities) -> dict[str, str]:
+        """The identity of each model this job uses (computed once per job, in the driver)."""
+        every = {
+            "clip_model": lambda: clip_identity(config, identities),
+            "mapper_model": lambda: mapper_identity(config, identities),
+            "audioldm_model": lambda: identities.of(config.audioldm.model, config.audioldm.revision),
+            "clap_model": lambda: identities.of(config.clap.checkpoint),
+        }
+        return {model: every[model]() for model in self.models}
+
+
+def result_id(config_hash: str, input_identity: str, output_uri: str) -> str:
+    """One input's result: this job's settings and models, this content of the input, this output location."""
+    return _digest([config_hash, input_identity, output_uri])
+
+
+def clip_identity(config: FoleyConfig, identities: ModelIdentities) -> str:
+    clip = config.clip
+    if clip.model.startswith("local-dir:"):  # open_clip reads config and weights from the folder
+        return identities.of(clip.model.removeprefix("local-dir:"))
+    if clip.pretrained and ("://" in clip.pretrained or Path(clip.pretrained).suffix):
+        return f"{clip.model}:" + identities.of(clip.pretrained)  # a checkpoint file
+    return open_clip_tag_identity(clip.model, clip.pretrained or "random-init")
+
+
+def mapper_identity(config: FoleyConfig, identities: ModelIdentities) -> str:
+    if config.mapper.checkpoint is None:
+        return "zero-shot:labels=" + identities.of_text_file(config.mapper.zero_shot_labels)
+    return identities.of(config.mapper.checkpoint)
+
+
+def stage_devices(config: FoleyConfig, stages: tuple[str, ...]) -> dict[str, str]:
+    """CPU and CUDA generators draw different noise, so the device of each model stage is part of a result."""
+    return {stage: getattr(config.stages, stage).device(config.device) for stage in stages}
+
+
+def dub_settings(config: FoleyConfig) -> dict:
+    mapper, audioldm, source = config.mapper, config.audioldm, config.input
+    if mapper.checkpoint is None:  # deterministic: seeds, steps, guidance and sampler do not apply
+        mapper_settings = mapper.model_dump(
+            include={"zero_shot_top_k", "zero_shot_temperature", "zero_shot_image_prompt", "zero_shot_sound_prompt"}
+        )
+    else:
+        mapper_settings = mapper.model_dump(include={"steps", "guidance_scale", "scheduler"})
+    devices = stage_devices(config, ("decode_embed", "map", "synthesize"))
+    audioldm_settings = audioldm.model_dump(include={"steps", "guidance_scale", "scheduler"})
+    if devices["synthesize"] == "cuda":  # reduced precision applies on a GPU only
+        audioldm_settings["dtype"] = audioldm.dtype
+    input_settings = {"existing_audio": source.existing_audio, "silence_threshold_dbfs": source.silence_threshold_dbfs}
+    if source.existing_audio == "mix":
+        input_settings["mix_gain_db"] = source.mix_gain_db
+    return {
+        "seed": config.seed,
+        "devices": devices,
+        "window": config.window.model_dump(),
+        "decode": config.decode.model_dump(),
+        "mapper": mapper_settings,
+        "audioldm": audioldm_settings,
+        "input": input_settings,
+        "output": config.output.model_dump(),
+    }
+
+
+def embed_settings(config: FoleyConfig) -> dict:
+    return {
+        "devices": stage_devices(config, ("decode_embed", "clap_embed")),
+        "window": config.window.model_dump(),
+        "decode": config.decode.model_dump(),
+        "clap": config.clap.model_dump(exclude={"checkpoint"}),
+        "input": {"silence_threshold_dbfs": config.input.silence_threshold_dbfs},
+    }
 
 
 DUB = JobKind(
     stages=("decode_embed", "map", "synthesize", "mux"),
     models=("clip_model", "mapper_model", "audioldm_model"),
-    hashed_settings={
-        "seed": True,
-        "window": True,
-        "decode": True,
-        "clip": True,
-        "mapper": True,
-        "audioldm": True,
-        "output": True,
-        "input": {"existing_audio", "mix_gain_db"},
-    },
+    settings=dub_settings,
 )
 EMBED = JobKind(
     stages=("decode_embed", "clap_embed", "write_pairs"),
     models=("clip_model", "clap_model"),
-    hashed_settings={"window": True, "decode": True, "clip": True, "clap": True},
+    settings=embed_settings,
 )

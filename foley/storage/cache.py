@@ -1,7 +1,10 @@
 """The node-local cache (storage.cache_dir): copies of remote inputs and weights that this node's stages read.
 
-Remote inputs are downloaded to a stable name, so a later stage on the same node finds the copy; weights under
-an s3:// prefix are copied once per node and marked complete only when every file is there.
+An input copy is named after the input's URI and content identity, so a replaced object is never read from a stale
+copy; a stage that needs the input on its node fetches it there if absent, and the job's last stage removes the
+copies on every node that made them. Weights under an s3:// prefix are copied once per node into a folder named
+after their ETags, each file checked against its ETag (its MD5) where S3 gives one, and marked complete only when
+every file is there.
 """
 
 from __future__ import annotations
@@ -16,23 +19,37 @@ from foley.storage.publish import temporary_sibling
 from foley.storage.s3 import s3_errors
 from foley.storage.uris import StorageError, is_s3, safe_relative_path, split_s3
 
+INPUTS_DIR, WEIGHTS_DIR = "inputs", "weights"
+COMPLETE_MARKER = ".complete"
+MD5_CHUNK = 1 << 20
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(MD5_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
 
 class NodeCache:
-    """Storage's node-local copies (mixed into Storage, whose s3 client, config and list_prefix it uses)."""
+    """Storage's node-local copies (mixed into Storage, whose s3 client, cache_dir and list_objects it uses)."""
 
-    def local_copy_path(self, uri: str) -> Path:
-        """Where this node keeps its copy of a remote input (stable, so a later stage on the node can reuse it)."""
-        digest = hashlib.sha256(uri.encode()).hexdigest()[:24]
-        return Path(self.config.cache_dir) / "inputs" / f"{digest}{Path(split_s3(uri)[1]).suffix.lower()}"
+    def local_copy_path(self, uri: str, identity: str) -> Path:
+        """Where this node keeps its copy of a remote input of this content."""
+        digest = hashlib.sha256(f"{uri}|{identity}".encode()).hexdigest()[:24]
+        return self.cache_dir / INPUTS_DIR / f"{digest}{Path(split_s3(uri)[1]).suffix.lower()}"
 
-    def fetch(self, uri: str) -> Path:
-        """A local path holding the object: the path itself for local files, else a fresh node-local copy."""
+    def fetch(self, uri: str, identity: str = "") -> Path:
+        """A local path holding the input: the path itself for local files, else this node's copy, made if absent."""
         if not is_s3(uri):
             path = Path(uri)
             if not path.is_file():
                 raise StorageError(f"input {uri} does not exist or is not a file")
             return path
-        target = self.local_copy_path(uri)
+        target = self.local_copy_path(uri, identity)
+        if target.is_file():  # published whole by an earlier stage on this node
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = temporary_sibling(target)
         bucket, key = split_s3(uri)
@@ -44,33 +61,46 @@ class NodeCache:
             partial.unlink(missing_ok=True)
         return target
 
-    def fetch_tree(self, uri: str, destination: Path, names: tuple[str, ...] = ()) -> Path:
-        """Copy an s3:// prefix (only `names` under it, when given) into `destination` once per node."""
-        done_marker = destination / ".complete"
-        if done_marker.exists():
-            return destination
+    def remove_copy(self, uri: str, identity: str) -> None:
+        if is_s3(uri):
+            self.local_copy_path(uri, identity).unlink(missing_ok=True)
+
+    def fetch_tree(self, uri: str, names: tuple[str, ...] = ()) -> Path:
+        """This node's copy of an s3:// prefix (only `names` under it, when given), made once per content."""
         bucket, key = split_s3(uri)
         prefix = key.rstrip("/") + "/" if key else ""
-        if names:
-            objects = [f"s3://{bucket}/{prefix}{name}" for name in names]
-        else:
-            objects = [u for u in self.list_prefix(f"s3://{bucket}/{prefix}") if not u.endswith("/")]
-        if not objects:
+        listed = dict(self.list_objects(f"s3://{bucket}/{prefix}"))
+        wanted = [f"s3://{bucket}/{prefix}{name}" for name in names] or [u for u in listed if not u.endswith("/")]
+        if missing := [u for u in wanted if u not in listed]:
+            raise StorageError(f"weights not found: {', '.join(missing)}; check the weights location")
+        if not wanted:
             raise StorageError(f"nothing found under {uri}; check the weights location")
+        content = "|".join(f"{u}={listed[u]}" for u in sorted(wanted))
+        destination = self.cache_dir / WEIGHTS_DIR / hashlib.sha256(content.encode()).hexdigest()[:24]
+        if (destination / COMPLETE_MARKER).exists():
+            return destination
         staging = destination.with_name(destination.name + f".partial-{uuid.uuid4().hex[:8]}")
         staging.mkdir(parents=True)
         try:
-            for object_uri in objects:
-                relative = safe_relative_path(split_s3(object_uri)[1][len(prefix) :])
-                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            for object_uri in wanted:
+                local = staging / safe_relative_path(split_s3(object_uri)[1][len(prefix) :])
+                local.parent.mkdir(parents=True, exist_ok=True)
                 with s3_errors("downloading", object_uri):
-                    self.s3.download_file(bucket, split_s3(object_uri)[1], str(staging / relative))
-            (staging / ".complete").touch()
+                    self.s3.download_file(bucket, split_s3(object_uri)[1], str(local))
+                self._check_download(object_uri, listed[object_uri], local)
+            (staging / COMPLETE_MARKER).write_text(content)
             try:
                 os.rename(staging, destination)
             except OSError:  # another process on this node finished first
-                if not done_marker.exists():
+                if not (destination / COMPLETE_MARKER).exists():
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return destination
+
+    @staticmethod
+    def _check_download(uri: str, identity: str, local: Path) -> None:
+        """A single-part upload's ETag is its MD5: check the copy against it (multipart ETags are not MD5s)."""
+        etag = identity.split(":")[1]
+        if "-" not in etag and len(etag) == 32 and _md5(local) != etag:
+            raise StorageError(f"the copy of {uri} does not match its ETag (corrupted download); run the job again")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from foley.storage.uris import StorageError, is_s3
+from foley.storage.uris import StorageError, is_s3, local_identity
 
 LIST_SUFFIXES = (".csv", ".parquet")
 
@@ -23,6 +23,7 @@ LIST_SUFFIXES = (".csv", ".parquet")
 class InputItem:
     uri: str
     relative_path: str  # posix path under the output root, also the video's stable id
+    identity: str = ""  # its content: "etag:<ETag>:size:<bytes>" on S3, "size:<bytes>:mtime:<ns>" locally
 
 
 def _common_directory(uris: list[str]) -> str:
@@ -43,18 +44,18 @@ class InputListing:
         if is_s3(source):
             prefix_uri = source if source.endswith("/") else source + "/"
             items = [
-                InputItem(uri, uri[len(prefix_uri) :])
-                for uri in self.list_prefix(prefix_uri)
+                InputItem(uri, uri[len(prefix_uri) :], identity)
+                for uri, identity in self.list_objects(prefix_uri)
                 if uri.lower().endswith(suffixes) and not uri.endswith("/")
             ]
         else:
             root = Path(source)
             if root.is_file():
-                return [InputItem(str(root.resolve()), root.name)]
+                return [InputItem(str(root.resolve()), root.name, local_identity(root))]
             if not root.is_dir():
                 raise StorageError(f"input {source} is neither a folder, a video, nor a .csv/.parquet list of URIs")
             items = [
-                InputItem(str(path.resolve()), path.relative_to(root).as_posix())
+                InputItem(str(path.resolve()), path.relative_to(root).as_posix(), local_identity(path))
                 for path in root.rglob("*")
                 if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
             ]
@@ -74,7 +75,8 @@ class InputListing:
             uris = [row[0].strip() for row in rows if row and row[0].strip()]
         if not uris:
             raise StorageError(f"input list {source} holds no URIs; give one per line (a 'uri' column)")
-        uris = [uri if is_s3(uri) else Path(uri).resolve().as_posix() for uri in uris]
+        # The same file listed twice is one input; two different files that map to one output are caught later.
+        uris = list(dict.fromkeys(uri if is_s3(uri) else Path(uri).resolve().as_posix() for uri in uris))
         base = _common_directory(uris)
-        items = [InputItem(uri, uri[len(base) :]) for uri in uris]
+        items = [InputItem(uri, uri[len(base) :], self.identity(uri)) for uri in uris]
         return sorted(items, key=lambda item: item.relative_path)

@@ -43,7 +43,7 @@ class StagedPublishing:
     def staged_output(self, uri: str, scratch: Path | None = None) -> Iterator[Path]:
         """Yield a temporary local path; on success publish it at `uri` in one step, on failure leave nothing."""
         if is_s3(uri):
-            scratch = scratch or Path(self.config.cache_dir) / "outgoing"
+            scratch = scratch or self.cache_dir / "outgoing"
             scratch.mkdir(parents=True, exist_ok=True)
             temporary = temporary_sibling(scratch / posixpath.basename(split_s3(uri)[1]))
         else:

@@ -6,6 +6,7 @@ exists, delete, list a prefix) and the lazily built S3 client they all share.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from foley.config import StorageConfig
@@ -13,7 +14,9 @@ from foley.storage.cache import NodeCache
 from foley.storage.inputs import InputListing
 from foley.storage.publish import StagedPublishing
 from foley.storage.s3 import S3Settings, is_missing, s3_errors
-from foley.storage.uris import StorageError, is_s3, split_s3
+from foley.storage.uris import StorageError, is_s3, local_identity, s3_identity, split_s3
+
+CACHE_DIR_ENV = "FOLEY_CACHE_DIR"  # set per node where nodes share a disk (e.g. test clusters on one machine)
 
 
 class Storage(InputListing, NodeCache, StagedPublishing):
@@ -22,6 +25,11 @@ class Storage(InputListing, NodeCache, StagedPublishing):
     def __init__(self, config: StorageConfig):
         self.config = config
         self._client = None
+
+    @property
+    def cache_dir(self) -> Path:
+        """This node's cache folder: storage.cache_dir, unless the node's own environment names another."""
+        return Path(os.environ.get(CACHE_DIR_ENV) or self.config.cache_dir)
 
     @property
     def s3(self):
@@ -34,14 +42,39 @@ class Storage(InputListing, NodeCache, StagedPublishing):
 
     def list_prefix(self, prefix_uri: str) -> list[str]:
         """All object URIs under an s3:// prefix (paginated), or all file paths under a local folder."""
+        return [uri for uri, _ in self.list_objects(prefix_uri)]
+
+    def list_objects(self, prefix_uri: str) -> list[tuple[str, str]]:
+        """(URI, content identity) of every object under an s3:// prefix or file under a local folder."""
         if not is_s3(prefix_uri):
             root = Path(prefix_uri)
-            return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+            files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+            return [(str(path), local_identity(path)) for path in files]
         bucket, prefix = split_s3(prefix_uri)
         paginator = self.s3.get_paginator("list_objects_v2")
         with s3_errors("listing", prefix_uri):
             pages = list(paginator.paginate(Bucket=bucket, Prefix=prefix))
-        return [f"s3://{bucket}/{obj['Key']}" for page in pages for obj in page.get("Contents", [])]
+        return [
+            (f"s3://{bucket}/{obj['Key']}", s3_identity(obj["ETag"], obj["Size"]))
+            for page in pages
+            for obj in page.get("Contents", [])
+        ]
+
+    def identity(self, uri: str) -> str:
+        """What the object's content is (see foley.storage.uris): S3's ETag and size, or a local size and mtime."""
+        if not is_s3(uri):
+            path = Path(uri)
+            return local_identity(path) if path.is_file() else ""
+        from botocore.exceptions import ClientError  # noqa: PLC0415 - only where S3 is used
+
+        bucket, key = split_s3(uri)
+        try:
+            head = self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if is_missing(exc):
+                return ""  # its row fails later, naming the missing object
+            raise StorageError(f"checking {uri} failed: {exc.response.get('Error', {}).get('Code')}") from None
+        return s3_identity(head["ETag"], head["ContentLength"])
 
     def exists(self, uri: str) -> bool:
         if not is_s3(uri):

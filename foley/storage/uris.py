@@ -35,6 +35,17 @@ def safe_relative_path(relative: str) -> str:
     return normalised
 
 
+def s3_identity(etag: str, size: int) -> str:
+    """An S3 object's content identity: its ETag (the content's MD5 for single-part uploads) and its size."""
+    return "etag:" + etag.strip('"') + f":size:{size}"
+
+
+def local_identity(path: Path) -> str:
+    """A local file's content identity: size and modification time, which any rewrite of the file changes."""
+    stat = path.stat()
+    return f"size:{stat.st_size}:mtime:{stat.st_mtime_ns}"
+
+
 def join(root: str, relative: str) -> str:
     relative = safe_relative_path(relative)
     if is_s3(root):

@@ -1,0 +1,188 @@
+"""The two promises a library owner relies on: finished work is never redone, and an input is never written.
+
+A result is identified by the settings that change it, the content of the models and of the input, and where the
+output goes; never by where the code or the models sit on a machine. Every layout that could put an output on an
+input is refused before any work starts, and the originals' bytes stay as they were.
+"""
+
+import csv
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, run_dub, tiny_overrides
+from foley.config import StorageConfig
+from foley.media.render import render_test_video
+from foley.models.identity import ModelIdentities
+from foley.storage.store import Storage
+from foley.testing.random_models import save_tiny_mapper
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_model_identity_follows_content_not_location(tmp_path):
+    identities = ModelIdentities(Storage(StorageConfig(cache_dir=str(tmp_path / "cache"))))
+    first = save_tiny_mapper(tmp_path / "here" / "mapper", clip_dim=8, clap_dim=8)
+    moved = shutil.copytree(first, tmp_path / "elsewhere" / "renamed")
+    assert identities.of(str(first)) == identities.of(str(moved))
+    retrained = save_tiny_mapper(tmp_path / "retrained", clip_dim=8, clap_dim=8, seed=1)
+    assert identities.of(str(retrained)) != identities.of(str(first))
+    identities.save()
+    again = ModelIdentities(Storage(StorageConfig(cache_dir=str(tmp_path / "cache"))))
+    assert str((first / "mapper.safetensors").resolve()) in again.cache  # digests are kept per node
+
+
+def refusal(input_arg, output_arg, cwd: Path, overrides: list[str]) -> subprocess.CompletedProcess:
+    """The dub job's answer to a layout, before any work starts."""
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.dub",
+        "--input",
+        str(input_arg),
+        "--output",
+        str(output_arg),
+        "--config",
+        str(ROOT / "configs/tiny.yaml"),
+        *overrides,
+    ]
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ | {"RAY_ADDRESS": ""}
+    )
+
+
+def test_layouts_that_could_write_an_input_are_refused_and_leave_the_originals_unchanged(tmp_path, tiny_models):
+    library = tmp_path / "abs" / "in"
+    originals = [render_test_video(library / name, 1.0, 64, 48, 10) for name in ("a.mp4", "b.mp4")]
+    before = {path: digest(path) for path in originals}
+    with (tmp_path / "list.csv").open("w", newline="") as file:
+        csv.writer(file).writerows([["uri"], *[[str(path)] for path in originals]])
+    (tmp_path / "link-to-in").symlink_to(library, target_is_directory=True)
+
+    cases = {
+        # The reported case: absolute URIs in a list, and a relative --output that resolves to their folder.
+        "list, relative output on the inputs": (tmp_path / "list.csv", "in", library.parent),
+        "output is the input folder": (library, library, tmp_path),
+        "output is a link to the input folder": (tmp_path / "list.csv", tmp_path / "link-to-in", tmp_path),
+        "output above the inputs": (tmp_path / "list.csv", tmp_path / "abs", tmp_path),
+        "output inside the input folder": (library, library / "out", tmp_path),
+    }
+    for name, (input_arg, output_arg, cwd) in cases.items():
+        result = refusal(input_arg, output_arg, cwd, tiny_overrides(tiny_models, tmp_path / "cache"))
+        assert result.returncode == 2, (name, result.stdout, result.stderr)
+        assert "choose an output" in result.stderr, (name, result.stderr)
+        assert str(originals[0]) in result.stderr or "inside --input" in result.stderr, (name, result.stderr)
+    assert {path: digest(path) for path in originals} == before
+    assert sorted(p.name for p in library.iterdir()) == ["a.mp4", "b.mp4"]  # nothing written beside them
+
+
+def test_s3_layouts_that_could_write_an_input_are_refused(bucket, tmp_path, s3_endpoint, tiny_models):
+    name, storage = bucket
+    video = render_test_video(tmp_path / "a.mp4", 1.0, 64, 48, 10)
+    storage.publish(video, f"s3://{name}/lib/a.mp4")
+    etag = storage.s3.head_object(Bucket=name, Key="lib/a.mp4")["ETag"]
+    for output in (f"s3://{name}/lib/", f"s3://{name}/"):
+        overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), f"storage.endpoint_url={s3_endpoint}"]
+        result = refusal(f"s3://{name}/lib/", output, tmp_path, overrides)
+        assert result.returncode == 2 and "choose an output" in result.stderr, result.stderr
+    assert storage.s3.head_object(Bucket=name, Key="lib/a.mp4")["ETag"] == etag
+
+
+def test_two_inputs_that_map_to_one_output_both_fail_and_nothing_is_written(bucket, tmp_path, tiny_models, s3_endpoint):
+    name, storage = bucket
+    video = render_test_video(tmp_path / "a.mp4", 1.0, 64, 48, 10)
+    storage.publish(video, f"s3://{name}/lib/x/a.mp4")
+    storage.publish(video, f"s3://{name}/lib/x//a.mp4")  # a different key that normalises to the same path
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), f"storage.endpoint_url={s3_endpoint}"]
+    result = run_dub(f"s3://{name}/lib/", f"s3://{name}/out/", overrides)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0 ok, 2 failed" in result.stdout, result.stdout
+    manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/out/_manifest/manifest.parquet")))
+    errors = manifest.column("error").to_pylist()
+    assert len(errors) == 2 and all("map to the same output" in error for error in errors), errors
+    assert not [uri for uri in storage.list_prefix(f"s3://{name}/out/") if uri.endswith(".mp4")]
+
+
+@pytest.mark.slow
+def test_moved_code_redoes_nothing_and_a_replaced_input_redoes_only_itself(tmp_path, tiny_models):
+    """The same command from a second checkout at another path (as `ray job submit --working-dir` unpacks one per
+    cluster) finds everything done; replacing one input's content redoes exactly that input."""
+    checkout = tmp_path / "second-checkout"
+    shutil.copytree(
+        ROOT,
+        checkout,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "models", "samples", "out", "__pycache__", "*.egg-info", ".pytest_cache"
+        ),
+    )
+    library = tmp_path / "library"
+    for name, seconds in (("a.mp4", 2.0), ("b.mp4", 3.0)):
+        render_test_video(library / name, seconds, 96, 64, 12)
+    # The zero-shot mapper reads its label file from the checkout: its content counts, not its path.
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), "mapper.checkpoint=null"]
+
+    first = run_dub(library, tmp_path / "out", overrides)
+    assert first.returncode == 0 and "0 already done, 2 to process" in first.stdout, first.stdout + first.stderr
+    published = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "out").glob("*.mp4")}
+
+    second = run_dub(library, tmp_path / "out", overrides, checkout=checkout)
+    assert second.returncode == 0 and "2 already done, 0 to process" in second.stdout, second.stdout + second.stderr
+    assert {path.name: path.stat().st_mtime_ns for path in (tmp_path / "out").glob("*.mp4")} == published
+
+    render_test_video(library / "b.mp4", 3.5, 96, 64, 12)  # new content under the same name
+    third = run_dub(library, tmp_path / "out", overrides, checkout=checkout)
+    assert third.returncode == 0 and "1 already done, 1 to process" in third.stdout, third.stdout + third.stderr
+    assert (tmp_path / "out" / "a.mp4").stat().st_mtime_ns == published["a.mp4"]
+    assert (tmp_path / "out" / "b.mp4").stat().st_mtime_ns != published["b.mp4"]
+
+
+@pytest.mark.slow
+def test_a_mapper_retrained_into_the_same_folder_redoes_everything(tmp_path, tiny_models):
+    library = tmp_path / "library"
+    render_test_video(library / "a.mp4", 2.0, 96, 64, 12)
+    mapper = save_tiny_mapper(tmp_path / "models" / "mapper", seed=0)
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), f"mapper.checkpoint={mapper}"]
+    first = run_dub(library, tmp_path / "out", overrides)
+    assert first.returncode == 0 and "1 to process" in first.stdout, first.stdout + first.stderr
+    again = run_dub(library, tmp_path / "out", overrides)
+    assert "1 already done, 0 to process" in again.stdout, again.stdout + again.stderr
+    save_tiny_mapper(mapper, seed=1)  # retrained, same place
+    retrained = run_dub(library, tmp_path / "out", overrides)
+    assert retrained.returncode == 0 and "0 already done, 1 to process" in retrained.stdout, retrained.stdout
+
+
+def test_another_input_root_redoes_at_the_new_paths_and_skipped_rows_are_final(tmp_path, tiny_config):
+    """Resume is keyed on the whole result, output location included: listing the same files from another root
+    writes them at their new paths instead of reporting them done. A skipped input is not fetched again."""
+    import argparse
+
+    from foley.pipeline.job import JobRun
+    from foley.pipeline.kinds import DUB
+    from foley.storage.uris import join
+
+    library = tmp_path / "library" / "shows"
+    for name in ("a.mp4", "b.mp4"):
+        render_test_video(library / name, 1.0, 64, 48, 10)
+
+    def plan(input_root) -> list[dict]:
+        args = argparse.Namespace(input=str(input_root), output=str(tmp_path / "out"), force=False, max_failures=None)
+        run = JobRun(args, tiny_config, DUB)
+        return run.plan(output_for=lambda item: join(args.output, item.relative_path))
+
+    first = plan(library)
+    assert [row["relative_path"] for row in first] == ["a.mp4", "b.mp4"]
+    manifest = JobRun(argparse.Namespace(output=str(tmp_path / "out")), tiny_config, DUB).manifest
+    manifest.record(first[0] | {"status": "ok", "finished_at": 1.0})
+    manifest.record(first[1] | {"status": "skipped", "finished_at": 1.0})
+    assert plan(library) == []  # ok and skipped are both final under the same result
+    again = plan(library.parent)  # the same files, listed from one folder up
+    assert [row["relative_path"] for row in again] == ["shows/a.mp4", "shows/b.mp4"]
