@@ -4,20 +4,26 @@ for the model stages, the node-local input, and the final stage that publishes a
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import ray
 from ray.data import ActorPoolStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from foley.config import FoleyConfig, StageResources
+from foley.config import FoleyConfig, StageResources, StorageConfig
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.manifest import Manifest, utc_now
 from foley.pipeline.rows import EMPTY_MATRIX, OK, SUMMARY_COLUMNS, batch_of, fail, is_pending, rows_of
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3
+
+log = logging.getLogger("foley")
+REMOVE_TIMEOUT_S = 120  # for removing cached copies on other nodes; a node that does not answer keeps its copy
 
 
 def stage_options(resources: StageResources) -> dict:
@@ -34,6 +40,7 @@ def stage_options(resources: StageResources) -> dict:
         batch_size=resources.batch_size,
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,
+        resources=resources.resources or None,
         compute=pool,
         batch_format="numpy",
     )
@@ -95,12 +102,46 @@ def map_windows(
             row[target] = EMPTY_MATRIX
 
 
-def local_input(row: dict, storage: Storage):
-    """The decode stage's copy of the input if it is on this node, else a fresh one."""
-    local = Path(str(row["local_path"])) if row["local_path"] else None
-    if local is not None and local.is_file():
-        return local
-    return storage.fetch(str(row["input_uri"]))
+def this_node() -> str:
+    """The Ray node this process runs on ("local" outside Ray, as in the benchmark's stage processes)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def local_input(row: dict, storage: Storage) -> Path:
+    """The input on this node: the file itself when local, else this node's cached copy of its content, fetched
+    if absent. The node is noted in the row, so that the last stage can remove every copy the job made."""
+    uri = str(row["input_uri"])
+    path = storage.fetch(uri, str(row["input_identity"]))
+    if is_s3(uri):
+        nodes = set(filter(None, str(row["cache_nodes"]).split(",")))
+        row["cache_nodes"] = ",".join(sorted(nodes | {this_node()}))
+    return path
+
+
+@ray.remote(num_cpus=0)
+def remove_input_copy(config: StorageConfig, uri: str, identity: str) -> None:
+    """Runs on the node that holds the copy (scheduled there by node affinity)."""
+    Storage(config).remove_copy(uri, identity)
+
+
+def remove_input_copies(row: dict, storage: Storage) -> None:
+    """Remove the cached copies of a row's input on every node that made one, whatever the row's outcome."""
+    uri, identity = str(row["input_uri"]), str(row["input_identity"])
+    nodes = set(filter(None, str(row["cache_nodes"]).split(",")))
+    storage.remove_copy(uri, identity)
+    others = nodes - {this_node(), "local"}
+    if not others:  # the usual case on one machine: nothing to ask of Ray
+        return
+    elsewhere = [
+        remove_input_copy.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+            storage.config, uri, identity
+        )
+        for node in others
+    ]
+    try:
+        ray.get(elsewhere, timeout=REMOVE_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - a node that left the cluster took its cache with it
+        log.warning("could not remove every cached copy of %s: %s", uri, exc)
 
 
 class FinalStage:
@@ -134,6 +175,5 @@ class FinalStage:
                 row[f"seconds_{self.stage}"] = time.perf_counter() - started
             row["finished_at"] = utc_now().timestamp()
             self.manifest.record(row)
-            if is_s3(str(row["input_uri"])):  # this node's copy of a remote input is no longer needed
-                self.storage.local_copy_path(str(row["input_uri"])).unlink(missing_ok=True)
+            remove_input_copies(row, self.storage)
         return batch_of([{column: row[column] for column in SUMMARY_COLUMNS} for row in rows])
