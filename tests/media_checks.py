@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -100,3 +101,42 @@ def decoded_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
         capture_output=True,
     ).stdout
     return np.frombuffer(raw, dtype="<f4")
+
+
+def ffprobe_facts(path: Path) -> dict:
+    """ffprobe's JSON of the streams, chapters and container of a file."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_chapters", "-show_format", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def packets_md5(path: Path, selector: str) -> str:
+    """Hash of one stream's packets (e.g. "v:1", "a:1"): equal before and after a stream-copy mux."""
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", f"0:{selector}", "-c", "copy"]
+        + ["-f", "streamhash", "-hash", "md5", "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def decoded_channels(path: Path) -> np.ndarray:
+    """(samples, channels) float32 of the first audio stream, decoded in its own channel layout and rate."""
+    channels = next(s["channels"] for s in ffprobe_facts(path)["streams"] if s["codec_type"] == "audio")
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "f32le", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, channels)
+
+
+def track_name(stream: dict) -> str:
+    """A stream's title: Matroska's title tag, or the handler name mov/mp4 keep it in."""
+    tags = stream.get("tags", {})
+    return tags.get("title") or tags.get("handler_name", "")

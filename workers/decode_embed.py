@@ -1,11 +1,14 @@
 """Stage 1: video -> one CLIP embedding per window.
 
 INPUT  one row per video: input_uri (local path or s3://).
-OUTPUT the same row plus duration_s, fps, width, height, has_audio, n_windows and clip_embeddings (n_windows x D,
-       the L2-normalised mean of K frame embeddings per window). Fan-out 1:1. Used by jobs.dub and jobs.embed.
+OUTPUT the same row plus duration_s, fps, width, height (as displayed), has_audio (audible sound: the first audio
+       stream peaks at or above input.silence_threshold_dbfs), audio_level_dbfs (that peak; NaN without audio),
+       n_windows and clip_embeddings (n_windows x D, the L2-normalised mean of K frame embeddings per window).
+       Fan-out 1:1. Used by jobs.dub and jobs.embed.
 
 decord decodes only the K sampled frames per window, scaled in the decoder so the short side is CLIP's input
-size; only embeddings leave the actor (frames never enter the object store).
+size; only embeddings leave the actor (frames never enter the object store). Frames are picked by their
+timestamps, so variable-frame-rate videos are sampled at the right moments, and CLIP sees them upright.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import numpy as np
 import torch.nn.functional as F
 
 from foley.config import FoleyConfig
+from foley.media.frames import FrameSampler, quarter_turns_left
 from foley.media.probe import MediaError, VideoInfo, probe
-from foley.media.windows import frame_indices, window_bounds_s
+from foley.media.windows import window_bounds_s
 from foley.models.clip import load_clip
 from foley.models.device import pick_device
 from foley.pipeline.rows import SKIPPED, batch_of, fail, is_pending, rows_of
-from foley.pipeline.stage import set_torch_threads
+from foley.pipeline.stage import local_input, set_torch_threads
 from foley.storage.store import Storage
 
 
@@ -37,7 +41,7 @@ class DecodeEmbed:
         self.resources = config.stages.decode_embed
         set_torch_threads(self.resources)
         self.storage = Storage(config.storage)
-        self.device = pick_device(config.device)
+        self.device = pick_device(config.device, self.resources)
         self.clip = load_clip(config.clip, self.storage, self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -56,14 +60,22 @@ class DecodeEmbed:
 
     def embed_video(self, row: dict) -> None:
         path, info = self.probe_input(row)
-        if self.audio_required and not info.has_audio:
-            row.update(status=SKIPPED, error=f"{row['input_uri']} has no audio track to learn from")
+        threshold = self.config.input.silence_threshold_dbfs
+        has_sound = info.has_sound(threshold)
+        if self.audio_required and not has_sound:
+            reason = (
+                f"only a silent audio track (peak {info.audio_peak_dbfs:.1f} dBFS, under "
+                f"input.silence_threshold_dbfs={threshold})"
+                if info.audio_streams
+                else "no audio track"
+            )
+            row.update(status=SKIPPED, error=f"{row['input_uri']} has {reason} to learn from")
             return
-        if info.has_audio and not self.audio_required and self.config.input.existing_audio == "skip":
+        if has_sound and not self.audio_required and self.config.input.existing_audio == "skip":
             row.update(
                 status=SKIPPED,
-                error=f"{row['input_uri']} already has an audio track "
-                "(input.existing_audio=skip; use replace or mix to dub it anyway)",
+                error=f"{row['input_uri']} already has an audio track (peak {info.audio_peak_dbfs:.1f} dBFS; "
+                "input.existing_audio=skip; use replace or mix to dub it anyway)",
             )
             return
         windows = self.plan_windows(info)
@@ -73,13 +85,20 @@ class DecodeEmbed:
         )
 
     def probe_input(self, row: dict) -> tuple[Path, VideoInfo]:
-        """The node-local input and its facts (recorded in the row), checked against the configured limits."""
-        path = self.storage.fetch(row["input_uri"])
-        row["local_path"] = str(path)
+        """The node-local input and its facts (recorded in the row), checked against the configured limits.
+
+        has_audio means audible sound: a track of digital silence must not make input.existing_audio=skip skip
+        a video that has nothing to hear."""
+        path = local_input(row, self.storage)
         info = probe(path)
         self.check_limits(info)
         row.update(
-            duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height, has_audio=info.has_audio
+            duration_s=info.duration_s,
+            fps=info.fps,
+            width=info.width,
+            height=info.height,
+            has_audio=info.has_sound(self.config.input.silence_threshold_dbfs),
+            audio_level_dbfs=info.audio_peak_dbfs,
         )
         return path, info
 
@@ -101,21 +120,22 @@ class DecodeEmbed:
         decode.size=native are the slow ways, kept switchable so the benchmark can measure the difference.
         """
         reader = self.open_reader(path, info)
-        frame_count, fps = len(reader), reader.get_avg_fps() or info.fps
-        if frame_count == 0 or fps <= 0:
+        if len(reader) == 0:
             raise MediaError("decord found no decodable frames in the video stream")
+        sampler = FrameSampler.for_reader(reader, info)
+        turns = quarter_turns_left(info)
         per_window = self.config.window.frames
         windows_per_forward = max(1, self.resources.max_forward_batch // per_window)
         for first in range(0, len(windows), windows_per_forward):
             group = windows[first : first + windows_per_forward]
-            indices = [i for start, end in group for i in frame_indices(start, end, fps, frame_count, per_window)]
+            indices = [i for start, end in group for i in sampler.indices(start, end, per_window)]
             try:
                 if self.config.decode.frames == "all":  # every frame of the span, then the sampled ones
                     span = list(range(min(indices), max(indices) + 1))
                     decoded = reader.get_batch(span).asnumpy()
-                    yield decoded[[i - span[0] for i in indices]]
+                    frames = decoded[[i - span[0] for i in indices]]
                 else:
-                    yield reader.get_batch(indices).asnumpy()
+                    frames = reader.get_batch(indices).asnumpy()
             except MediaError:
                 raise
             except Exception as exc:  # decord raises its own error types
@@ -123,6 +143,7 @@ class DecodeEmbed:
                     f"its {info.video_codec} video stream could not be decoded by decord "
                     f"({_first_line(exc)}); the file may be truncated or corrupt"
                 ) from None
+            yield np.ascontiguousarray(np.rot90(frames, k=turns, axes=(1, 2))) if turns else frames
 
     def check_limits(self, info: VideoInfo) -> None:
         limits = self.config.input
@@ -137,12 +158,17 @@ class DecodeEmbed:
             raise MediaError("its video stream reports no frame size")
 
     def open_reader(self, path: Path, info: VideoInfo):
+        """A decord reader; with decode.size=clip it scales in the decoder so the short side is CLIP's input size.
+
+        The size is asked in the orientation decord returns: displayed if decord turns the frames itself,
+        else as coded (the frames are turned after decoding)."""
         size = {}
         if self.config.decode.size == "clip":  # the decoder scales: short side = CLIP's input size
-            scale = self.clip.image_size / min(info.width, info.height)
+            width, height = (info.height, info.width) if quarter_turns_left(info) % 2 else (info.width, info.height)
+            scale = self.clip.image_size / min(width, height)
             size = {
-                "width": max(self.clip.image_size, round(info.width * scale)),
-                "height": max(self.clip.image_size, round(info.height * scale)),
+                "width": max(self.clip.image_size, round(width * scale)),
+                "height": max(self.clip.image_size, round(height * scale)),
             }
         try:
             return decord.VideoReader(str(path), num_threads=self.resources.threads(), **size)

@@ -25,7 +25,7 @@ def render_test_video(
     if not with_audio:
         codecs.pop("acodec")
     try:
-        ffmpeg.output(*streams, str(path), **codecs).run(
+        ffmpeg.output(*streams, str(path.resolve()), **codecs).run(  # absolute: a name never reads as an option
             capture_stdout=True, capture_stderr=True, overwrite_output=True
         )
     except ffmpeg.Error as exc:

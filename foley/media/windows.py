@@ -50,11 +50,15 @@ class WindowPlan:
         return index * self.hop
 
 
-def frame_indices(start_s: float, end_s: float, fps: float, frame_count: int, frames: int) -> list[int]:
-    """`frames` frames spread evenly over [start_s, end_s): the centre of each of `frames` equal slices."""
+def sample_times(start_s: float, end_s: float, frames: int) -> list[float]:
+    """The moments a window samples: the centre of each of `frames` equal slices of [start_s, end_s)."""
     span = max(end_s - start_s, 0.0)
-    times = [start_s + (i + 0.5) * span / frames for i in range(frames)]
-    return [min(max(int(t * fps), 0), frame_count - 1) for t in times]
+    return [start_s + (i + 0.5) * span / frames for i in range(frames)]
+
+
+def frame_indices(start_s: float, end_s: float, fps: float, frame_count: int, frames: int) -> list[int]:
+    """The frames of a constant-frame-rate video shown at a window's sample times."""
+    return [min(max(int(t * fps), 0), frame_count - 1) for t in sample_times(start_s, end_s, frames)]
 
 
 def window_seed(global_seed: int, video_id: str, window_index: int, stream: str, sample_index: int = 0) -> int:
