@@ -70,16 +70,58 @@ def test_a_long_video_gets_one_continuous_track(dubbed):
         assert around.max() <= 1.5 * typical, f"a click at {border_s:.2f} s"
 
 
+def _outputs(root) -> dict[str, tuple[int, int]]:
+    """Each output's (inode, mtime): both stay put unless the file is written again."""
+    stats = {relative: (root / "out" / relative).stat() for relative, *_ in CLIPS}
+    return {relative: (stat.st_ino, stat.st_mtime_ns) for relative, stat in stats.items()}
+
+
+def _finished_at(root) -> dict:
+    rows = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
+    return {row["relative_path"]: row["finished_at"] for row in rows}
+
+
 @pytest.mark.slow
 def test_a_rerun_skips_finished_inputs_and_force_redoes_them(dubbed):
     root, overrides, _ = dubbed
+    before, finished = _outputs(root), _finished_at(root)
     again = run_dub(root / "in", root / "out", overrides)
     assert again.returncode == 0 and "5 already done, 0 to process" in again.stdout
+    assert "0 ok, 0 failed, 0 skipped, 5 already done" in again.stdout, again.stdout
+    assert _outputs(root) == before and _finished_at(root) == finished  # nothing written again
+
     changed = run_dub(root / "in", root / "out", overrides + ["audioldm.steps=2"], "--max-failures", "0")
     assert "0 already done, 5 to process" in changed.stdout  # another config hash: outputs are stale
     assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert "5 ok, 0 failed, 0 skipped, 0 already done" in changed.stdout
     rows = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
     assert len(rows) == 5 and len({row["config_hash"] for row in rows}) == 1
+    after_change, finished_change = _outputs(root), _finished_at(root)
+    assert all(after_change[name] != before[name] for name in before)
+    assert all(finished_change[name] > finished[name] for name in finished)
+
+    # Same config again: everything is done under it, so nothing runs (and Ray is not even started).
+    idle = run_dub(root / "in", root / "out", overrides + ["audioldm.steps=2"])
+    assert idle.returncode == 0, idle.stdout + idle.stderr
+    assert "5 already done, 0 to process" in idle.stdout and "0 ok, 0 failed, 0 skipped, 5 already done" in idle.stdout
+    assert _outputs(root) == after_change and _finished_at(root) == finished_change
+
+    # --force with that same config: every input is redone although the manifest has it as ok.
+    forced = run_dub(root / "in", root / "out", overrides + ["audioldm.steps=2"], "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "0 already done, 5 to process" in forced.stdout
+    assert "5 ok, 0 failed, 0 skipped, 0 already done" in forced.stdout
+    redone, finished_forced = _outputs(root), _finished_at(root)
+    assert sorted(finished_forced) == sorted(relative for relative, *_ in CLIPS)  # still one row per input
+    for relative, *_ in CLIPS:
+        assert redone[relative] != after_change[relative], f"{relative} was not written again"
+        assert finished_forced[relative] > finished_change[relative], relative
+        assert plays(root / "out" / relative), relative
+    rows = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
+    assert (
+        len(rows) == 5 and {row["status"] for row in rows} == {"ok"} and len({row["config_hash"] for row in rows}) == 1
+    )
+    assert not [p for p in (root / "out").rglob("*") if ".partial-" in p.name]
 
 
 def test_bad_setup_stops_before_any_work(tmp_path, capsys, tiny_models):

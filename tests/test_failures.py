@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -138,48 +137,87 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def _journal(output: Path) -> list[Path]:
-    return sorted((output / "_manifest" / "rows").glob("*.parquet"))
+    """The journalled rows: whole files only, not the hidden staging file of a row being written."""
+    return sorted(path for path in (output / "_manifest" / "rows").glob("*.parquet") if not path.name.startswith("."))
+
+
+def _recorded_rows(output: Path) -> dict[str, dict]:
+    """Newest row per input from the journal and the compacted manifest, read as the next run will read them."""
+    compacted = output / "_manifest" / "manifest.parquet"
+    records = pq.read_table(compacted).to_pylist() if compacted.exists() else []
+    records += [record for path in _journal(output) for record in pq.read_table(path).to_pylist()]
+    latest: dict[str, dict] = {}
+    for record in records:
+        known = latest.get(record["relative_path"])
+        if known is None or record["finished_at"] >= known["finished_at"]:
+            latest[record["relative_path"]] = record
+    return latest
+
+
+def _file_state(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 @pytest.mark.slow
 def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_models):
-    for index in range(8):
-        render_test_video(tmp_path / "in" / f"v{index}.mp4", 12.0, 160, 120, 25)
+    names = [f"v{index}.mp4" for index in range(8)]
+    for name in names:
+        render_test_video(tmp_path / "in" / name, 12.0, 160, 120, 25)
     overrides = tiny_overrides(tiny_models, tmp_path / "cache")
-    job = subprocess.Popen(
-        dub_command(tmp_path / "in", tmp_path / "out", overrides),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=os.environ | {"RAY_ADDRESS": ""},
-    )
+    out = tmp_path / "out"
+    with open(tmp_path / "first-run.log", "w") as log:
+        job = subprocess.Popen(
+            dub_command(tmp_path / "in", out, overrides),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | {"RAY_ADDRESS": ""},
+        )
     try:
-        _wait_for(lambda: len(_journal(tmp_path / "out")) >= 2, 300, "two finished videos")
-        job.send_signal(signal.SIGKILL)  # no chance to clean up or compact
-        job.wait()
-        # Workers the dead driver left behind finish what they hold, then exit; wait for a quiet output folder.
-        stage_workers = [p for p in _session_processes(job.pid) if "MapWorker" in " ".join(_cmdline(p))]
-        psutil.wait_procs(stage_workers, timeout=90)
-    finally:
-        _kill_session(job.pid)
-    # A video whose ffmpeg died with the session is journalled as failed: the rerun redoes it like any failure.
-    journal = [pq.read_table(path).to_pylist()[0] for path in _journal(tmp_path / "out")]
-    recorded = {row["relative_path"] for row in journal if row["status"] == "ok"}
-    finished = {name: (tmp_path / "out" / name).stat().st_mtime_ns for name in recorded}
-    journalled = len(recorded)
-    assert 2 <= journalled < 8
 
-    result = run_dub(tmp_path / "in", tmp_path / "out", overrides)
+        def some_row_recorded():
+            if _journal(out) or (out / "_manifest" / "manifest.parquet").exists():
+                return True
+            if job.poll() is not None:
+                raise AssertionError(
+                    f"the job exited ({job.returncode}) before finishing a video:\n"
+                    + (tmp_path / "first-run.log").read_text()[-3000:]
+                )
+            return False
+
+        _wait_for(some_row_recorded, 300, "the first journalled video")
+    finally:
+        # The driver, its local Ray (GCS, raylet) and every worker at once: nothing gets to clean up or compact.
+        _kill_whole_session(job.pid)
+        job.wait()
+    assert not [process for process in _session_processes(job.pid) if _alive(process)]
+
+    # What the killed run left: rows journalled ok, whose outputs must survive the rerun untouched. (A video whose
+    # ffmpeg died with the session may be journalled as failed: the rerun redoes it like any failure.)
+    before = _recorded_rows(out)
+    recorded_ok = {name: row for name, row in before.items() if row["status"] == "ok"}
+    assert recorded_ok, "a row was journalled before the kill, so at least one video was finished"
+    finished = {name: _file_state(out / name) for name in recorded_ok}
+    done = len(recorded_ok)
+
+    result = run_dub(tmp_path / "in", out, overrides)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{journalled} already done, {8 - journalled} to process" in result.stdout
-    rows = pq.read_table(tmp_path / "out/_manifest/manifest.parquet").to_pylist()
-    assert sorted(row["relative_path"] for row in rows) == [f"v{i}.mp4" for i in range(8)]
-    assert {row["status"] for row in rows} == {"ok"} and not _journal(tmp_path / "out")
-    for name, mtime in finished.items():  # finished and recorded before the kill: never written again
-        assert (tmp_path / "out" / name).stat().st_mtime_ns == mtime, f"{name} was redone"
-    assert all(plays(tmp_path / "out" / f"v{i}.mp4") for i in range(8))
-    assert not [p for p in (tmp_path / "out").rglob("*") if ".partial-" in p.name]
+    assert f"8 inputs under {tmp_path / 'in'}: {done} already done, {8 - done} to process" in result.stdout
+    assert f"{8 - done} ok, 0 failed, 0 skipped, {done} already done" in result.stdout, result.stdout
+    rows = pq.read_table(out / "_manifest/manifest.parquet").to_pylist()
+    assert sorted(row["relative_path"] for row in rows) == names  # exactly one row per input
+    assert {row["status"] for row in rows} == {"ok"} and not _journal(out)
+    final = {row["relative_path"]: row for row in rows}
+    for name, state in finished.items():  # finished and recorded before the kill: never written again
+        assert _file_state(out / name) == state, f"{name} was redone"
+        assert final[name]["finished_at"] == recorded_ok[name]["finished_at"], f"{name}'s row was rewritten"
+        assert final[name]["config_hash"] == recorded_ok[name]["config_hash"]
+    for name in names:
+        assert plays(out / name), name
+        assert video_packets_md5(out / name) == video_packets_md5(tmp_path / "in" / name), name
+    assert not [p for p in out.rglob("*") if ".partial-" in p.name]
 
 
 def _session_of(process: psutil.Process) -> int | None:
@@ -205,6 +243,25 @@ def _kill_session(sid: int) -> None:
     for process in _session_processes(sid):
         with contextlib.suppress(psutil.Error):
             process.kill()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _kill_whole_session(sid: int, timeout: float = 30) -> None:
+    """SIGKILL every process of the session, again and again, until none is left (one forked meanwhile too)."""
+    deadline = time.monotonic() + timeout
+    while living := [process for process in _session_processes(sid) if _alive(process)]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes survived the kill: {[_cmdline(p) for p in living]}")
+        for process in living:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        time.sleep(0.1)
 
 
 @pytest.mark.slow

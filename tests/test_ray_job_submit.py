@@ -1,15 +1,19 @@
 """`ray job submit` end to end: a real local Ray head, the job's code shipped with --working-dir, and the videos,
 the outputs and the model weights all in an S3-protocol server on loopback."""
 
+import contextlib
 import io
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,10 +24,13 @@ from media_checks import plays, stream_duration, streams, video_packets_md5
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (held open together while chosen, so none comes twice)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
 def upload_tree(storage, folder: Path, prefix: str) -> None:
@@ -32,36 +39,128 @@ def upload_tree(storage, folder: Path, prefix: str) -> None:
             storage.publish(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
-@pytest.fixture
-def ray_head(tmp_path):
-    """`ray start --head` on 127.0.0.1 with its own ports and temp dir; token authentication stays on."""
-    dashboard = free_port()
+TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # where `ray start` and the token-mode clients look for it
+
+
+def head_env() -> dict:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:6]}"
-    subprocess.run(
+    return env
+
+
+def start_head(env: dict, temp_dir: str) -> tuple[str, int]:
+    """`ray start --head` on 127.0.0.1 with its own ports and temp dir, token authentication on; (address, the
+    session id its processes share, to stop exactly them)."""
+    if not TOKEN_FILE.is_file():  # without a token `ray start` would start the head with authentication off
+        subprocess.run([RAY, "get-auth-token", "--generate"], check=True, capture_output=True, env=env, timeout=120)
+    # Every port its own: other Ray clusters on this machine (a job's local Ray, another test's head) hold the
+    # defaults, and a dashboard agent that cannot bind its HTTP port leaves the head unable to take jobs.
+    gcs, dashboard, client, agent_http, agent_grpc, metrics, runtime_env, node_manager, object_manager = free_ports(9)
+    start = subprocess.Popen(
         [
             RAY,
             "start",
             "--head",
             "--node-ip-address=127.0.0.1",
-            f"--port={free_port()}",
+            f"--port={gcs}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
-            f"--ray-client-server-port={free_port()}",
+            f"--ray-client-server-port={client}",
+            f"--dashboard-agent-listen-port={agent_http}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}",
+            f"--runtime-env-agent-port={runtime_env}",
+            f"--node-manager-port={node_manager}",
+            f"--object-manager-port={object_manager}",
             "--num-cpus=2",
             "--disable-usage-stats",
             f"--temp-dir={temp_dir}",
         ],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=120,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env | {"RAY_AUTH_MODE": "token"},  # explicit: fail rather than run a head without authentication
+        start_new_session=True,  # the head's daemons keep this session: stop_head kills them and nothing else
     )
+    output, _ = start.communicate(timeout=120)
+    if start.returncode != 0:
+        stop_head(start.pid)
+        raise AssertionError(f"ray start failed:\n{output}")
+    return f"http://127.0.0.1:{dashboard}", start.pid
+
+
+def _alive(process: psutil.Process) -> bool:
     try:
-        yield f"http://127.0.0.1:{dashboard}", env | {"RAY_AUTH_MODE": "token"}
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _head_processes(sid: int) -> list[psutil.Process]:
+    """The head's daemons and workers (its session), and what they started elsewhere (a job's driver)."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(process.pid) == sid:
+                members.append(process)
+    found = {process.pid: process for process in members}
+    for process in members:
+        with contextlib.suppress(psutil.Error):
+            found.update({child.pid: child for child in process.children(recursive=True)})
+    return [process for process in found.values() if _alive(process)]
+
+
+def stop_head(sid: int, timeout: float = 60) -> None:
+    """What `ray stop --force` does (SIGKILL), but only to this head's processes: `ray stop` would kill every
+    Ray process on the machine by name, other people's clusters included."""
+    deadline = time.monotonic() + timeout
+    while living := _head_processes(sid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the head's processes survived: {[p.pid for p in living]}")
+        for process in living:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A local Ray head with token authentication on: (dashboard address, a client environment with the token)."""
+    env = head_env()
+    address, sid = start_head(env, f"/tmp/ray-submit-{uuid.uuid4().hex[:6]}")
+    try:
+        yield address, env | {"RAY_AUTH_MODE": "token"}
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        stop_head(sid)
+
+
+def strangers(env: dict, tmp_path: Path) -> dict[str, dict]:
+    """Client environments the head must refuse: no token mode, no token at all, a wrong token. (A client in token
+    mode with no token at all stops by itself, before asking the head anything.)"""
+    plain = {key: value for key, value in env.items() if not key.startswith("RAY_AUTH")}
+    home = tmp_path / "stranger-home"  # no ~/.ray/auth_token there
+    home.mkdir(exist_ok=True)
+    return {
+        "no RAY_AUTH_MODE": plain,
+        "no token": plain | {"HOME": str(home)},
+        "wrong token": plain | {"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+    }
+
+
+def assert_refused_without_the_token(address: str, env: dict, tmp_path: Path) -> None:
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the REST API itself, no client library involved
+        urllib.request.urlopen(f"{address}/api/jobs/", timeout=30)
+    assert refused.value.code == 401 and "Missing authentication token" in refused.value.read().decode()
+    for why, stranger in strangers(env, tmp_path).items():
+        listing = subprocess.run(
+            [RAY, "job", "list", "--address", address], capture_output=True, text=True, env=stranger, timeout=120
+        )
+        out = listing.stdout + listing.stderr
+        assert listing.returncode != 0, f"{why}: a client without the token was let in:\n{out[-2000:]}"
+        assert ("Authentication required" in out and "Unauthorized" in out) or (
+            "Authentication failed" in out and "Invalid authentication token" in out
+        ), f"{why}: {out[-2000:]}"
+        assert TOKEN_FILE.read_text().strip() not in out
 
 
 def job_status(address: str, env: dict, job_id: str) -> str:
@@ -79,21 +178,28 @@ def job_status(address: str, env: dict, job_id: str) -> str:
     return "RUNNING"
 
 
-@pytest.mark.slow
-def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models, ray_head):
-    name, storage = bucket
-    address, env = ray_head
-    for model, folder in tiny_models.items():
-        upload_tree(storage, folder, f"s3://{name}/models/{model}")
-    clips = {"a.mp4": (3.0, 320, 240, 25), "b/c.mov": (12.0, 256, 144, 30), "b/d.webm": (4.0, 240, 160, 25)}
-    for relative, (seconds, width, height, fps) in clips.items():
-        storage.publish(
-            render_test_video(tmp_path / "src" / relative, seconds, width, height, fps),
-            f"s3://{name}/silent/{relative}",
-        )
+def dub_entrypoint(name: str, s3_endpoint: str, node_cache: Path) -> list[str]:
+    """The dub job over s3://<name>/silent/ into s3://<name>/foley/, its models in the bucket too."""
+    return [
+        "python",
+        "-m",
+        "jobs.dub",
+        "--input",
+        f"s3://{name}/silent/",
+        "--output",
+        f"s3://{name}/foley/",
+        "--config",
+        "configs/tiny.yaml",
+        f"storage.endpoint_url={s3_endpoint}",
+        f"clip.model=local-dir:s3://{name}/models/clip",
+        f"mapper.checkpoint=s3://{name}/models/mapper",
+        f"audioldm.model=s3://{name}/models/audioldm",
+        f"storage.cache_dir={node_cache}",
+    ]
 
-    job_id = f"foley-test-{uuid.uuid4().hex[:8]}"
-    submit = subprocess.run(
+
+def submit(address: str, env: dict, job_id: str, entrypoint: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             RAY,
             "job",
@@ -106,37 +212,71 @@ def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models
             job_id,
             "--no-wait",
             "--",
-            "python",
-            "-m",
-            "jobs.dub",
-            "--input",
-            f"s3://{name}/silent/",
-            "--output",
-            f"s3://{name}/foley/",
-            "--config",
-            "configs/tiny.yaml",
-            f"storage.endpoint_url={s3_endpoint}",
-            f"clip.model=local-dir:s3://{name}/models/clip",
-            f"mapper.checkpoint=s3://{name}/models/mapper",
-            f"audioldm.model=s3://{name}/models/audioldm",
-            f"storage.cache_dir={tmp_path / 'node-cache'}",
+            *entrypoint,
         ],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
-    assert submit.returncode == 0, submit.stdout + submit.stderr
 
+
+def run_to_the_end(address: str, env: dict, entrypoint: list[str]) -> tuple[str, str]:
+    """Submit the job, wait for it to end; (its final status, its logs)."""
+    deadline = time.monotonic() + 180
+    while True:
+        job_id = f"foley-test-{uuid.uuid4().hex[:8]}"
+        submitted = submit(address, env, job_id, entrypoint)
+        # A head just started may not have its job agent yet (slow on a busy machine); Ray says to try again.
+        if "No available agent to submit job" not in submitted.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     deadline = time.monotonic() + 600
     while (status := job_status(address, env, job_id)) == "RUNNING" and time.monotonic() < deadline:
         time.sleep(2)
     logs = subprocess.run(
         [RAY, "job", "logs", "--address", address, job_id], capture_output=True, text=True, env=env, timeout=60
     ).stdout
+    return status, logs
+
+
+def put_inputs_and_models(storage, name: str, tiny_models: dict[str, Path], tmp_path: Path) -> dict:
+    for model, folder in tiny_models.items():
+        upload_tree(storage, folder, f"s3://{name}/models/{model}")
+    clips = {"a.mp4": (3.0, 320, 240, 25), "b/c.mov": (12.0, 256, 144, 30), "b/d.webm": (4.0, 240, 160, 25)}
+    for relative, (seconds, width, height, fps) in clips.items():
+        storage.publish(
+            render_test_video(tmp_path / "src" / relative, seconds, width, height, fps),
+            f"s3://{name}/silent/{relative}",
+        )
+    return clips
+
+
+@pytest.mark.slow
+def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models, ray_head):
+    name, storage = bucket
+    address, env = ray_head
+    clips = put_inputs_and_models(storage, name, tiny_models, tmp_path)
+    entrypoint = dub_entrypoint(name, s3_endpoint, tmp_path / "node-cache")
+
+    # The head runs with token authentication: a client without the token is refused, and submits nothing.
+    assert_refused_without_the_token(address, env, tmp_path)
+    refused_id = f"foley-refused-{uuid.uuid4().hex[:8]}"
+    refused = submit(address, strangers(env, tmp_path)["no RAY_AUTH_MODE"], refused_id, entrypoint)
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    assert "Authentication required" in refused.stderr + refused.stdout, refused.stdout + refused.stderr
+    assert "Unauthorized" in refused.stderr + refused.stdout
+
+    status, logs = run_to_the_end(address, env, entrypoint)
     assert status == "SUCCEEDED", logs[-3000:]
     assert "3 ok, 0 failed, 0 skipped" in logs
     assert FAKE_SECRET not in logs
+    assert TOKEN_FILE.read_text().strip() not in logs
+    listed = subprocess.run(
+        [RAY, "job", "list", "--address", address], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert listed.returncode == 0 and refused_id not in listed.stdout, listed.stdout + listed.stderr
 
     for relative in clips:
         result = tmp_path / "result" / relative
@@ -152,3 +292,59 @@ def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models
     assert sorted(row["relative_path"] for row in rows) == sorted(clips)
     assert {row["status"] for row in rows} == {"ok"}
     assert all(FAKE_SECRET not in str(value) for row in rows for value in row.values())
+
+
+def output_objects(storage, name: str) -> dict[str, tuple]:
+    """Every output object under foley/ but the manifest (which each run folds again): (ETag, LastModified)."""
+    listing = storage.s3.list_objects_v2(Bucket=name, Prefix="foley/")
+    return {
+        obj["Key"]: (obj["ETag"], obj["LastModified"])
+        for obj in listing.get("Contents", [])
+        if not obj["Key"].startswith("foley/_manifest/")
+    }
+
+
+def manifest_rows(storage, name: str) -> dict[str, dict]:
+    table = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/foley/_manifest/manifest.parquet")))
+    return {row["relative_path"]: row for row in table.to_pylist()}
+
+
+@pytest.mark.slow
+def test_ray_job_submit_working_dir_run_on_two_fresh_heads_does_nothing_the_second_time(
+    tmp_path, bucket, s3_endpoint, tiny_models
+):
+    """A cluster restarted (or another one) gets the same --working-dir unpacked under a new session directory:
+    the same job over the same inputs must find everything already done."""
+    name, storage = bucket
+    clips = put_inputs_and_models(storage, name, tiny_models, tmp_path)
+    entrypoint = dub_entrypoint(name, s3_endpoint, tmp_path / "node-cache")
+    env = head_env()
+    temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:6]}"  # the same for both heads, as for a restarted cluster
+
+    address, sid = start_head(env, temp_dir)
+    try:
+        status, first_logs = run_to_the_end(address, env | {"RAY_AUTH_MODE": "token"}, entrypoint)
+    finally:
+        stop_head(sid)
+    assert status == "SUCCEEDED", first_logs[-3000:]
+    assert "0 already done, 3 to process" in first_logs and "3 ok, 0 failed, 0 skipped" in first_logs
+    outputs, rows = output_objects(storage, name), manifest_rows(storage, name)
+    assert sorted(outputs) == sorted(f"foley/{relative}" for relative in clips)
+    assert sorted(rows) == sorted(clips) and {row["status"] for row in rows.values()} == {"ok"}
+
+    address, sid = start_head(env, temp_dir)
+    try:
+        assert_refused_without_the_token(address, env, tmp_path)  # the second head is no less protected
+        status, second_logs = run_to_the_end(address, env | {"RAY_AUTH_MODE": "token"}, entrypoint)
+    finally:
+        stop_head(sid)
+    assert status == "SUCCEEDED", second_logs[-3000:]
+    plans = [line for logs in (first_logs, second_logs) for line in logs.splitlines() if " to process" in line]
+    assert "3 already done, 0 to process" in second_logs, "the second run redid work:\n" + "\n".join(plans)
+    assert "0 ok, 0 failed, 0 skipped, 3 already done" in second_logs, second_logs[-3000:]
+    assert output_objects(storage, name) == outputs, "an output object was written again"
+    again = manifest_rows(storage, name)
+    assert sorted(again) == sorted(clips)
+    for relative, row in rows.items():
+        assert again[relative]["finished_at"] == row["finished_at"], relative
+        assert again[relative]["config_hash"] == row["config_hash"], relative
