@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -70,12 +70,39 @@ class WindowConfig(Strict):
     seconds: float = Field(10.24, gt=0, description="window length; 10.24 s is AudioLDM's native length")
     overlap_seconds: float = Field(0.64, ge=0, description="overlap of neighbouring windows, crossfaded")
     frames: int = Field(16, ge=1, description="frames sampled evenly per window for CLIP")
+    cuts: Literal["off", "detect"] = Field(
+        "detect", description="detect: find shot cuts, plan windows per shot so none straddles a cut; off: one grid"
+    )
+    cut_threshold: float = Field(
+        10.0, gt=0, le=100, description="ffmpeg scdet score (0-100) at or above which a frame starts a new shot"
+    )
+    min_shot_seconds: float = Field(
+        1.0, gt=0, description="a cut closer than this to another cut or to either end of the video is ignored"
+    )
+    cut_crossfade_seconds: float = Field(
+        0.05, ge=0, description="crossfade at a cut, after it, instead of the overlap between windows of one shot"
+    )
+    cut_detect_width: int = Field(160, ge=16, description="width the cut detector scales frames to (low is fast)")
+    segment_windows: int = Field(
+        16, ge=1, description="a video of more windows travels as segments of this many, spread over the actors"
+    )
+
+    @field_validator("cuts", mode="before")
+    @classmethod
+    def _off_is_not_false(cls, value):
+        """YAML reads a bare `off` as false; here it means the word."""
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> WindowConfig:
         if self.overlap_seconds * 2 > self.seconds:
             raise ValueError(
                 f"overlap_seconds ({self.overlap_seconds}) must be at most half of seconds ({self.seconds})"
+            )
+        if self.cut_crossfade_seconds > self.min_shot_seconds:
+            raise ValueError(
+                f"cut_crossfade_seconds ({self.cut_crossfade_seconds}) must be at most min_shot_seconds "
+                f"({self.min_shot_seconds})"
             )
         return self
 

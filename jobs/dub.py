@@ -5,8 +5,9 @@
 
 Read top to bottom, this file follows one video from its bucket to the muxed output: list the inputs, drop the
 ones already done, then stream them through four Ray Data stages (decode+CLIP, mapper, AudioLDM, mux) and fold
-the per-video manifest rows into one Parquet manifest. With RAY_ADDRESS set (as under `ray job submit`) it joins
-that cluster; otherwise it starts a local Ray.
+the per-video manifest rows into one Parquet manifest. A long video travels as segments of windows, so that its
+windows spread over every actor; the segment that completes it publishes it. With RAY_ADDRESS set (as under
+`ray job submit`) it joins that cluster; otherwise it starts a local Ray.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
 from foley.pipeline.kinds import DUB
 from foley.pipeline.stage import stage_options
 from foley.storage.uris import StorageError, join
+
+ONE_ROW_PER_BLOCK = 1  # bytes: any row is larger, so each becomes a block of its own
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,18 +69,25 @@ def main(argv: list[str] | None = None) -> int:
     from workers.synthesize import Synthesize  # noqa: PLC0415
 
     stages = config.stages
+    # Every stage's output is cut into blocks of one row (a video, or a segment of one): Ray Data hands whole blocks
+    # to actors, so this is what spreads the segments of one long video over every actor of the next stage.
+    ray.data.DataContext.get_current().target_max_block_size = ONE_ROW_PER_BLOCK
     videos = ray.data.from_items(rows)
-    # DecodeEmbed  INPUT video URI  OUTPUT per-window CLIP means (n_windows x 512)       1:1, frames stay inside
+    # DecodeEmbed  INPUT video URI  OUTPUT per-window CLIP means (windows x 512), planned per shot
+    #              1:1, or one row per segment of window.segment_windows windows still to make (long videos)
     videos = videos.map_batches(
-        DecodeEmbed, fn_constructor_kwargs={"config": config}, **stage_options(stages.decode_embed)
+        DecodeEmbed,
+        fn_constructor_kwargs={"config": config, "segment_windows": config.window.segment_windows},
+        **stage_options(stages.decode_embed),
     )
-    # Map          INPUT CLIP means OUTPUT CLAP-space embeddings (n_windows x 512)        1:1, windows batched
+    # Map          INPUT CLIP means OUTPUT CLAP-space embeddings (windows x 512)          1:1, windows batched
     videos = videos.map_batches(Map, fn_constructor_kwargs={"config": config}, **stage_options(stages.map))
-    # Synthesize   INPUT CLAP embeddings OUTPUT waveforms (n_windows x 163840 @ 16 kHz)  1:1, windows batched
+    # Synthesize   INPUT CLAP embeddings OUTPUT waveforms (windows x 163840 @ 16 kHz)    1:1, windows batched
     videos = videos.map_batches(
         Synthesize, fn_constructor_kwargs={"config": config}, **stage_options(stages.synthesize)
     )
     # Mux          INPUT waveforms OUTPUT muxed video at output_uri + its manifest row    1:1, publish atomically
+    #              (a segment is staged until its video's last one arrives; that one assembles and publishes)
     videos = videos.map_batches(
         Mux, fn_constructor_kwargs={"config": config, "output_root": args.output}, **stage_options(stages.mux)
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from foley.media.render import render_test_video
+from foley.media.render import render_film, render_test_video
 
 # (relative path, seconds, width, height, fps): one clip longer than two 10.24-s windows, several containers.
 SAMPLES = (
@@ -18,6 +18,8 @@ SAMPLES = (
     ("kitchen.mkv", 3.2, 160, 120, 15),
     ("forest.webm", 5.0, 240, 160, 25),
 )
+# A clip of three shots with hard cuts at 4 s and 18 s: its windows follow the shots (the long middle shot is tiled).
+THREE_SHOTS = ("three_shots.mp4", (("testsrc2", 4.0), ("smptebars", 14.0), ("mandelbrot", 5.0)), 320, 180, 25)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     for relative, seconds, width, height, fps in SAMPLES:
         path = render_test_video(args.output / relative, seconds, width, height, fps)
         print(f"{path}  {seconds:.1f} s  {width}x{height} @ {fps} fps")
+    relative, shots, width, height, fps = THREE_SHOTS
+    path = render_film(args.output / relative, list(shots), width, height, fps)
+    print(f"{path}  {sum(seconds for _, seconds in shots):.1f} s  {width}x{height} @ {fps} fps, {len(shots)} shots")
     return 0
 
 

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from foley.config import FoleyConfig, load_config
+from foley.pipeline.kinds import DUB
+from foley.pipeline.rows import batch_of, new_row, rows_of
+from foley.storage.inputs import InputItem
 from foley.testing.random_models import save_tiny_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,3 +101,29 @@ def bucket(s3_endpoint, request):
     storage = Storage(StorageConfig(endpoint_url=s3_endpoint))
     storage.s3.create_bucket(Bucket=name)
     return name, storage
+
+
+# Stages called in-process, the way Ray Data calls them (a numpy batch of rows); models loaded once per session.
+
+
+@pytest.fixture(scope="session")
+def decode_embed(tiny_config):
+    from workers.decode_embed import DecodeEmbed
+
+    return DecodeEmbed(tiny_config)
+
+
+@pytest.fixture(scope="session")
+def synthesize(tiny_config):
+    from workers.synthesize import Synthesize
+
+    return Synthesize(tiny_config)
+
+
+def row_for(path: Path, config, output: Path | None = None, relative: str | None = None) -> dict:
+    item = InputItem(str(path), relative or path.name)
+    return new_row(item, str(output or path.with_name("out-" + path.name)), config, DUB)
+
+
+def run(stage, rows):
+    return rows_of(stage(batch_of(rows)))

@@ -1,19 +1,17 @@
 """One bad file never stops a library: each bad input becomes a failed row naming it and the reason."""
 
-import contextlib
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, dub_command, run_dub, tiny_overrides
 from foley.media.render import render_test_video
 from media_checks import decoded_audio, plays, streams, video_packets_md5
+from processes import alive, cmdline, kill_session, kill_whole_session, session_processes, wait_for
 
 LIMITS = ["input.max_width=400", "input.max_duration_s=20"]
 
@@ -127,15 +125,6 @@ def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config,
     assert (tone > 0.05 * hum) == (policy == "mix")  # the original's 440 Hz tone is kept only by mix
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _journal(output: Path) -> list[Path]:
     """The journalled rows: whole files only, not the hidden staging file of a row being written."""
     return sorted(path for path in (output / "_manifest" / "rows").glob("*.parquet") if not path.name.startswith("."))
@@ -187,12 +176,12 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
                 )
             return False
 
-        _wait_for(some_row_recorded, 300, "the first journalled video")
+        wait_for(some_row_recorded, 300, "the first journalled video")
     finally:
         # The driver, its local Ray (GCS, raylet) and every worker at once: nothing gets to clean up or compact.
-        _kill_whole_session(job.pid)
+        kill_whole_session(job.pid)
         job.wait()
-    assert not [process for process in _session_processes(job.pid) if _alive(process)]
+    assert not [process for process in session_processes(job.pid) if alive(process)]
 
     # What the killed run left: rows journalled ok, whose outputs must survive the rerun untouched. (A video whose
     # ffmpeg died with the session may be journalled as failed: the rerun redoes it like any failure.)
@@ -220,50 +209,6 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
     assert not [p for p in out.rglob("*") if ".partial-" in p.name]
 
 
-def _session_of(process: psutil.Process) -> int | None:
-    """The job runs in its own session; Ray's workers keep it (though each has its own process group)."""
-    try:
-        return os.getsid(process.pid)
-    except (ProcessLookupError, psutil.Error):
-        return None
-
-
-def _cmdline(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _session_processes(sid: int) -> list[psutil.Process]:
-    return [process for process in psutil.process_iter() if _session_of(process) == sid]
-
-
-def _kill_session(sid: int) -> None:
-    for process in _session_processes(sid):
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _kill_whole_session(sid: int, timeout: float = 30) -> None:
-    """SIGKILL every process of the session, again and again, until none is left (one forked meanwhile too)."""
-    deadline = time.monotonic() + timeout
-    while living := [process for process in _session_processes(sid) if _alive(process)]:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"processes survived the kill: {[_cmdline(p) for p in living]}")
-        for process in living:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        time.sleep(0.1)
-
-
 @pytest.mark.slow
 def test_a_killed_actor_is_restarted_and_every_output_is_right(tmp_path, tiny_models):
     for index in range(6):
@@ -281,16 +226,16 @@ def test_a_killed_actor_is_restarted_and_every_output_is_right(tmp_path, tiny_mo
 
         def synthesize_actor():
             return next(
-                (p for p in _session_processes(job.pid) if "MapBatches(Synthesize)" in " ".join(_cmdline(p))), None
+                (p for p in session_processes(job.pid) if "MapBatches(Synthesize)" in " ".join(cmdline(p))), None
             )
 
-        _wait_for(lambda: _journal(tmp_path / "out"), 300, "the first finished video")
-        victim = _wait_for(synthesize_actor, 60, "the Synthesize actor")
+        wait_for(lambda: _journal(tmp_path / "out"), 300, "the first finished video")
+        victim = wait_for(synthesize_actor, 60, "the Synthesize actor")
         victim.kill()
         assert len(_journal(tmp_path / "out")) < 6, "the run ended before the actor could be killed"
         output, _ = job.communicate(timeout=600)
     finally:
-        _kill_session(job.pid)
+        kill_session(job.pid)
     assert job.returncode == 0, output
     assert "6 ok, 0 failed" in output
     for index in range(6):

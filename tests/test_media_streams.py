@@ -275,7 +275,7 @@ def test_rotated_videos_reach_clip_upright_and_keep_their_rotation(tmp_path, tin
     row = new_row(InputItem(str(rotated), rotated.name), "o.mp4", tiny_config, DUB)
     path, info = decode_embed.probe_input(row)
     assert (row["width"], row["height"]) == (96, 160) and info.rotation == 90  # as displayed: portrait
-    windows = decode_embed.plan_windows(info)
+    windows = decode_embed.plan_windows(path, info)
     [frames] = decode_embed.decode_window_frames(path, info, windows)
     upright_info = probe(upright)
     assert (upright_info.width, upright_info.height, upright_info.rotation) == (96, 160, 0)
@@ -316,7 +316,7 @@ def test_variable_frame_rate_videos_are_sampled_at_their_timestamps(tmp_path, ti
 
     row = new_row(InputItem(str(video), video.name), "o.mp4", tiny_config, DUB)
     path, info = decode_embed.probe_input(row)
-    windows = decode_embed.plan_windows(info)
+    windows = decode_embed.plan_windows(path, info)
     [(start, end)] = windows
     per_window = tiny_config.window.frames
     wanted = [start + (i + 0.5) * (end - start) / per_window for i in range(per_window)]

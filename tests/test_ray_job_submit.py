@@ -20,6 +20,7 @@ import pytest
 from conftest import FAKE_SECRET, ROOT
 from foley.media.render import render_test_video
 from media_checks import plays, stream_duration, streams, video_packets_md5
+from processes import alive
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -89,13 +90,6 @@ def start_head(env: dict, temp_dir: str) -> tuple[str, int]:
     return f"http://127.0.0.1:{dashboard}", start.pid
 
 
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _head_processes(sid: int) -> list[psutil.Process]:
     """The head's daemons and workers (its session), and what they started elsewhere (a job's driver)."""
     members = []
@@ -107,7 +101,7 @@ def _head_processes(sid: int) -> list[psutil.Process]:
     for process in members:
         with contextlib.suppress(psutil.Error):
             found.update({child.pid: child for child in process.children(recursive=True)})
-    return [process for process in found.values() if _alive(process)]
+    return [process for process in found.values() if alive(process)]
 
 
 def stop_head(sid: int, timeout: float = 60) -> None:

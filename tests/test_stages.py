@@ -1,40 +1,18 @@
 """Each stage on its own, called the way Ray Data calls it (a numpy batch of video rows)."""
 
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import row_for, run
 from foley.media.render import render_test_video
 from foley.media.windows import frame_indices, window_bounds_s
 from foley.pipeline.kinds import DUB
-from foley.pipeline.rows import FAILED, PENDING, batch_of, new_row, rows_of
+from foley.pipeline.rows import FAILED, PENDING, new_row
 from foley.storage.inputs import InputItem
 from media_checks import plays, stream_duration, streams, video_packets_md5
-
-
-@pytest.fixture(scope="module")
-def decode_embed(tiny_config):
-    from workers.decode_embed import DecodeEmbed
-
-    return DecodeEmbed(tiny_config)
-
-
-@pytest.fixture(scope="module")
-def synthesize(tiny_config):
-    from workers.synthesize import Synthesize
-
-    return Synthesize(tiny_config)
-
-
-def row_for(path: Path, config, output: Path | None = None, relative: str | None = None) -> dict:
-    item = InputItem(str(path), relative or path.name)
-    return new_row(item, str(output or path.with_name("out-" + path.name)), config, DUB)
-
-
-def run(stage, rows):
-    return rows_of(stage(batch_of(rows)))
 
 
 def test_decode_embed_averages_the_sampled_frames_of_each_window(tmp_path, tiny_config, decode_embed):
@@ -126,6 +104,7 @@ def test_mux_copies_the_video_stream_and_fits_the_audio(tmp_path, tiny_config):
     row.update(
         duration_s=7.3,
         n_windows=1,
+        windows=json.dumps([{"start_s": 0.0, "end_s": 7.3, "shot": 0}]),
         sample_rate=16000,
         local_path=str(video),
         waveforms=np.random.default_rng(0).uniform(-0.5, 0.5, (1, 163840)).astype(np.float32),
@@ -159,6 +138,7 @@ def test_mux_can_reencode_the_video_when_asked(tmp_path, tiny_config):
     row.update(
         duration_s=2.0,
         n_windows=1,
+        windows=json.dumps([{"start_s": 0.0, "end_s": 2.0, "shot": 0}]),
         sample_rate=16000,
         local_path=str(video),
         waveforms=np.zeros((1, 163840), np.float32),

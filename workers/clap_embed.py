@@ -1,6 +1,6 @@
 """Embed stage 2: each window's own audio -> its CLAP audio embedding (the mapper's training target).
 
-INPUT  rows with n_windows (from DecodeEmbed, so the windows are exactly the dub job's).
+INPUT  rows with windows (from DecodeEmbed, so the windows are exactly the dub job's, shots included).
 OUTPUT the same rows plus clap_embeddings (n_windows x D_clap, unit length). Fan-out 1:1.
 
 The audio of each window is decoded with ffmpeg straight at CLAP's rate (48 kHz mono); windows of all videos
@@ -13,10 +13,9 @@ import numpy as np
 
 from foley.config import FoleyConfig
 from foley.media.probe import decode_audio
-from foley.media.windows import window_bounds_s
 from foley.models.clap import load_clap_audio_encoder
 from foley.models.device import pick_device
-from foley.pipeline.rows import batch_of, fail, is_pending, rows_of
+from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of
 from foley.pipeline.stage import WindowRef, local_input, map_windows, set_torch_threads
 from foley.storage.store import Storage
 
@@ -47,10 +46,12 @@ class ClapEmbed:
     def window_audio(self, row: dict) -> np.ndarray:
         """(n_windows,) object array of each window's samples at CLAP's rate."""
         path = local_input(row, self.storage)
-        window = self.config.window
-        bounds = window_bounds_s(float(row["duration_s"]), window.seconds, window.overlap_seconds)
-        audio = np.empty(len(bounds), dtype=object)
-        audio[:] = [decode_audio(path, start, end - start, self.config.clap.sample_rate) for start, end in bounds]
+        windows = row_windows(row)
+        audio = np.empty(len(windows), dtype=object)
+        audio[:] = [
+            decode_audio(path, window.start_s, window.end_s - window.start_s, self.config.clap.sample_rate)
+            for window in windows
+        ]
         return audio
 
     def embed_windows(self, waveforms: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:

@@ -1,10 +1,15 @@
-"""Stage 1: video -> one CLIP embedding per window.
+"""Stage 1: video -> its shots and windows -> one CLIP embedding per window.
 
 INPUT  one row per video: input_uri (local path or s3://).
 OUTPUT the same row plus duration_s, fps, width, height (as displayed), has_audio (audible sound: the first audio
        stream peaks at or above input.silence_threshold_dbfs), audio_level_dbfs (that peak; NaN without audio),
-       n_windows and clip_embeddings (n_windows x D, the L2-normalised mean of K frame embeddings per window).
-       Fan-out 1:1. Used by jobs.dub and jobs.embed.
+       windows (each window's span and shot), n_windows and clip_embeddings (windows x D, the L2-normalised mean
+       of K frame embeddings per window). Fan-out 1:1, or 1:segments for a video of more than
+       window.segment_windows windows when the job segments (jobs.dub): one row per segment still to make, with
+       its windows' embeddings. Used by jobs.dub and jobs.embed.
+
+With window.cuts=detect, ffmpeg's scene-change score on frames scaled down finds the cuts first (foley.media.cuts),
+and windows are planned per shot, so no window mixes two shots.
 
 decord decodes only the K sampled frames per window, scaled in the decoder so the short side is CLIP's input
 size; only embeddings leave the actor (frames never enter the object store). Frames are picked by their
@@ -13,6 +18,7 @@ timestamps, so variable-frame-rate videos are sampled at the right moments, and 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,22 +28,26 @@ import numpy as np
 import torch.nn.functional as F
 
 from foley.config import FoleyConfig
+from foley.media.cuts import detect_cuts
 from foley.media.frames import FrameSampler, quarter_turns_left
 from foley.media.probe import MediaError, VideoInfo, probe
-from foley.media.windows import window_bounds_s
+from foley.media.windows import Window, plan_windows, shot_borders
 from foley.models.clip import load_clip
 from foley.models.device import pick_device
-from foley.pipeline.rows import SKIPPED, batch_of, fail, is_pending, rows_of
+from foley.pipeline.rows import EMPTY_MATRIX, SKIPPED, batch_of, fail, is_pending, rows_of
+from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_ranges
 from foley.pipeline.stage import local_input, set_torch_threads
 from foley.storage.store import Storage
 
 
 class DecodeEmbed:
-    def __init__(self, config: FoleyConfig, audio_required: bool = False):
+    def __init__(self, config: FoleyConfig, audio_required: bool = False, segment_windows: int | None = None):
         """`audio_required`: the embed job learns from sound, so it skips inputs without any; the dub job instead
-        follows input.existing_audio for inputs that have sound."""
+        follows input.existing_audio for inputs that have sound. `segment_windows`: split longer videos into
+        segments of this many windows (None: never)."""
         self.config = config
         self.audio_required = audio_required
+        self.segment_windows = segment_windows
         self.resources = config.stages.decode_embed
         set_torch_threads(self.resources)
         self.storage = Storage(config.storage)
@@ -45,20 +55,24 @@ class DecodeEmbed:
         self.clip = load_clip(config.clip, self.storage, self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = rows_of(batch)
-        for row in rows:
+        rows = []
+        for row in rows_of(batch):
             if not is_pending(row):
+                rows.append(row)
                 continue
             row["started_at"] = time.time()
             started = time.perf_counter()
             try:
-                self.embed_video(row)
+                out = self.embed_video(row)
             except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
                 fail(row, "decode", exc)
-            row["seconds_decode_embed"] = time.perf_counter() - started
+                out = [row]
+            out[0]["seconds_decode_embed"] = time.perf_counter() - started  # the video's decode, counted once
+            rows.extend(out)
         return batch_of(rows)
 
-    def embed_video(self, row: dict) -> None:
+    def embed_video(self, row: dict) -> list[dict]:
+        """The video's rows: itself when skipped, else one per segment still to make."""
         path, info = self.probe_input(row)
         threshold = self.config.input.silence_threshold_dbfs
         has_sound = info.has_sound(threshold)
@@ -70,19 +84,35 @@ class DecodeEmbed:
                 else "no audio track"
             )
             row.update(status=SKIPPED, error=f"{row['input_uri']} has {reason} to learn from")
-            return
+            return [row]
         if has_sound and not self.audio_required and self.config.input.existing_audio == "skip":
             row.update(
                 status=SKIPPED,
                 error=f"{row['input_uri']} already has an audio track (peak {info.audio_peak_dbfs:.1f} dBFS; "
                 "input.existing_audio=skip; use replace or mix to dub it anyway)",
             )
-            return
-        windows = self.plan_windows(info)
+            return [row]
+        windows = self.plan_windows(path, info)
+        row["windows"] = json.dumps([window.as_dict() for window in windows])
         row["n_windows"] = len(windows)
-        row["clip_embeddings"] = np.concatenate(
-            [self.embed_frames(frames) for frames in self.decode_window_frames(path, info, windows)]
-        )
+        ranges = segment_ranges(len(windows), self.segment_windows)
+        staged = SegmentStaging(self.storage, str(row["staging_uri"]), len(ranges)).staged() if ranges[1:] else set()
+        todo = [index for index in range(len(ranges)) if index not in staged]
+        wanted = [window for index in todo for window in windows[slice(*ranges[index])]]
+        embeddings = EMPTY_MATRIX
+        if wanted:
+            embeddings = np.concatenate(
+                [self.embed_frames(frames) for frames in self.decode_window_frames(path, info, wanted)]
+            )
+        segments, taken = [], 0
+        for index in todo:
+            first, end = ranges[index]
+            segment = dict(row, segment=index, segment_count=len(ranges), first_window=first)
+            segment["clip_embeddings"] = embeddings[taken : taken + end - first]
+            taken += end - first
+            segments.append(segment)
+        # Every segment staged by an earlier run: one row without windows lets the last stage publish the video.
+        return segments or [dict(row, segment=ASSEMBLE_ONLY, segment_count=len(ranges), first_window=0)]
 
     def probe_input(self, row: dict) -> tuple[Path, VideoInfo]:
         """The node-local input and its facts (recorded in the row), checked against the configured limits.
@@ -102,8 +132,14 @@ class DecodeEmbed:
         )
         return path, info
 
-    def plan_windows(self, info: VideoInfo) -> list[tuple[float, float]]:
-        return window_bounds_s(info.duration_s, self.config.window.seconds, self.config.window.overlap_seconds)
+    def plan_windows(self, path: Path, info: VideoInfo) -> list[Window]:
+        """Windows per shot (window.cuts=detect) or on one grid over the whole video (off)."""
+        window = self.config.window
+        cuts = []
+        if window.cuts == "detect":
+            cuts = detect_cuts(path, window.cut_threshold, window.cut_detect_width, self.resources.threads())
+        borders = shot_borders(cuts, info.duration_s, window.min_shot_seconds)
+        return plan_windows(borders, window.seconds, window.overlap_seconds, window.cut_crossfade_seconds)
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """(windows * K, H, W, 3) frames -> (windows, D): the L2-normalised mean of each window's K embeddings
@@ -111,9 +147,7 @@ class DecodeEmbed:
         embeddings = self.clip.embed_frames(frames).view(-1, self.config.window.frames, self.clip.embed_dim)
         return F.normalize(embeddings.mean(dim=1), dim=-1).cpu().numpy().astype(np.float32)
 
-    def decode_window_frames(
-        self, path: Path, info: VideoInfo, windows: list[tuple[float, float]]
-    ) -> Iterator[np.ndarray]:
+    def decode_window_frames(self, path: Path, info: VideoInfo, windows: list[Window]) -> Iterator[np.ndarray]:
         """The K sampled frames of each window, for as many whole windows at a time as max_forward_batch allows.
 
         By default decord decodes only those frames, scaled in the decoder; decode.frames=all and
@@ -128,7 +162,7 @@ class DecodeEmbed:
         windows_per_forward = max(1, self.resources.max_forward_batch // per_window)
         for first in range(0, len(windows), windows_per_forward):
             group = windows[first : first + windows_per_forward]
-            indices = [i for start, end in group for i in sampler.indices(start, end, per_window)]
+            indices = [i for window in group for i in sampler.indices(window.start_s, window.end_s, per_window)]
             try:
                 if self.config.decode.frames == "all":  # every frame of the span, then the sampled ones
                     span = list(range(min(indices), max(indices) + 1))

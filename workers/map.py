@@ -46,7 +46,7 @@ class Map:
             )
         generators = [
             torch.Generator(self.device).manual_seed(
-                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.index, "mapper")
+                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.video_window, "mapper")
             )
             for ref in windows
         ]

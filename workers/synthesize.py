@@ -1,7 +1,8 @@
 """Stage 3: CLAP embedding -> waveform, with AudioLDM.
 
 INPUT  rows with clap_embeddings (n_windows x D_clap).
-OUTPUT the same rows plus waveforms (n_windows x samples, float32 at sample_rate). Fan-out 1:1.
+OUTPUT the same rows plus waveforms (windows x samples, float32 at sample_rate) and the actor that made them.
+       Fan-out 1:1.
 
 The mapped embedding conditions AudioLDM through `prompt_embeds`; the unconditional branch of classifier-free
 guidance is the CLAP text embedding of "" as in the original. Windows of all videos in the batch are generated
@@ -18,7 +19,7 @@ from foley.media.windows import window_seed
 from foley.models.audioldm import clap_text_embeddings, load_audioldm
 from foley.models.device import pick_device
 from foley.pipeline.rows import batch_of, rows_of
-from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads
+from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads, this_worker
 from foley.storage.store import Storage
 
 
@@ -30,6 +31,7 @@ class Synthesize:
         self.device = pick_device(config.device, self.resources)
         self.pipeline = load_audioldm(config.audioldm, Storage(config.storage), self.device)
         self.sample_rate = int(self.pipeline.vocoder.config.sampling_rate)
+        self.worker = this_worker()
         self.empty_text_embedding = clap_text_embeddings(
             self.pipeline.text_encoder, self.pipeline.tokenizer, [""], self.device
         )
@@ -46,6 +48,7 @@ class Synthesize:
         )
         for row in rows:
             row["sample_rate"] = self.sample_rate
+            row["synthesize_worker"] = self.worker
         return batch_of(rows)
 
     def synthesize_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
@@ -60,7 +63,7 @@ class Synthesize:
         conditions = torch.from_numpy(clap_embeddings).to(self.device, dtype)
         generators = [
             torch.Generator(self.device).manual_seed(
-                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.index, "audioldm")
+                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.video_window, "audioldm")
             )
             for ref in windows
         ]

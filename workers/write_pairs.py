@@ -9,8 +9,8 @@ held-out split by file never puts windows of one video on both sides.
 
 from __future__ import annotations
 
-from foley.media.windows import window_bounds_s
 from foley.pipeline.kinds import EMBED
+from foley.pipeline.rows import row_windows
 from foley.pipeline.stage import FinalStage
 from foley.training.pairs import pairs_table, table_bytes
 
@@ -20,8 +20,7 @@ class WritePairs(FinalStage):
     stage = "write_pairs"
 
     def publish(self, row: dict) -> None:
-        window = self.config.window
-        bounds = window_bounds_s(float(row["duration_s"]), window.seconds, window.overlap_seconds)
+        bounds = [(window.start_s, window.end_s) for window in row_windows(row)]
         table = pairs_table(
             str(row["relative_path"]),
             bounds,

@@ -18,6 +18,24 @@ def render_test_video(
     streams = [video]
     if with_audio:
         streams.append(ffmpeg.input(f"sine=frequency=440:sample_rate=48000:duration={seconds}", f="lavfi"))
+    return _encode(streams, path, with_audio)
+
+
+def render_film(path: Path, shots: list[tuple[str, float]], width: int, height: int, fps: float) -> Path:
+    """A silent clip of several shots joined by hard cuts: (ffmpeg lavfi source, e.g. testsrc2, smptebars or
+    mandelbrot; seconds) each, so the cuts fall at known times."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = [
+        ffmpeg.input(f"{source}=size={width}x{height}:rate={fps}", f="lavfi")
+        .trim(duration=seconds)
+        .setpts("PTS-STARTPTS")
+        .filter("format", "yuv420p")
+        for source, seconds in shots
+    ]
+    return _encode([ffmpeg.concat(*parts, v=1, a=0)], path, with_audio=False)
+
+
+def _encode(streams: list, path: Path, with_audio: bool) -> Path:
     if path.suffix.lower() == ".webm":
         codecs = {"vcodec": "libvpx", "deadline": "realtime", "cpu-used": 8, "acodec": "libopus"}
     else:

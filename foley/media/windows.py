@@ -22,32 +22,43 @@ def window_bounds_s(duration_s: float, window_s: float, overlap_s: float) -> lis
 
 
 @dataclass(frozen=True)
-class WindowPlan:
-    """The same windows in audio samples: `count` windows of `length`, every `hop`, over `total` samples."""
+class Window:
+    """The part of the video a window looks at and whose sound it owns, in seconds, and the shot it lies in.
 
-    sample_rate: int
-    length: int
-    hop: int
-    count: int
-    total: int
+    Its sound is generated at full window length from `start_s`; the part after `end_s` only feeds the crossfade
+    into the next window."""
 
-    @classmethod
-    def for_video(cls, duration_s: float, window_s: float, overlap_s: float, sample_rate: int) -> WindowPlan:
-        length = round(window_s * sample_rate)
-        return cls(
-            sample_rate=sample_rate,
-            length=length,
-            hop=length - round(overlap_s * sample_rate),
-            count=window_count(duration_s, window_s, overlap_s),
-            total=max(1, round(duration_s * sample_rate)),
-        )
+    start_s: float
+    end_s: float
+    shot: int
 
-    @property
-    def overlap(self) -> int:
-        return self.length - self.hop
+    def as_dict(self) -> dict:
+        return {"start_s": self.start_s, "end_s": self.end_s, "shot": self.shot}
 
-    def start(self, index: int) -> int:
-        return index * self.hop
+
+def shot_borders(cuts_s: list[float], duration_s: float, min_shot_s: float) -> list[float]:
+    """Shot borders [0, cut, ..., duration]: cuts closer than `min_shot_s` to the last kept border or to the end
+    are dropped, so the short piece joins its neighbouring shot."""
+    borders = [0.0]
+    for cut in sorted(cuts_s):
+        if cut - borders[-1] >= min_shot_s and duration_s - cut >= min_shot_s:
+            borders.append(cut)
+    return [*borders, duration_s]
+
+
+def plan_windows(borders_s: list[float], window_s: float, overlap_s: float, cut_crossfade_s: float) -> list[Window]:
+    """Windows per shot, none straddling a cut: a shot is tiled as a whole video would be, and a shot shorter than a
+    window gets one window of its own. The last window of a shot that ends at a cut still has at least
+    `cut_crossfade_s` of generated sound after the cut (an extra window is added where it would not), so the
+    track can crossfade into the next shot."""
+    windows: list[Window] = []
+    last_shot = len(borders_s) - 2
+    for shot, (start, end) in enumerate(zip(borders_s, borders_s[1:], strict=False)):
+        tail = cut_crossfade_s if shot < last_shot else 0.0
+        for offset, _ in window_bounds_s(end - start + tail, window_s, overlap_s):
+            if start + offset < end:
+                windows.append(Window(start + offset, min(start + offset + window_s, end), shot))
+    return windows
 
 
 def sample_times(start_s: float, end_s: float, frames: int) -> list[float]:

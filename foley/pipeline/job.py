@@ -13,16 +13,18 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 
 from foley.config import ConfigError, FoleyConfig
 from foley.models.identity import ModelIdentities
 from foley.pipeline.kinds import JobKind, result_id
 from foley.pipeline.manifest import Manifest
-from foley.pipeline.rows import FAILED, OK, SKIPPED, new_row
+from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, new_row
+from foley.pipeline.segments import SEGMENTS_DIR, clear_stale_staging
 from foley.storage.inputs import LIST_SUFFIXES, InputItem
 from foley.storage.store import Storage
-from foley.storage.uris import StorageError, UnsafePathError, is_s3
+from foley.storage.uris import StorageError, UnsafePathError, is_s3, join
 
 log = logging.getLogger("foley.job")
 
@@ -120,6 +122,7 @@ class JobRun:
         self.started = time.perf_counter()
         self.storage = Storage(config.storage)
         self.manifest = Manifest(args.output, self.storage, kind)
+        self.id = uuid.uuid4().hex
         self.results: list[dict] = []
         self.already_done = 0
         self.aborted = False
@@ -139,8 +142,6 @@ class JobRun:
                 refused[item.uri] = str(exc)
         check_no_input_is_written(inputs, self.args.output, outputs)
         refused |= shared_outputs(outputs)
-        if removed := self.storage.remove_partials(self.args.output):
-            print(f"removed {removed} partial files left by an interrupted run", flush=True)
 
         models = self.identify_models()
         config_hash = self.kind.config_hash(self.config, models)
@@ -149,8 +150,9 @@ class JobRun:
         for item in inputs:
             output_uri = outputs.get(item.uri, "")
             row = new_row(item, output_uri, self.config, self.kind)
-            row.update(config_hash=config_hash, model_identities=json.dumps(models, sort_keys=True))
+            row.update(config_hash=config_hash, model_identities=json.dumps(models, sort_keys=True), run_id=self.id)
             row["result_id"] = result_id(config_hash, item.identity, output_uri)
+            row["staging_uri"] = join(self.args.output, f"{SEGMENTS_DIR}/{row['result_id']}")
             if item.uri in refused:  # recorded as failed, never written
                 self.manifest.record(row | {"status": FAILED, "error": f"list: {item.uri}: {refused[item.uri]}"})
                 self.results.append({"status": FAILED})
@@ -158,12 +160,21 @@ class JobRun:
                 self.already_done += 1
             else:
                 rows.append(row)
+        self.clear_leftovers({row["result_id"] for row in rows})
         print(
             f"{len(inputs)} inputs under {self.args.input}: {self.already_done} already done, {len(rows)} to "
             f"process (config {config_hash})",
             flush=True,
         )
         return rows
+
+    def clear_leftovers(self, results: set[str]) -> None:
+        """What an interrupted run left that this one cannot use: partial files, publication claims, and staged
+        segments of results this run does not make (the staged segments of the rest are kept: they resume)."""
+        if removed := self.storage.remove_partials(self.args.output):
+            print(f"removed {removed} partial files left by an interrupted run", flush=True)
+        if removed := clear_stale_staging(self.storage, self.args.output, keep=results):
+            print(f"removed {removed} staged segments of results this run does not make", flush=True)
 
     def identify_models(self) -> dict[str, str]:
         """Each model's identity; an unpinned hub model is pinned to the commit it resolved to, so that every worker
@@ -183,14 +194,24 @@ class JobRun:
         return ray
 
     def follow(self, videos, total: int) -> None:
-        """Consume the pipeline's output as videos finish: a progress line each, stop after too many failures."""
+        """Consume the pipeline's output as videos finish: a progress line each (and one per staged segment of a
+        long video), stop after too many failures."""
         max_failures = self.args.max_failures
         failures = 0
-        for done, result in enumerate(videos.iter_rows(), start=1):
+        finished: set[str] = set()
+        for result in videos.iter_rows():
+            path = result["relative_path"]
+            if result["status"] == PENDING:  # a segment of a long video, staged until the rest of it is done
+                segment, count = int(result["segment"]) + 1, int(result["segment_count"])
+                print(f"[{len(finished)}/{total}] segment {segment}/{count} of {path} staged", flush=True)
+                continue
+            if result["input_uri"] in finished:  # another failed segment of a video already reported
+                continue
+            finished.add(result["input_uri"])
             self.results.append(result)
             failures += result["status"] == FAILED
             detail = result["error"] if result["status"] != OK else f"{result['n_windows']} windows"
-            print(f"[{done}/{total}] {result['status']:<7} {result['relative_path']}  ({detail})", flush=True)
+            print(f"[{len(finished)}/{total}] {result['status']:<7} {path}  ({detail})", flush=True)
             if max_failures is not None and failures > max_failures:
                 self.aborted = True
                 break

@@ -81,6 +81,15 @@ def stage_devices(config: FoleyConfig, stages: tuple[str, ...]) -> dict[str, str
     return {stage: getattr(config.stages, stage).device(config.device) for stage in stages}
 
 
+CUT_SETTINGS = {"cut_threshold", "min_shot_seconds", "cut_crossfade_seconds", "cut_detect_width"}
+
+
+def window_settings(config: FoleyConfig) -> dict:
+    """How windows are planned; not how they travel (segments change only which windows share a batch)."""
+    window = config.window
+    return window.model_dump(exclude={"segment_windows"} | (set() if window.cuts == "detect" else CUT_SETTINGS))
+
+
 def dub_settings(config: FoleyConfig) -> dict:
     mapper, audioldm, source = config.mapper, config.audioldm, config.input
     if mapper.checkpoint is None:  # deterministic: seeds, steps, guidance and sampler do not apply
@@ -99,7 +108,7 @@ def dub_settings(config: FoleyConfig) -> dict:
     return {
         "seed": config.seed,
         "devices": devices,
-        "window": config.window.model_dump(),
+        "window": window_settings(config),
         "decode": config.decode.model_dump(),
         "mapper": mapper_settings,
         "audioldm": audioldm_settings,
@@ -111,7 +120,7 @@ def dub_settings(config: FoleyConfig) -> dict:
 def embed_settings(config: FoleyConfig) -> dict:
     return {
         "devices": stage_devices(config, ("decode_embed", "clap_embed")),
-        "window": config.window.model_dump(),
+        "window": window_settings(config),
         "decode": config.decode.model_dump(),
         "clap": config.clap.model_dump(exclude={"checkpoint"}),
         "input": {"silence_threshold_dbfs": config.input.silence_threshold_dbfs},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -20,6 +21,22 @@ from foley.storage.store import Storage
 from foley.storage.uris import join
 
 MANIFEST_DIR = "_manifest"
+# One entry per window: the part of the video it looks at and the shot it lies in.
+WINDOWS_TYPE = pa.list_(pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("shot", pa.int64())]))
+# One entry per segment of a long video: its windows, the synthesis actor and the run that made them, and how long
+# synthesis took.
+SEGMENTS_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("first_window", pa.int64()),
+            ("windows", pa.int64()),
+            ("synthesize_worker", pa.string()),
+            ("run_id", pa.string()),
+            ("seconds_synthesize", pa.float64()),
+        ]
+    )
+)
+JSON_COLUMNS = {"windows": "windows", "segments": "segment_info"}  # manifest column: the row's JSON column
 
 
 def manifest_schema(kind: JobKind) -> pa.Schema:
@@ -35,6 +52,8 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("error", pa.string()),
             ("duration_s", pa.float64()),
             ("n_windows", pa.int64()),
+            ("windows", WINDOWS_TYPE),
+            ("segments", SEGMENTS_TYPE),
             ("has_audio", pa.bool_()),
             ("audio_level_dbfs", pa.float64()),
             ("notes", pa.string()),
@@ -58,6 +77,8 @@ def manifest_row(row: dict, schema: pa.Schema) -> dict:
     record = {}
     for field in schema:
         value = row.get(field.name)
+        if field.name in JSON_COLUMNS:
+            value = json.loads(str(row.get(JSON_COLUMNS[field.name]) or "null"))
         if hasattr(value, "item"):  # numpy scalar
             value = value.item()
         if field.name.endswith("_at") and isinstance(value, float):

@@ -7,12 +7,14 @@ row carries the message, and the job goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 
 import numpy as np
 
 from foley.config import FoleyConfig
+from foley.media.windows import Window
 from foley.pipeline.kinds import JobKind
 from foley.storage.inputs import InputItem
 
@@ -20,7 +22,16 @@ log = logging.getLogger("foley")
 
 PENDING, OK, FAILED, SKIPPED = "pending", "ok", "failed", "skipped"
 EMPTY_MATRIX = np.zeros((0, 0), dtype=np.float32)  # placeholder for per-window arrays of rows without windows
-SUMMARY_COLUMNS = ("input_uri", "relative_path", "status", "error", "n_windows", "duration_s")
+SUMMARY_COLUMNS = (
+    "input_uri",
+    "relative_path",
+    "status",
+    "error",
+    "n_windows",
+    "duration_s",
+    "segment",
+    "segment_count",
+)
 
 
 def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind) -> dict:
@@ -42,11 +53,19 @@ def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind
         "has_audio": False,
         "audio_level_dbfs": float("nan"),
         "n_windows": 0,
+        "windows": "",  # JSON: [{start_s, end_s, shot}] of every window of the video (foley.media.windows.Window)
+        "segment": 0,  # which run of windows this row carries (foley.pipeline.segments), of `segment_count`
+        "segment_count": 1,
+        "first_window": 0,  # the video's index of the row's first window: seeds and stitching use video indices
+        "staging_uri": "",  # where finished segments wait for the rest of their video
+        "segment_info": "",  # JSON: per segment, what made it (manifest column `segments`)
+        "synthesize_worker": "",
         "clip_embeddings": EMPTY_MATRIX,
         "clap_embeddings": EMPTY_MATRIX,
         "waveforms": EMPTY_MATRIX,
         "sample_rate": 0,
         "seed": config.seed,
+        "run_id": "",  # set by the job run: tells a retried batch's claim from another run's
         "config_hash": "",  # with model_identities and result_id: filled in by the job run (foley.pipeline.kinds)
         "model_identities": "",
         **kind.model_ids(config),
@@ -83,6 +102,10 @@ def fail(row: dict, stage: str, exc: BaseException) -> None:
     row["error"] = f"{stage}: {row['input_uri']}: {reason}"
     if not expected:
         log.warning("unexpected error in %s for %s\n%s", stage, row["input_uri"], traceback.format_exc())
+
+
+def row_windows(row: dict) -> list[Window]:
+    return [Window(**window) for window in json.loads(str(row["windows"]) or "[]")]
 
 
 def is_pending(row: dict) -> bool:

@@ -56,7 +56,12 @@ def set_torch_threads(resources: StageResources) -> None:
 @dataclass(frozen=True)
 class WindowRef:
     row: dict
-    index: int
+    index: int  # in the row
+
+    @property
+    def video_window(self) -> int:
+        """The window's index in its video (a row may carry one segment of it): what seeds its random draws."""
+        return int(self.row["first_window"]) + self.index
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -96,15 +101,20 @@ def map_windows(
             outputs.setdefault(id(ref.row), []).append((ref.index, value))
             ref.row[f"seconds_{stage}"] = float(ref.row.get(f"seconds_{stage}", 0.0)) + share
     for row in rows:
-        if is_pending(row):
+        if is_pending(row) and id(row) in outputs:
             row[target] = np.stack([value for _, value in sorted(outputs[id(row)], key=lambda item: item[0])])
-        else:
+        else:  # failed, skipped, or a row with no windows left to make (foley.pipeline.segments.ASSEMBLE_ONLY)
             row[target] = EMPTY_MATRIX
 
 
 def this_node() -> str:
     """The Ray node this process runs on ("local" outside Ray, as in the benchmark's stage processes)."""
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def this_worker() -> str:
+    """The Ray actor this stage runs in (its id), for the manifest's record of who made what."""
+    return (ray.get_runtime_context().get_actor_id() or "local") if ray.is_initialized() else "local"
 
 
 def local_input(row: dict, storage: Storage) -> Path:
@@ -163,17 +173,24 @@ class FinalStage:
         raise NotImplementedError
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = rows_of(batch)
-        for row in rows:
-            if is_pending(row):
-                started = time.perf_counter()
-                try:
-                    self.publish(row)
-                    row["status"] = OK
-                except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
-                    fail(row, self.stage, exc)
-                row[f"seconds_{self.stage}"] = time.perf_counter() - started
-            row["finished_at"] = utc_now().timestamp()
-            self.manifest.record(row)
-            remove_input_copies(row, self.storage)
-        return batch_of([{column: row[column] for column in SUMMARY_COLUMNS} for row in rows])
+        return batch_of([self.finish(row) for row in rows_of(batch)])
+
+    def finish(self, row: dict) -> dict:
+        """Publish a pending row, journal it whatever its status, remove its input copies; its summary."""
+        if is_pending(row):
+            started = time.perf_counter()
+            try:
+                self.publish(row)
+                row["status"] = OK
+            except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
+                fail(row, self.stage, exc)
+            row[f"seconds_{self.stage}"] = float(row.get(f"seconds_{self.stage}", 0.0)) + time.perf_counter() - started
+        row["finished_at"] = utc_now().timestamp()
+        self.manifest.record(row)
+        remove_input_copies(row, self.storage)
+        return summary(row)
+
+
+def summary(row: dict) -> dict:
+    """What the driver sees of a row: enough for a progress line."""
+    return {column: row[column] for column in SUMMARY_COLUMNS}

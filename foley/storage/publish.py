@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from foley.storage.s3 import s3_errors
-from foley.storage.uris import is_s3, split_s3
+from foley.storage.uris import StorageError, is_s3, split_s3
 
+CONDITIONAL_PUT_ATTEMPTS = 5
 CONTENT_TYPES = {
     ".mp4": "video/mp4",
     ".mov": "video/quicktime",
@@ -75,6 +76,34 @@ class StagedPublishing:
     def write_bytes(self, uri: str, data: bytes) -> None:
         with self.staged_output(uri) as temporary:
             temporary.write_bytes(data)
+
+    def create_exclusive(self, uri: str, data: bytes) -> bool:
+        """Write `uri` only if nothing is there yet, in one step; False if something was. Of several writers racing
+        for one name, exactly one gets True (a local O_EXCL create; an S3 conditional PUT, If-None-Match: *)."""
+        if not is_s3(uri):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                descriptor = os.open(uri, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return False
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+            return True
+        from botocore.exceptions import ClientError  # noqa: PLC0415 - only where S3 is used
+
+        bucket, key = split_s3(uri)
+        for _ in range(CONDITIONAL_PUT_ATTEMPTS):
+            try:
+                self.s3.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "PreconditionFailed":
+                    return False
+                if code != "ConditionalRequestConflict":  # that one means a concurrent conditional write: again
+                    with s3_errors("writing", uri):
+                        raise
+        raise StorageError(f"writing {uri} kept conflicting with concurrent writers")
 
     def remove_partials(self, root: str) -> int:
         """Delete the temporary files a killed run left under a local output root (S3 keeps none: uploads

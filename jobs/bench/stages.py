@@ -45,7 +45,7 @@ def _decode(instance: DecodeEmbed, rows: list[dict]) -> list[tuple[dict, list[np
     outputs = []
     for row in rows:
         path, info = instance.probe_input(row)
-        windows = instance.plan_windows(info)
+        windows = instance.plan_windows(path, info)
         row["n_windows"] = len(windows)
         outputs.append((row, list(instance.decode_window_frames(path, info, windows))))
     return outputs

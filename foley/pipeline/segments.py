@@ -1,0 +1,82 @@
+"""Long videos travel as segments: runs of consecutive windows that go through the model stages as rows of their
+own, so one film's windows spread over every actor.
+
+The last stage stages each finished segment under `<output>/_segments/<result id>/` (the waveforms and what made
+them); the segment that completes the set claims the video (an exclusive create, so exactly one of several racing
+actors wins), assembles the track from the staged segments and publishes it; the staging is removed once the
+video's manifest row is written. A killed job keeps its staged segments, so its re-run makes only the missing
+ones. Staging belongs to one result id: other settings or models never mix their segments in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from foley.storage.store import Storage
+from foley.storage.uris import is_s3, join
+
+SEGMENTS_DIR = "_segments"
+CLAIM_NAME = "publish.claim"
+ASSEMBLE_ONLY = -1  # the segment index of a row that carries no windows: every segment is staged already
+_NAME = re.compile(r"segment-(\d{5})-of-(\d{5})\.npz$")
+
+
+def segment_ranges(n_windows: int, segment_windows: int | None) -> list[tuple[int, int]]:
+    """[first, end) window ranges of a video's segments; one segment when `segment_windows` is None."""
+    size = segment_windows or max(n_windows, 1)
+    return [(first, min(first + size, n_windows)) for first in range(0, max(n_windows, 1), size)]
+
+
+class SegmentStaging:
+    """The staged segments of one video (one result id), `count` in all."""
+
+    def __init__(self, storage: Storage, staging_uri: str, count: int):
+        self.storage, self.root, self.count = storage, staging_uri, count
+
+    def uri(self, index: int) -> str:
+        return join(self.root, f"segment-{index:05d}-of-{self.count:05d}.npz")
+
+    def staged(self) -> set[int]:
+        """Indices of the segments staged under this segmentation (files of another one are ignored)."""
+        found = (_NAME.search(uri) for uri in self.storage.list_prefix(self.root + "/"))
+        return {int(m.group(1)) for m in found if m and int(m.group(2)) == self.count}
+
+    def stage(self, index: int, waveforms: np.ndarray, info: dict) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, waveforms=np.asarray(waveforms, dtype=np.float32), info=np.array(json.dumps(info)))
+        self.storage.write_bytes(self.uri(index), buffer.getvalue())
+
+    def load(self, index: int) -> tuple[np.ndarray, dict]:
+        with np.load(io.BytesIO(self.storage.read_bytes(self.uri(index)))) as archive:
+            return archive["waveforms"], json.loads(str(archive["info"]))
+
+    def claim(self, token: str) -> bool:
+        """True for exactly one claimant of the video's publication: the first to create the claim, or that same
+        claimant again (a retried batch on a new actor)."""
+        uri = join(self.root, CLAIM_NAME)
+        return self.storage.create_exclusive(uri, token.encode()) or self.storage.read_bytes(uri) == token.encode()
+
+    def remove(self) -> None:
+        for uri in self.storage.list_prefix(self.root + "/"):
+            self.storage.delete(uri)
+        if not is_s3(self.root):  # a local folder stays behind, empty, unless removed too
+            with contextlib.suppress(OSError):
+                Path(self.root).rmdir()
+
+
+def clear_stale_staging(storage: Storage, output_root: str, keep: set[str]) -> int:
+    """Before a run: drop every claim (the job that made it is gone) and the staging of results no input of this run
+    has (other settings, models or inputs). Returns how many staged segments were removed."""
+    removed = 0
+    for uri in storage.list_prefix(join(output_root, SEGMENTS_DIR) + "/"):
+        result = uri.rsplit("/", 2)[-2]
+        if uri.endswith("/" + CLAIM_NAME) or result not in keep:
+            storage.delete(uri)
+            removed += not uri.endswith("/" + CLAIM_NAME)
+    return removed

@@ -1,0 +1,122 @@
+"""Windows that follow the film: cuts found and respected, long videos spread over the actors in segments, a killed
+job resuming inside a long video."""
+
+import os
+import subprocess
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, dub_command, row_for, run, run_dub, tiny_overrides
+from foley.media.cuts import detect_cuts
+from foley.media.render import render_film
+from foley.pipeline.rows import row_windows
+from media_checks import decoded_audio, plays
+from processes import kill_whole_session, wait_for
+
+FPS = 25
+THREE_SHOTS = [("testsrc2", 3.0), ("smptebars", 4.0), ("mandelbrot", 3.0)]  # cuts at 3 s and 7 s
+# 60 s in three 20-s shots: 9 windows of the tiny preset, 5 segments of 2.
+LONG_FILM = [("testsrc2", 20.0), ("smptebars", 20.0), ("mandelbrot", 20.0)]
+# Lossless output, and two windows per forward pass whether a video is split or not: the same batches, so the
+# split track must equal the unsplit one exactly. (Other batch compositions change the float rounding inside
+# AudioLDM, which the tiny random models amplify; see the README.)
+SEGMENTED = [
+    "window.segment_windows=2",
+    "output.audio_codecs={.mkv: flac}",
+    "stages.map.max_forward_batch=2",
+    "stages.synthesize.max_forward_batch=2",
+]
+
+
+def cut_times(shots) -> list[float]:
+    return list(np.cumsum([seconds for _, seconds in shots])[:-1])
+
+
+def test_cuts_are_found_within_a_frame(tmp_path):
+    film = render_film(tmp_path / "film.mp4", THREE_SHOTS, 320, 180, FPS)
+    found = detect_cuts(film, threshold=10.0, width=160)
+    assert len(found) == 2
+    assert np.allclose(found, cut_times(THREE_SHOTS), atol=1 / FPS)
+
+
+def test_window_borders_fall_on_the_cuts_and_the_conditions_change_there(tmp_path, tiny_config, decode_embed):
+    film = render_film(tmp_path / "film.mp4", THREE_SHOTS, 320, 180, FPS)
+    [row] = run(decode_embed, [row_for(film, tiny_config)])
+    windows = row_windows(row)
+    assert [window.shot for window in windows] == [0, 1, 2]
+    borders = [window.start_s for window in windows[1:]]
+    assert np.allclose(borders, cut_times(THREE_SHOTS), atol=1 / FPS)
+    assert all(before.end_s == after.start_s for before, after in zip(windows, windows[1:], strict=False))
+    embeddings = row["clip_embeddings"]
+    cosines = (embeddings[:-1] * embeddings[1:]).sum(axis=1)
+    assert cosines.max() < 0.999  # each window sees only its own shot
+
+    from workers.decode_embed import DecodeEmbed
+
+    one_grid = tiny_config.with_overrides("window.cuts=off")
+    [row] = run(DecodeEmbed(one_grid), [row_for(film, one_grid)])
+    assert [(w.start_s, w.end_s) for w in row_windows(row)] == [(0.0, 10.0)]
+
+
+def synthesized_windows(manifest_row: dict) -> dict[str, int]:
+    """Windows made per synthesis actor, from the manifest's segments column."""
+    counts: dict[str, int] = {}
+    for segment in manifest_row["segments"]:
+        counts[segment["synthesize_worker"]] = counts.get(segment["synthesize_worker"], 0) + segment["windows"]
+    return counts
+
+
+@pytest.mark.slow
+def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models):
+    render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
+    overrides = tiny_overrides(tiny_models, tmp_path / "cache")
+    two_actors = ["stages.synthesize.concurrency=2", "stages.synthesize.batch_size=1"]
+    split = run_dub(tmp_path / "in", tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
+    assert split.returncode == 0, split.stdout + split.stderr
+    [row] = pq.read_table(tmp_path / "split/_manifest/manifest.parquet").to_pylist()
+    assert row["n_windows"] == 9 and len(row["segments"]) == 5
+    counts = synthesized_windows(row)
+    assert len(counts) == 2 and max(counts.values()) <= 0.6 * 9, counts
+    assert not (tmp_path / "split" / "_segments").exists() or not any((tmp_path / "split" / "_segments").iterdir())
+
+    whole = run_dub(tmp_path / "in", tmp_path / "whole", [*overrides, *SEGMENTED, "window.segment_windows=100"])
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    [unsplit] = pq.read_table(tmp_path / "whole/_manifest/manifest.parquet").to_pylist()
+    assert unsplit["segments"] is None and unsplit["config_hash"] == row["config_hash"]
+    a, b = decoded_audio(tmp_path / "split/film.mkv"), decoded_audio(tmp_path / "whole/film.mkv")
+    assert len(a) == len(b) and np.array_equal(a, b), float(np.max(np.abs(a - b)))
+
+
+@pytest.mark.slow
+def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models):
+    render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED]
+    out = tmp_path / "out"
+    staged = lambda: sorted((out / "_segments").rglob("segment-*.npz")) if (out / "_segments").exists() else []  # noqa: E731
+    with open(tmp_path / "first-run.log", "w") as log:
+        job = subprocess.Popen(
+            dub_command(tmp_path / "in", out, overrides),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | {"RAY_ADDRESS": ""},
+        )
+    try:
+        wait_for(lambda: len(staged()) >= 3 or job.poll() is not None, 400, "3 of 5 segments staged")
+    finally:
+        kill_whole_session(job.pid)
+        job.wait()
+    kept = len(staged())
+    assert 3 <= kept < 5, (tmp_path / "first-run.log").read_text()[-3000:]
+
+    result = run_dub(tmp_path / "in", out, overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [row] = pq.read_table(out / "_manifest/manifest.parquet").to_pylist()
+    assert row["status"] == "ok" and plays(out / "film.mkv")
+    made_by = Counter(segment["run_id"] for segment in row["segments"])
+    assert sorted(made_by.values()) == [5 - kept, kept], made_by  # the re-run made only the missing segments
+    assert not staged()
