@@ -18,17 +18,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from PIL import Image  # noqa: E402
 from scipy.signal import spectrogram  # noqa: E402
 
 from foley.media.probe import decode_audio  # noqa: E402
 from foley.media.windows import Window  # noqa: E402
 
 SAMPLE_RATE = 16000  # AudioLDM's rate: the generated track holds nothing above 8 kHz
+FFT_SIZE = 256  # 16 ms
+FRAMES_PER_COLUMN = 4  # 64 ms per column of the image
+PALETTE_COLOURS = 64
 
 
 def plot(audio: np.ndarray, windows: list[Window], title: str) -> bytes:
-    frequencies, times, power = spectrogram(audio, fs=SAMPLE_RATE, nperseg=512, noverlap=384)
-    figure, axis = plt.subplots(figsize=(10, 3.2))
+    frequencies, times, power = spectrogram(audio, fs=SAMPLE_RATE, nperseg=FFT_SIZE, noverlap=0)
+    columns = power.shape[1] // FRAMES_PER_COLUMN * FRAMES_PER_COLUMN  # averaged in time: a small, legible image
+    power = power[:, :columns].reshape(len(frequencies), -1, FRAMES_PER_COLUMN).mean(axis=2)
+    times = times[:columns].reshape(-1, FRAMES_PER_COLUMN).mean(axis=1)
+    figure, axis = plt.subplots(figsize=(9, 2.8))
     axis.pcolormesh(times, frequencies / 1000, 10 * np.log10(power + 1e-10), shading="auto", cmap="magma")
     for index, window in enumerate(windows):
         if index and window.shot != windows[index - 1].shot:
@@ -37,9 +44,10 @@ def plot(audio: np.ndarray, windows: list[Window], title: str) -> bytes:
             axis.axvline(window.start_s, color="white", linestyle="--", linewidth=1)
     axis.set(xlabel="seconds", ylabel="kHz", title=title)
     axis.legend(loc="upper right")
-    sink = io.BytesIO()
-    figure.savefig(sink, format="png", dpi=110, bbox_inches="tight")
+    rendered, sink = io.BytesIO(), io.BytesIO()
+    figure.savefig(rendered, format="png", dpi=80, bbox_inches="tight")
     plt.close(figure)
+    Image.open(rendered).quantize(PALETTE_COLOURS).save(sink, format="png", optimize=True)  # a fifth of the bytes
     return sink.getvalue()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hidden hub download must fail fast, never hang CI
@@ -127,3 +128,8 @@ def row_for(path: Path, config, output: Path | None = None, relative: str | None
 
 def run(stage, rows):
     return rows_of(stage(batch_of(rows)))
+
+
+def one_window(duration_s: float) -> str:
+    """The `windows` column of a video short enough for one window (rows built by hand for the Mux stage)."""
+    return json.dumps([{"start_s": 0.0, "end_s": duration_s, "shot": 0}])

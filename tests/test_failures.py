@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, dub_command, run_dub, tiny_overrides
+from conftest import ROOT, dub_command, one_window, run_dub, tiny_overrides
 from foley.media.render import render_test_video
 from media_checks import decoded_audio, plays, streams, video_packets_md5
 from processes import alive, cmdline, kill_session, kill_whole_session, session_processes, wait_for
@@ -111,6 +111,7 @@ def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config,
     row.update(
         duration_s=4.0,
         n_windows=1,
+        windows=one_window(4.0),
         sample_rate=16000,
         has_audio=True,
         local_path=str(video),

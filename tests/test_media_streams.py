@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_dub, tiny_overrides
+from conftest import one_window, run_dub, tiny_overrides
 from foley.media.frames import FrameSampler, quarter_turns_left
 from foley.media.probe import DIGITAL_SILENCE_DBFS, _rate, probe
 from foley.media.render import render_test_video
@@ -74,9 +74,11 @@ def publish(config, video: Path, out: Path, has_audio: bool = False) -> dict:
     """The Mux stage's publish step for one video, with a second of generated noise per second of video."""
     row = new_row(InputItem(str(video), video.name), str(out / video.name), config, DUB)
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, (1, WINDOW_SAMPLES)).astype(np.float32)
+    duration = probe(video, measure_audio=False).duration_s
     row.update(
-        duration_s=probe(video, measure_audio=False).duration_s,
+        duration_s=duration,
         n_windows=1,
+        windows=one_window(duration),
         sample_rate=SAMPLE_RATE,
         has_audio=has_audio,
         local_path=str(video),
@@ -202,7 +204,7 @@ def test_a_misnamed_file_is_converted_noted_or_failed_clearly(tmp_path, tiny_con
     h264_webm = tmp_path / "in" / "h264.webm"
     h264_webm.write_bytes(mp4.read_bytes())
     row = new_row(InputItem(str(h264_webm), h264_webm.name), str(tmp_path / "out" / "h264.webm"), tiny_config, DUB)
-    row.update(duration_s=2.0, n_windows=1, sample_rate=SAMPLE_RATE, local_path=str(h264_webm))
+    row.update(duration_s=2.0, n_windows=1, windows=one_window(2.0), sample_rate=SAMPLE_RATE, local_path=str(h264_webm))
     row["waveforms"] = np.zeros((1, WINDOW_SAMPLES), np.float32)
     [result] = rows_of(Mux(tiny_config, str(tmp_path / "out"))(batch_of([row])))
     assert result["status"] == "failed" and str(h264_webm) in result["error"]
@@ -282,8 +284,8 @@ def test_rotated_videos_reach_clip_upright_and_keep_their_rotation(tmp_path, tin
     [expected] = decode_embed.decode_window_frames(upright, upright_info, windows)
     assert frames.shape == expected.shape and frames.shape[1] > frames.shape[2]
     unrotated = decord.VideoReader(str(source), width=frames.shape[2], height=frames.shape[1])  # squeezed
-    [(start, end)] = windows
-    same_moments = FrameSampler.for_reader(unrotated, probe(source)).indices(start, end, len(frames))
+    [window] = windows
+    same_moments = FrameSampler.for_reader(unrotated, probe(source)).indices(window.start_s, window.end_s, len(frames))
     unturned = unrotated.get_batch(same_moments).asnumpy()
     assert _mean_difference(frames, expected) < 8
     assert _mean_difference(frames, expected) < _mean_difference(frames, unturned) / 5
@@ -317,7 +319,8 @@ def test_variable_frame_rate_videos_are_sampled_at_their_timestamps(tmp_path, ti
     row = new_row(InputItem(str(video), video.name), "o.mp4", tiny_config, DUB)
     path, info = decode_embed.probe_input(row)
     windows = decode_embed.plan_windows(path, info)
-    [(start, end)] = windows
+    [window] = windows
+    start, end = window.start_s, window.end_s
     per_window = tiny_config.window.frames
     wanted = [start + (i + 0.5) * (end - start) / per_window for i in range(per_window)]
     on_screen = [max(i for i in range(len(reader)) if starts[i] <= t) for t in wanted]  # last frame started by t

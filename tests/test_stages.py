@@ -1,12 +1,10 @@
 """Each stage on its own, called the way Ray Data calls it (a numpy batch of video rows)."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import row_for, run
+from conftest import one_window, row_for, run
 from foley.media.render import render_test_video
 from foley.media.windows import frame_indices, window_bounds_s
 from foley.pipeline.kinds import DUB
@@ -104,7 +102,7 @@ def test_mux_copies_the_video_stream_and_fits_the_audio(tmp_path, tiny_config):
     row.update(
         duration_s=7.3,
         n_windows=1,
-        windows=json.dumps([{"start_s": 0.0, "end_s": 7.3, "shot": 0}]),
+        windows=one_window(7.3),
         sample_rate=16000,
         local_path=str(video),
         waveforms=np.random.default_rng(0).uniform(-0.5, 0.5, (1, 163840)).astype(np.float32),
@@ -138,7 +136,7 @@ def test_mux_can_reencode_the_video_when_asked(tmp_path, tiny_config):
     row.update(
         duration_s=2.0,
         n_windows=1,
-        windows=json.dumps([{"start_s": 0.0, "end_s": 2.0, "shot": 0}]),
+        windows=one_window(2.0),
         sample_rate=16000,
         local_path=str(video),
         waveforms=np.zeros((1, 163840), np.float32),

@@ -228,7 +228,8 @@ def _run(command, source_path: Path, output_path: Path, options: list[str], trac
     source = str(inputs.index(str(source_path)))
     at = args.index(str(output_path))
     args[at:at] = [*options, "-map_metadata", source, "-map_chapters", source]
-    result = subprocess.run(args, input=np.ascontiguousarray(track, dtype="<f4").tobytes(), capture_output=True)
+    samples = memoryview(np.ascontiguousarray(track, dtype="<f4"))  # the track itself, not a copy of its bytes
+    result = subprocess.run(args, input=samples.cast("B"), capture_output=True)
     if result.returncode != 0:
         reason = ffmpeg_reason(ffmpeg.Error("ffmpeg", result.stdout, result.stderr))
         raise MediaError(f"muxing failed (ffmpeg: {reason})")
