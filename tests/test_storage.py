@@ -112,3 +112,25 @@ def test_errors_name_the_object_and_never_the_secret(bucket):
     assert FAKE_SECRET not in str(caught.value)
     clone = pickle.loads(pickle.dumps(storage))  # Ray ships stages' storage to workers: no client, no secrets
     assert clone._client is None and FAKE_SECRET.encode() not in pickle.dumps(storage)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_video_is_claimed_for_publication_exactly_once(where, tmp_path, request):
+    """Of the segments racing to publish their video, exactly one wins; the winner's retried batch wins again."""
+    import concurrent.futures
+
+    from foley.pipeline.segments import SegmentStaging
+
+    if where == "s3":
+        name, storage = request.getfixturevalue("bucket")
+        root = f"s3://{name}/out/_segments/result"
+    else:
+        storage, root = Storage(StorageConfig()), str(tmp_path / "_segments" / "result")
+    staging = SegmentStaging(storage, root, count=8)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda segment: staging.claim(f"run/{segment}"), range(8)))
+    assert won.count(True) == 1
+    winner = won.index(True)
+    assert staging.claim(f"run/{winner}") and not staging.claim(f"run/{(winner + 1) % 8}")
+    staging.remove()
+    assert not storage.list_prefix(root + "/")

@@ -93,8 +93,7 @@ class DecodeEmbed:
             )
             return [row]
         windows = self.plan_windows(path, info)
-        row["windows"] = json.dumps([window.as_dict() for window in windows])
-        row["n_windows"] = len(windows)
+        record_windows(row, windows)
         ranges = segment_ranges(len(windows), self.segment_windows)
         staged = SegmentStaging(self.storage, str(row["staging_uri"]), len(ranges)).staged() if ranges[1:] else set()
         todo = [index for index in range(len(ranges)) if index not in staged]
@@ -211,6 +210,11 @@ class DecodeEmbed:
                 f"decord cannot read its {info.video_codec} video stream ({_first_line(exc)}); "
                 "re-encode it (e.g. to H.264) or check that the file is complete"
             ) from None
+
+
+def record_windows(row: dict, windows: list[Window]) -> None:
+    row["windows"] = json.dumps([window.as_dict() for window in windows])
+    row["n_windows"] = len(windows)
 
 
 def _first_line(exc: Exception) -> str:

@@ -98,7 +98,7 @@ class TrackBuilder:
 
 def normalize_peak(track: np.ndarray, peak_dbfs: float | None) -> np.ndarray:
     """Scale so the loudest sample sits at `peak_dbfs`, in place; a silent track stays silent."""
-    peak = float(np.max(np.abs(track))) if track.size else 0.0
+    peak = max(float(track.max()), -float(track.min())) if track.size else 0.0  # no |track| copy of an hour
     if peak_dbfs is not None and peak > 0.0:
         track *= np.float32(10 ** (peak_dbfs / 20) / peak)
     return track

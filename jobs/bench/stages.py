@@ -16,7 +16,7 @@ from foley.config import FoleyConfig
 from foley.pipeline.kinds import DUB
 from foley.pipeline.rows import batch_of, new_row, rows_of
 from foley.storage.inputs import InputItem
-from workers.decode_embed import DecodeEmbed
+from workers.decode_embed import DecodeEmbed, record_windows
 from workers.map import Map
 from workers.mux import Mux
 from workers.synthesize import Synthesize
@@ -46,7 +46,7 @@ def _decode(instance: DecodeEmbed, rows: list[dict]) -> list[tuple[dict, list[np
     for row in rows:
         path, info = instance.probe_input(row)
         windows = instance.plan_windows(path, info)
-        row["n_windows"] = len(windows)
+        record_windows(row, windows)
         outputs.append((row, list(instance.decode_window_frames(path, info, windows))))
     return outputs
 
