@@ -94,6 +94,11 @@ class DecodeEmbed:
             return [row]
         windows = self.plan_windows(path, info)
         record_windows(row, windows)
+        return self.segment_rows(row, path, info, windows)
+
+    def segment_rows(self, row: dict, path: Path, info: VideoInfo, windows: list[Window]) -> list[dict]:
+        """One row per segment an earlier run has not staged yet, with its windows' CLIP embeddings (only those
+        windows are decoded); a video short enough is one segment."""
         ranges = segment_ranges(len(windows), self.segment_windows)
         staged = SegmentStaging(self.storage, str(row["staging_uri"]), len(ranges)).staged() if ranges[1:] else set()
         todo = [index for index in range(len(ranges)) if index not in staged]
