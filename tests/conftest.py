@@ -73,6 +73,20 @@ def run_dub(input_root, output_root, overrides, *extra, checkout: Path = ROOT) -
     )
 
 
+def start_dub(input_root, output_root, overrides, log_path: Path) -> subprocess.Popen:
+    """Start the job in the background, in a session of its own with its own local Ray (so that a test can kill
+    all of it at once), its output going to `log_path`."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            dub_command(input_root, output_root, overrides),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | {"RAY_ADDRESS": ""},
+        )
+
+
 FAKE_SECRET = "test-secret-never-printed-7d1c"
 
 

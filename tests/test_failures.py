@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, dub_command, one_window, run_dub, tiny_overrides
+from conftest import ROOT, dub_command, one_window, run_dub, start_dub, tiny_overrides
 from foley.media.render import render_test_video
 from media_checks import decoded_audio, plays, streams, video_packets_md5
 from processes import alive, cmdline, kill_session, kill_whole_session, session_processes, wait_for
@@ -156,15 +156,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
         render_test_video(tmp_path / "in" / name, 12.0, 160, 120, 25)
     overrides = tiny_overrides(tiny_models, tmp_path / "cache")
     out = tmp_path / "out"
-    with open(tmp_path / "first-run.log", "w") as log:
-        job = subprocess.Popen(
-            dub_command(tmp_path / "in", out, overrides),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=os.environ | {"RAY_ADDRESS": ""},
-        )
+    job = start_dub(tmp_path / "in", out, overrides, tmp_path / "first-run.log")
     try:
 
         def some_row_recorded():

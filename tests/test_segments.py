@@ -1,15 +1,14 @@
 """Windows that follow the film: cuts found and respected, long videos spread over the actors in segments, a killed
 job resuming inside a long video."""
 
-import os
-import subprocess
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, dub_command, row_for, run, run_dub, tiny_overrides
+from conftest import row_for, run, run_dub, start_dub, tiny_overrides
 from foley.media.cuts import detect_cuts
 from foley.media.render import render_film
 from foley.pipeline.rows import row_windows
@@ -95,16 +94,11 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models):
     render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED]
     out = tmp_path / "out"
-    staged = lambda: sorted((out / "_segments").rglob("segment-*.npz")) if (out / "_segments").exists() else []  # noqa: E731
-    with open(tmp_path / "first-run.log", "w") as log:
-        job = subprocess.Popen(
-            dub_command(tmp_path / "in", out, overrides),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=os.environ | {"RAY_ADDRESS": ""},
-        )
+
+    def staged() -> list[Path]:
+        return sorted((out / "_segments").rglob("segment-*.npz"))
+
+    job = start_dub(tmp_path / "in", out, overrides, tmp_path / "first-run.log")
     try:
         wait_for(lambda: len(staged()) >= 3 or job.poll() is not None, 400, "3 of 5 segments staged")
     finally:
