@@ -48,13 +48,18 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
-def kill_whole_session(sid: int, timeout: float = 30) -> None:
-    """SIGKILL every process of the session, again and again, until none is left (one forked meanwhile too)."""
+def kill_until_gone(living, timeout: float, what: str) -> None:
+    """SIGKILL the processes `living()` returns, again and again, until it returns none (one forked meanwhile too)."""
     deadline = time.monotonic() + timeout
-    while living := [process for process in session_processes(sid) if alive(process)]:
+    while processes := living():
         if time.monotonic() > deadline:
-            raise AssertionError(f"processes survived the kill: {[cmdline(p) for p in living]}")
-        for process in living:
+            raise AssertionError(f"{what} survived the kill: {[cmdline(p) for p in processes]}")
+        for process in processes:
             with contextlib.suppress(psutil.Error):
                 process.kill()
         time.sleep(0.1)
+
+
+def kill_whole_session(sid: int, timeout: float = 30) -> None:
+    """Every process of the session, whatever its process group."""
+    kill_until_gone(lambda: [process for process in session_processes(sid) if alive(process)], timeout, "processes")

@@ -20,7 +20,7 @@ import pytest
 from conftest import FAKE_SECRET, ROOT
 from foley.media.render import render_test_video
 from media_checks import plays, stream_duration, streams, video_packets_md5
-from processes import alive
+from processes import alive, kill_until_gone
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -107,14 +107,7 @@ def _head_processes(sid: int) -> list[psutil.Process]:
 def stop_head(sid: int, timeout: float = 60) -> None:
     """What `ray stop --force` does (SIGKILL), but only to this head's processes: `ray stop` would kill every
     Ray process on the machine by name, other people's clusters included."""
-    deadline = time.monotonic() + timeout
-    while living := _head_processes(sid):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the head's processes survived: {[p.pid for p in living]}")
-        for process in living:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        time.sleep(0.2)
+    kill_until_gone(lambda: _head_processes(sid), timeout, "the head's processes")
 
 
 @pytest.fixture
