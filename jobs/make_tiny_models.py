@@ -1,6 +1,9 @@
 """Write the tiny random-weight models that configs/tiny.yaml uses, in each library's native format.
 
 python -m jobs.make_tiny_models [--output models/tiny]
+
+Also an original-format AudioLDM checkpoint (audioldm-original.ckpt), from which the CLAP folder (clap/) and
+AudioLDM's text encoder both come, as for the real models (`python -m jobs.convert_audioldm_clap` reads it too).
 """
 
 from __future__ import annotations

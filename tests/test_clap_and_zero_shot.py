@@ -3,13 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from foley.config import ClapConfig, StorageConfig
-from foley.models.clap import load_clap_audio_encoder, read_clap_checkpoint, text_branch_config
+from foley.models.clap import load_clap_audio_encoder, read_clap_weights, text_branch_config
 from foley.storage.store import Storage
+from foley.testing.random_models import TINY_CLAP_DIM
 
 
-def test_a_laion_clap_checkpoint_loads_offline_from_a_local_path(tiny_models, monkeypatch):
+def test_audioldm_clap_loads_offline_from_a_local_folder(tiny_models, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     encoder = load_clap_audio_encoder(
         ClapConfig(checkpoint=str(tiny_models["clap"])), Storage(StorageConfig()), torch.device("cpu")
@@ -23,13 +25,15 @@ def test_a_laion_clap_checkpoint_loads_offline_from_a_local_path(tiny_models, mo
 
 
 def test_the_text_branch_geometry_comes_from_the_checkpoint(tiny_models):
-    config = text_branch_config(read_clap_checkpoint(tiny_models["clap"]))
+    config = text_branch_config(read_clap_weights(tiny_models["clap"], ClapConfig(checkpoint=str(tiny_models["clap"]))))
     assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (768, 1, 64)
 
 
-def test_a_laion_clap_checkpoint_loads_from_s3(tiny_models, bucket, tmp_path):
+def test_a_released_laion_clap_checkpoint_loads_from_s3(tiny_models, bucket, tmp_path):
     name, storage = bucket
-    storage.publish(tiny_models["clap"], f"s3://{name}/models/clap.pt")
+    state = load_file(tiny_models["clap"] / "clap.safetensors")
+    torch.save({"epoch": 0, "state_dict": {f"module.{key}": t for key, t in state.items()}}, tmp_path / "clap.pt")
+    storage.publish(tmp_path / "clap.pt", f"s3://{name}/models/clap.pt")
     storage = Storage(StorageConfig(endpoint_url=storage.config.endpoint_url, cache_dir=str(tmp_path)))
     encoder = load_clap_audio_encoder(
         ClapConfig(checkpoint=f"s3://{name}/models/clap.pt"), storage, torch.device("cpu")
@@ -71,5 +75,5 @@ def test_the_map_stage_uses_zero_shot_when_no_checkpoint_is_configured(tiny_conf
     row = new_row(InputItem("a.mp4", "a.mp4"), "out.mp4", config, DUB)
     row["clip_embeddings"] = torch.nn.functional.normalize(torch.randn(3, 64), dim=-1).numpy()
     [result] = rows_of(Map(config)(batch_of([row])))
-    assert result["status"] == "pending" and result["clap_embeddings"].shape == (3, 64)
+    assert result["status"] == "pending" and result["clap_embeddings"].shape == (3, TINY_CLAP_DIM)
     assert result["mapper_model"] == "zero-shot:vggsound.txt"

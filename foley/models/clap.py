@@ -1,22 +1,31 @@
-"""laion_clap's CLAP audio encoder (the mapper's training targets), loaded with no hub access.
+"""AudioLDM's own CLAP (laion_clap's module, both branches), loaded with no hub access and no unpickled code.
+
+AudioLDM is conditioned on the CLAP stored inside its original checkpoint (`cond_stage_model.model.*`, in
+laion_clap's layout); diffusers' AudioLDM keeps only its text branch. `convert_audioldm_clap` copies that CLAP once
+into a folder (clap.safetensors + clap.json), so that audio embedded here (the mapper's targets, reference sounds,
+candidate scores) lies in the space AudioLDM reads. A released laion_clap `.pt` checkpoint still loads too.
 
 `laion_clap.CLAP_Module` builds its RoBERTa text branch with `RobertaModel.from_pretrained('roberta-base')` and
 its tokenizer with `RobertaTokenizer.from_pretrained('roberta-base')`, both hub downloads. Here the text branch
 is built from a `RobertaConfig` whose geometry is read off the checkpoint itself (the checkpoint then sets every
-weight), and the tokenizer is a local byte-level one, since this project embeds only audio with laion_clap. The
-checkpoint is read with `torch.load(weights_only=True)`, not with laion_clap's own loader, which unpickles
+weight), and the tokenizer is a local byte-level one, since this project embeds only audio with laion_clap.
+Checkpoints are read with `torch.load(weights_only=True)`, never with laion_clap's own loader, which unpickles
 arbitrary objects.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import pickle
 import re
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import RobertaConfig, RobertaModel
 
 from foley.config import ClapConfig
@@ -25,10 +34,32 @@ from foley.models.weights import local_weights
 from foley.storage.store import Storage
 
 POSITION_IDS = "text_branch.embeddings.position_ids"
+AUDIOLDM_CLAP_PREFIX = "cond_stage_model.model."
+WEIGHTS_FILE, INFO_FILE = "clap.safetensors", "clap.json"
+CONVERTED_FORMAT = "laion_clap-state-dict"
+CONVERT_COMMAND = "python -m jobs.convert_audioldm_clap"
+
+
+class RefusedCheckpoint(pickle.UnpicklingError):
+    """A file that a weights-only load cannot read. It is never unpickled in full: that could run code in it."""
+
+
+def load_weights_only(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError) as exc:
+        # torch's message goes on to suggest unpickling in full; keep only what blocked the load.
+        match = re.search(r"WeightsUnpickler error:\s*([^\n]+?)(?:\. Please use|\n|$)", str(exc))
+        reason = match.group(1) if match else f"{type(exc).__name__} {exc}".strip()
+        raise RefusedCheckpoint(
+            f"{path}: Weights only load failed ({reason}). The file is refused: it is never unpickled in full, "
+            "since that could run code hidden in it"
+        ) from None
 
 
 def read_clap_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    """A laion_clap checkpoint as LAION releases it ({'state_dict': {'module.*': tensor}})."""
+    checkpoint = load_weights_only(path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path} is not a laion_clap checkpoint (no state_dict of tensors)")
@@ -37,18 +68,95 @@ def read_clap_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_audioldm_clap(path: Path) -> dict[str, torch.Tensor]:
+    """The CLAP inside an original AudioLDM checkpoint, in laion_clap's layout; its UNet, VAE etc. are left out."""
+    checkpoint = load_weights_only(path)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
+    clap = {
+        key.removeprefix(AUDIOLDM_CLAP_PREFIX): value
+        for key, value in state.items()
+        if isinstance(key, str) and key.startswith(AUDIOLDM_CLAP_PREFIX)
+    }
+    if not clap:
+        raise ValueError(f"{path} is not an AudioLDM checkpoint: no {AUDIOLDM_CLAP_PREFIX}* keys")
+    clap.pop(POSITION_IDS, None)
+    return clap
+
+
+def convert_audioldm_clap(
+    checkpoint: Path, folder: Path, audio_model: str = "HTSAT-tiny", source_name: str | None = None
+) -> dict:
+    """Write the CLAP of an original AudioLDM checkpoint as `folder`/clap.safetensors + clap.json (returned).
+    `source_name`: the checkpoint's name where it came from, if `checkpoint` is a local copy."""
+    state = read_audioldm_clap(checkpoint)
+    with checkpoint.open("rb") as file:
+        sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+    info = {
+        "format": CONVERTED_FORMAT,
+        "audio_model": audio_model,
+        "enable_fusion": False,
+        "source_checkpoint": source_name or checkpoint.name,
+        "source_sha256": sha256,
+        "keys": len(state),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in state.items()}, str(folder / WEIGHTS_FILE))
+    (folder / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def read_converted_clap(folder: Path, config: ClapConfig) -> dict[str, torch.Tensor]:
+    """A folder written by convert_audioldm_clap, holding the CLAP that `config` describes."""
+    if not (folder / WEIGHTS_FILE).is_file() or not (folder / INFO_FILE).is_file():
+        raise ValueError(
+            f"clap.checkpoint {config.checkpoint}: the folder lacks {WEIGHTS_FILE} or {INFO_FILE}; "
+            f"make it with `{CONVERT_COMMAND}`"
+        )
+    info = json.loads((folder / INFO_FILE).read_text())
+    if info.get("format") != CONVERTED_FORMAT:
+        raise ValueError(
+            f"clap.checkpoint {config.checkpoint}: {INFO_FILE} names format {info.get('format')!r}, "
+            f"not {CONVERTED_FORMAT!r}"
+        )
+    for key in ("audio_model", "enable_fusion"):
+        if info.get(key) != getattr(config, key):
+            raise ValueError(
+                f"clap.checkpoint {config.checkpoint} holds a CLAP with {key} {info.get(key)!r}, "
+                f"but clap.{key} is {getattr(config, key)!r}"
+            )
+    return load_file(str(folder / WEIGHTS_FILE))
+
+
+def read_clap_weights(path: Path, config: ClapConfig) -> dict[str, torch.Tensor]:
+    """A folder made by convert_audioldm_clap, or a laion_clap .pt file; anything else is refused unread."""
+    if path.is_dir():
+        return read_converted_clap(path, config)
+    if path.is_file() and path.suffix == ".pt":
+        return read_clap_checkpoint(path)
+    if not path.exists():
+        raise FileNotFoundError(f"clap.checkpoint {config.checkpoint}: no such file or folder")
+    raise ValueError(
+        f"clap.checkpoint {config.checkpoint} is neither a folder made by `{CONVERT_COMMAND}` "
+        f"({WEIGHTS_FILE} + {INFO_FILE}) nor a laion_clap .pt file"
+    )
+
+
 def text_branch_config(state: dict[str, torch.Tensor]):
     """The RoBERTa geometry a checkpoint's text branch was trained with, read from its weight shapes."""
     vocab_size, hidden = state["text_branch.embeddings.word_embeddings.weight"].shape
-    layers = {int(match.group(1)) for key in state
-              if (match := re.match(r"text_branch\.encoder\.layer\.(\d+)\.", key))}
+    layers = {int(match.group(1)) for key in state if (match := re.match(r"text_branch\.encoder\.layer\.(\d+)\.", key))}
     return RobertaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=len(layers),
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=len(layers),
         num_attention_heads=max(1, hidden // 64),
         intermediate_size=state["text_branch.encoder.layer.0.intermediate.dense.weight"].shape[0],
         max_position_embeddings=state["text_branch.embeddings.position_embeddings.weight"].shape[0],
         type_vocab_size=state["text_branch.embeddings.token_type_embeddings.weight"].shape[0],
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
     )
 
 
@@ -59,9 +167,10 @@ def offline_text_branch(text_config):
     from laion_clap import hook  # noqa: PLC0415
     from laion_clap.clap_module import model as clap_model  # noqa: PLC0415
 
-
-    with mock.patch.object(clap_model.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)), \
-            mock.patch.object(hook.RobertaTokenizer, "from_pretrained", lambda *_, **__: byte_level_tokenizer()):
+    with (
+        mock.patch.object(clap_model.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)),
+        mock.patch.object(hook.RobertaTokenizer, "from_pretrained", lambda *_, **__: byte_level_tokenizer()),
+    ):
         yield
 
 
@@ -69,8 +178,9 @@ def build_clap_module(config: ClapConfig, text_config, device: torch.device):
     import laion_clap  # noqa: PLC0415 - see offline_text_branch
 
     with offline_text_branch(text_config):
-        return laion_clap.CLAP_Module(enable_fusion=config.enable_fusion, device=device, amodel=config.audio_model,
-                                      tmodel="roberta")
+        return laion_clap.CLAP_Module(
+            enable_fusion=config.enable_fusion, device=device, amodel=config.audio_model, tmodel="roberta"
+        )
 
 
 class ClapAudioEncoder:
@@ -98,10 +208,7 @@ class ClapAudioEncoder:
 
 
 def load_clap_audio_encoder(config: ClapConfig, storage: Storage, device: torch.device) -> ClapAudioEncoder:
-    path = Path(local_weights(config.checkpoint, storage))
-    if not path.is_file():
-        raise FileNotFoundError(f"clap.checkpoint {config.checkpoint}: no such file")
-    state = read_clap_checkpoint(path)
+    state = read_clap_weights(Path(local_weights(config.checkpoint, storage)), config)
     module = build_clap_module(config, text_branch_config(state), device)
     module.model.load_state_dict(state, strict=True)
     module.eval()

@@ -9,6 +9,7 @@ benchmark, since speed does not depend on weight values. Random weights make noi
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import open_clip
@@ -24,11 +25,42 @@ from transformers import (
 )
 
 from foley.config import ClapConfig
-from foley.models.clap import build_clap_module
+from foley.models.clap import (
+    AUDIOLDM_CLAP_PREFIX,
+    build_clap_module,
+    convert_audioldm_clap,
+    read_audioldm_clap,
+    text_branch_config,
+)
 from foley.models.mapper import MapperSpec, V2AMapper, save_mapper
 from foley.models.tokenizers import byte_level_tokenizer
 
-TINY_EMBED_DIM = 64
+TINY_EMBED_DIM = 64  # CLIP's
+TINY_CLAP_DIM = 512  # laion_clap's joint embedding with HTSAT-tiny, as in AudioLDM's CLAP
+# laion_clap fixes the text width at 768; one layer and a byte-level vocabulary keep the tiny one small.
+TINY_CLAP_TEXT = RobertaConfig(
+    vocab_size=len(byte_level_tokenizer()),
+    hidden_size=768,
+    num_hidden_layers=1,
+    num_attention_heads=12,
+    intermediate_size=64,
+    max_position_embeddings=80,
+    type_vocab_size=1,
+    pad_token_id=1,
+    layer_norm_eps=1e-5,
+)
+# RoBERTa-base, the text branch of AudioLDM's CLAP.
+FULL_CLAP_TEXT = RobertaConfig(
+    vocab_size=50265,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    pad_token_id=1,
+    layer_norm_eps=1e-5,
+)
 
 
 def save_tiny_clip(folder: Path, embed_dim: int = TINY_EMBED_DIM, seed: int = 0) -> Path:
@@ -48,8 +80,68 @@ def save_tiny_clip(folder: Path, embed_dim: int = TINY_EMBED_DIM, seed: int = 0)
     return folder
 
 
-def save_tiny_audioldm(folder: Path, clap_dim: int = TINY_EMBED_DIM, seed: int = 0) -> Path:
-    """A diffusers AudioLDMPipeline folder (save_pretrained) with tiny widths and the real audio geometry."""
+def save_tiny_audioldm_checkpoint(path: Path, seed: int = 0, text_config: RobertaConfig = TINY_CLAP_TEXT) -> Path:
+    """An original AudioLDM checkpoint as its authors save it (Lightning's {'state_dict': ...}): a random laion_clap
+    CLAP (HTSAT-tiny audio branch, `text_config` text branch) under cond_stage_model.model.*, and a few random
+    tensors standing in for the UNet and VAE, which a conversion of the CLAP must leave out."""
+    torch.manual_seed(seed)
+    module = build_clap_module(ClapConfig(), text_config, torch.device("cpu"))
+    state = {f"{AUDIOLDM_CLAP_PREFIX}{name}": tensor for name, tensor in module.model.state_dict().items()}
+    # the released checkpoints carry this buffer (saved by an older transformers); a conversion drops it
+    position_ids = torch.arange(text_config.max_position_embeddings)[None]
+    state[f"{AUDIOLDM_CLAP_PREFIX}text_branch.embeddings.position_ids"] = position_ids
+    state |= {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.randn(16, 8, 3, 3),
+        "model.diffusion_model.out.2.weight": torch.randn(8, 16, 3, 3),
+        "first_stage_model.encoder.conv_in.weight": torch.randn(8, 1, 3, 3),
+        "first_stage_model.quant_conv.weight": torch.randn(16, 16, 1, 1),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "epoch": 0, "global_step": 0}, path)
+    return path
+
+
+# diffusers' scripts/convert_original_audioldm_to_diffusers.py: laion_clap names -> ClapTextModelWithProjection's
+TEXT_ENCODER_NAMES = {
+    "text_branch.": "text_model.",
+    "text_projection.0.": "text_projection.linear1.",
+    "text_projection.2.": "text_projection.linear2.",
+}
+
+
+def clap_text_encoder(clap: dict[str, torch.Tensor]) -> ClapTextModelWithProjection:
+    """The text branch of AudioLDM's CLAP (laion_clap layout) as diffusers' AudioLDM holds it: its `text_encoder`,
+    mapped as diffusers' conversion script maps it (text_transform and the audio branch are left out)."""
+    roberta = text_branch_config(clap)
+    config = ClapTextConfig(
+        vocab_size=roberta.vocab_size,
+        hidden_size=roberta.hidden_size,
+        num_hidden_layers=roberta.num_hidden_layers,
+        num_attention_heads=roberta.num_attention_heads,
+        intermediate_size=roberta.intermediate_size,
+        max_position_embeddings=roberta.max_position_embeddings,
+        type_vocab_size=roberta.type_vocab_size,
+        pad_token_id=roberta.pad_token_id,
+        bos_token_id=roberta.bos_token_id,
+        eos_token_id=roberta.eos_token_id,
+        layer_norm_eps=roberta.layer_norm_eps,
+        projection_dim=clap["text_projection.2.weight"].shape[0],
+    )
+    weights = {}
+    for key, value in clap.items():
+        old = next((old for old in TEXT_ENCODER_NAMES if key.startswith(old)), None)
+        if old:
+            weights[TEXT_ENCODER_NAMES[old] + key.removeprefix(old)] = value
+    model = ClapTextModelWithProjection(config)
+    # strict: every weight comes from the CLAP; only the index buffers (position and token-type ids) stay the model's
+    model.load_state_dict(dict(model.named_buffers()) | weights, strict=True)
+    return model.eval()
+
+
+def save_tiny_audioldm(folder: Path, original: Path, seed: int = 0) -> Path:
+    """A diffusers AudioLDMPipeline folder (save_pretrained) with tiny widths and the real audio geometry; its text
+    encoder is the CLAP text branch of `original` (save_tiny_audioldm_checkpoint), as in the real AudioLDM."""
+    text_encoder = clap_text_encoder(read_audioldm_clap(original))
     torch.manual_seed(seed)
     tokenizer = byte_level_tokenizer()
     unet = UNet2DConditionModel(
@@ -64,7 +156,7 @@ def save_tiny_audioldm(folder: Path, clap_dim: int = TINY_EMBED_DIM, seed: int =
         cross_attention_dim=(16, 32),
         attention_head_dim=8,
         class_embed_type="simple_projection",
-        projection_class_embeddings_input_dim=clap_dim,
+        projection_class_embeddings_input_dim=text_encoder.config.projection_dim,
         class_embeddings_concat=True,
     )
     vae = AutoencoderKL(
@@ -76,20 +168,6 @@ def save_tiny_audioldm(folder: Path, clap_dim: int = TINY_EMBED_DIM, seed: int =
         norm_num_groups=8,
         down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3,
-    )
-    text_encoder = ClapTextModelWithProjection(
-        ClapTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            max_position_embeddings=tokenizer.model_max_length + 2,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            projection_dim=clap_dim,
-        )
     )
     vocoder = SpeechT5HifiGan(
         SpeechT5HifiGanConfig(
@@ -123,7 +201,7 @@ def save_tiny_audioldm(folder: Path, clap_dim: int = TINY_EMBED_DIM, seed: int =
 def save_tiny_mapper(
     folder: Path,
     clip_dim: int = TINY_EMBED_DIM,
-    clap_dim: int = TINY_EMBED_DIM,
+    clap_dim: int = TINY_CLAP_DIM,
     variant: str = "diffusion-transformer",
     seed: int = 0,
 ) -> Path:
@@ -134,36 +212,16 @@ def save_tiny_mapper(
     return save_mapper(V2AMapper(spec), folder)
 
 
-def save_tiny_clap(path: Path, seed: int = 0) -> Path:
-    """A laion_clap checkpoint ({'state_dict': {'module.*': tensor}}, as released): HTSAT-tiny audio branch and
-    a one-layer text branch (laion_clap fixes the text width at 768)."""
-
-    torch.manual_seed(seed)
-    text_config = RobertaConfig(
-        vocab_size=len(byte_level_tokenizer()),
-        hidden_size=768,
-        num_hidden_layers=1,
-        num_attention_heads=12,
-        intermediate_size=64,
-        max_position_embeddings=80,
-        type_vocab_size=1,
-        pad_token_id=1,
-        layer_norm_eps=1e-5,
-    )
-    module = build_clap_module(ClapConfig(), text_config, torch.device("cpu"))
-    state = {f"module.{name}": tensor for name, tensor in module.model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 0, "state_dict": state}, path)
-    return path
-
-
 def save_tiny_models(root: Path) -> dict[str, Path]:
-    """Everything configs/tiny.yaml points at, under `root`."""
+    """Everything configs/tiny.yaml points at, under `root`; AudioLDM's text encoder and the CLAP folder come from
+    one original checkpoint, so the two CLAP branches share one space, as in the real models."""
+    original = save_tiny_audioldm_checkpoint(root / "audioldm-original.ckpt")
+    convert_audioldm_clap(original, root / "clap")
     return {
         "clip": save_tiny_clip(root / "clip"),
-        "audioldm": save_tiny_audioldm(root / "audioldm"),
+        "audioldm": save_tiny_audioldm(root / "audioldm", original),
         "mapper": save_tiny_mapper(root / "mapper"),
-        "clap": save_tiny_clap(root / "clap.pt"),
+        "clap": root / "clap",
     }
 
 
@@ -233,3 +291,12 @@ def save_full_mapper(folder: Path, seed: int = 0) -> Path:
     """The paper's diffusion prior: depth 12, 12 heads of 64, 512 -> 512."""
     torch.manual_seed(seed)
     return save_mapper(V2AMapper(MapperSpec()), folder)
+
+
+def save_full_clap(folder: Path, seed: int = 0) -> Path:
+    """AudioLDM s-full-v2's CLAP (HTSAT-tiny audio, RoBERTa-base text) with random weights, converted as
+    jobs.convert_audioldm_clap converts the real one (about 0.6 GB on disk)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        original = save_tiny_audioldm_checkpoint(Path(scratch) / "audioldm-original.ckpt", seed, FULL_CLAP_TEXT)
+        convert_audioldm_clap(original, folder)
+    return folder
