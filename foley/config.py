@@ -141,16 +141,68 @@ class MapperConfig(Strict):
 
 
 class ClapConfig(Strict):
-    """The laion_clap audio encoder that gives training targets (jobs.embed)."""
+    """AudioLDM's own CLAP (laion_clap): the mapper's training targets (jobs.embed), reference sounds, scores."""
 
     checkpoint: str = Field(
-        "hf://lukewys/laion_clap/630k-audioset-best.pt",
-        description="laion_clap checkpoint: local file, s3:// or hf://REPO/FILE",
+        "models/audioldm-s-full-v2-clap",
+        description="a folder (local or s3://) made by `python -m jobs.convert_audioldm_clap` from AudioLDM's "
+        "original checkpoint, or a laion_clap .pt file (local, s3:// or hf://REPO/FILE)",
     )
     audio_model: str = Field("HTSAT-tiny", description="laion_clap audio model name (AudioLDM's CLAP: HTSAT-tiny)")
     enable_fusion: bool = False
     sample_rate: int = Field(48000, description="laion_clap's input rate; audio is resampled to it")
     seconds: float = Field(10.0, gt=0, description="CLAP's input length; longer windows are centre-cropped")
+
+
+class ConditionsConfig(Strict):
+    """What every video should sound like besides what it shows: conditions composed per window in CLAP space
+    (weighted sum of unit embeddings, then normalised). Per-video values come from columns of the input list with
+    the same names; an empty cell keeps the value here."""
+
+    prompt: str | None = Field(None, description="text condition (AudioLDM's CLAP text embedding), e.g. 'seaside'")
+    prompt_weight: float = Field(0.5, ge=0, description="weight of the prompt at the start of the video")
+    prompt_weight_end: float | None = Field(
+        None, ge=0, description="weight of the prompt at the end: it fades linearly between (null: constant)"
+    )
+    negative_prompt: str = Field(
+        "", description="text for the unconditional branch of classifier-free guidance, e.g. 'speech, music'"
+    )
+    reference_audio: str | None = Field(None, description="a sound file (local or s3://) whose CLAP embedding mixes in")
+    reference_weight: float = Field(0.5, ge=0, description="weight of the reference audio")
+    visual_weight: float | None = Field(
+        None, ge=0, description="weight of what the video shows (the mapper's output); null: 1 minus the others, >= 0"
+    )
+
+    @property
+    def fades(self) -> bool:
+        return bool(self.prompt) and self.prompt_weight_end is not None
+
+    def weights_at(self, fraction: float) -> dict[str, float]:
+        """The weight of each condition used, `fraction` of the way through the video (0 at its start)."""
+        weights = {}
+        if self.prompt:
+            end = self.prompt_weight if self.prompt_weight_end is None else self.prompt_weight_end
+            weights["prompt"] = self.prompt_weight + (end - self.prompt_weight) * fraction
+        if self.reference_audio:
+            weights["reference"] = self.reference_weight
+        others = sum(weights.values())
+        weights["visual"] = max(0.0, 1.0 - others) if self.visual_weight is None else self.visual_weight
+        return weights
+
+    def used(self) -> dict:
+        """The settings that change the sound: those of unused conditions are left out."""
+        used = self.model_dump(include={"negative_prompt", "visual_weight"})
+        if self.prompt:
+            used |= self.model_dump(include={"prompt", "prompt_weight", "prompt_weight_end"})
+        if self.reference_audio:
+            used |= self.model_dump(include={"reference_audio", "reference_weight"})
+        return used
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ConditionsConfig:
+        if all(weight == 0 for weight in (*self.weights_at(0.0).values(), *self.weights_at(1.0).values())):
+            raise ValueError("every condition has weight 0; give the visual, prompt or reference condition a weight")
+        return self
 
 
 class TrainConfig(Strict):
@@ -186,6 +238,12 @@ class AudioLDMConfig(Strict):
     steps: int = Field(25, ge=1)
     guidance_scale: float = Field(2.5, ge=0)
     scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
+    candidates: int = Field(
+        1,
+        ge=1,
+        description="samples per window, each with its own seed; the one closest to the condition in CLAP "
+        "space (AudioLDM's own CLAP, clap.checkpoint) is kept",
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="applied on GPU only")
     attention: Literal["sdpa", "classic"] = Field(
         "sdpa", description="scaled-dot-product attention kernels, or diffusers' plain matmul-softmax processor"
@@ -194,6 +252,9 @@ class AudioLDMConfig(Strict):
 
 class InputConfig(Strict):
     extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+    image_extensions: tuple[str, ...] = Field(
+        (".jpg", ".jpeg", ".png", ".webp"), description="still images, dubbed as one shot of output.image_seconds"
+    )
     existing_audio: Literal["skip", "replace", "mix"] = Field(
         "skip", description="inputs that already have sound: leave them, replace their audio, or mix under it"
     )
@@ -223,6 +284,27 @@ class OutputConfig(Strict):
     peak_dbfs: float | None = Field(-1.0, le=0, description="normalise each track to this peak; null keeps levels")
     audio_language: str = Field("und", description="ISO 639-2 language tag of the generated track")
     audio_title: str = Field("Generated Foley", description="title of the generated track")
+    mode: Literal["mux", "audio", "both"] = Field(
+        "mux",
+        description="mux: the video with the track; audio: only the track, as FLAC beside where the video "
+        "would go (clip.mp4 -> clip.flac); both",
+    )
+    alternates: bool = Field(
+        False, description="with audioldm.candidates > 1: mux the runners-up as extra tracks 'Alternate 2'..'N'"
+    )
+    alternate_title: str = Field("Alternate {rank}", description="title of an alternate track; needs {rank}")
+    image_output: Literal["flac", "wav", "video"] = Field(
+        "flac", description="what a still image becomes: a sound file, or a still video with the sound (mp4)"
+    )
+    image_seconds: float = Field(10.24, gt=0, description="length of the sound (and video) made for a still image")
+    image_fps: float = Field(1.0, gt=0, description="frame rate of the still video made for an image")
+    image_video_codec: str = Field("libx264", description="encoder of the still video made for an image")
+
+    @model_validator(mode="after")
+    def _title_names_the_rank(self) -> OutputConfig:
+        if "{rank}" not in self.alternate_title:
+            raise ValueError(f"alternate_title must contain {{rank}}, got {self.alternate_title!r}")
+        return self
 
 
 class StorageConfig(Strict):
@@ -245,6 +327,7 @@ class FoleyConfig(Strict):
     clip: ClipConfig = ClipConfig()
     mapper: MapperConfig = MapperConfig()
     audioldm: AudioLDMConfig = AudioLDMConfig()
+    conditions: ConditionsConfig = ConditionsConfig()
     clap: ClapConfig = ClapConfig()
     train: TrainConfig = TrainConfig()
     input: InputConfig = InputConfig()

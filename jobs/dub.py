@@ -20,8 +20,9 @@ from foley.config import ConfigError, load_config
 from foley.models.weights import missing_weights
 from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
 from foley.pipeline.kinds import DUB
+from foley.pipeline.outputs import dub_outputs
 from foley.pipeline.stage import stage_options
-from foley.storage.uris import StorageError, join
+from foley.storage.uris import StorageError
 
 ONE_ROW_PER_BLOCK = 1  # bytes: any row is larger, so each becomes a block of its own
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         # 1. The work left: every input whose result (settings, model content, input content, output location)
         #    the manifest does not already have. Nothing starts if an output could land on an input.
         run = JobRun(args, config, DUB)
-        rows = run.plan(output_for=lambda item: join(args.output, item.relative_path))
+        rows = run.plan(outputs_for=lambda item: dub_outputs(args.output, item, config))
         config = run.config  # with an unpinned hub model pinned to the commit the plan identified
         ray = run.connect() if rows else None
     except (ConfigError, StorageError) as exc:
@@ -83,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     # Map          INPUT CLIP means OUTPUT CLAP-space embeddings (windows x 512)          1:1, windows batched
     videos = videos.map_batches(Map, fn_constructor_kwargs={"config": config}, **stage_options(stages.map))
     # Synthesize   INPUT CLAP embeddings OUTPUT waveforms (windows x 163840 @ 16 kHz)    1:1, windows batched
+    #              (plus a prompt, a reference sound, a negative prompt; N candidates ranked by AudioLDM's CLAP)
     videos = videos.map_batches(
-        Synthesize, fn_constructor_kwargs={"config": config}, **stage_options(stages.synthesize)
+        Synthesize,
+        fn_constructor_kwargs={"config": config, "own_references": run.own_references(rows)},
+        **stage_options(stages.synthesize),
     )
     # Mux          INPUT waveforms OUTPUT muxed video at output_uri + its manifest row    1:1, publish atomically
     #              (a segment is staged until its video's last one arrives; that one assembles and publishes)

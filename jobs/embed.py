@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         run = JobRun(args, config, EMBED)
-        rows = run.plan(output_for=lambda item: join(args.output, f"{PAIRS_DIR}/{item.relative_path}.parquet"))
+        rows = run.plan(outputs_for=lambda item: (join(args.output, f"{PAIRS_DIR}/{item.relative_path}.parquet"),))
         config = run.config  # with an unpinned hub model pinned to the commit the plan identified
         ray = run.connect() if rows else None
     except (ConfigError, StorageError) as exc:

@@ -28,7 +28,7 @@ def test_bad_keys_and_values_are_named_with_what_is_allowed():
     message = str(caught.value)
     assert (
         "unknown key 'audioldm.stepz'" in message
-        and "allowed keys here: attention, dtype, guidance_scale, model" in message
+        and "allowed keys here: attention, candidates, dtype, guidance_scale, model" in message
     )
     assert "audioldm.scheduler = 'euler'" in message and "'ddim' or 'dpmsolver++'" in message
     assert "window.frames = 0" in message and "greater than or equal to 1" in message

@@ -176,7 +176,7 @@ def test_another_input_root_redoes_at_the_new_paths_and_skipped_rows_are_final(t
     def plan(input_root) -> list[dict]:
         args = argparse.Namespace(input=str(input_root), output=str(tmp_path / "out"), force=False, max_failures=None)
         run = JobRun(args, tiny_config, DUB)
-        return run.plan(output_for=lambda item: join(args.output, item.relative_path))
+        return run.plan(outputs_for=lambda item: (join(args.output, item.relative_path),))
 
     first = plan(library)
     assert [row["relative_path"] for row in first] == ["a.mp4", "b.mp4"]

@@ -8,6 +8,8 @@ OUTPUT the same row plus duration_s, fps, width, height (as displayed), has_audi
        window.segment_windows windows when the job segments (jobs.dub): one row per segment still to make, with
        its windows' embeddings. Used by jobs.dub and jobs.embed.
 
+A still image (row `image`) is one shot of output.image_seconds; every window's embedding is the image's.
+
 With window.cuts=detect, ffmpeg's scene-change score on frames scaled down finds the cuts first (foley.media.cuts),
 and windows are planned per shot, so no window mixes two shots.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import decord
@@ -31,6 +33,7 @@ from foley.config import FoleyConfig
 from foley.media.cuts import detect_cuts
 from foley.media.frames import FrameSampler, quarter_turns_left
 from foley.media.probe import MediaError, VideoInfo, probe
+from foley.media.still import image_size, read_image
 from foley.media.windows import Window, plan_windows, shot_borders
 from foley.models.clip import load_clip
 from foley.models.device import pick_device
@@ -73,6 +76,8 @@ class DecodeEmbed:
 
     def embed_video(self, row: dict) -> list[dict]:
         """The video's rows: itself when skipped, else one per segment still to make."""
+        if bool(row["image"]):
+            return self.embed_image(row)
         path, info = self.probe_input(row)
         threshold = self.config.input.silence_threshold_dbfs
         has_sound = info.has_sound(threshold)
@@ -94,20 +99,36 @@ class DecodeEmbed:
             return [row]
         windows = self.plan_windows(path, info)
         record_windows(row, windows)
-        return self.segment_rows(row, path, info, windows)
+        return self.segment_rows(
+            row,
+            windows,
+            lambda wanted: np.concatenate(
+                [self.embed_frames(frames) for frames in self.decode_window_frames(path, info, wanted)]
+            ),
+        )
 
-    def segment_rows(self, row: dict, path: Path, info: VideoInfo, windows: list[Window]) -> list[dict]:
-        """One row per segment an earlier run has not staged yet, with its windows' CLIP embeddings (only those
-        windows are decoded); a video short enough is one segment."""
+    def embed_image(self, row: dict) -> list[dict]:
+        """A still image is one shot of output.image_seconds whose every window sees the image."""
+        path = local_input(row, self.storage)
+        seconds = self.config.output.image_seconds
+        row["width"], row["height"] = image_size(path)
+        row["duration_s"] = seconds
+        window = self.config.window
+        borders = shot_borders([], seconds, window.min_shot_seconds)
+        windows = plan_windows(borders, window.seconds, window.overlap_seconds, window.cut_crossfade_seconds)
+        record_windows(row, windows)
+        image = read_image(path, self.clip.image_size)[None]
+        embedding = F.normalize(self.clip.embed_frames(image), dim=-1).cpu().numpy().astype(np.float32)
+        return self.segment_rows(row, windows, lambda wanted: np.repeat(embedding, len(wanted), axis=0))
+
+    def segment_rows(self, row: dict, windows: list[Window], embed: Callable[[list[Window]], np.ndarray]) -> list[dict]:
+        """One row per segment an earlier run has not staged yet, with its windows' CLIP embeddings (`embed` makes
+        them for only those windows); a video short enough is one segment."""
         ranges = segment_ranges(len(windows), self.segment_windows)
         staged = SegmentStaging(self.storage, str(row["staging_uri"]), len(ranges)).staged() if ranges[1:] else set()
         todo = [index for index in range(len(ranges)) if index not in staged]
         wanted = [window for index in todo for window in windows[slice(*ranges[index])]]
-        embeddings = EMPTY_MATRIX
-        if wanted:
-            embeddings = np.concatenate(
-                [self.embed_frames(frames) for frames in self.decode_window_frames(path, info, wanted)]
-            )
+        embeddings = embed(wanted) if wanted else EMPTY_MATRIX
         segments, taken = [], 0
         for index in todo:
             first, end = ranges[index]

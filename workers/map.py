@@ -2,7 +2,8 @@
 trained checkpoint is configured).
 
 INPUT  rows with clip_embeddings (n_windows x D_clip).
-OUTPUT the same rows plus clap_embeddings (n_windows x D_clap, unit length). Fan-out 1:1.
+OUTPUT the same rows plus clap_embeddings (n_windows x D_clap, unit length), and for the zero-shot mapper the
+       labels it chose for each window, with their weights (window_notes). Fan-out 1:1.
 
 Windows of all videos in the batch are mapped together, max_forward_batch at a time; each window's noise comes
 from its own seed, so its result does not depend on which videos share its batch.
@@ -17,7 +18,8 @@ from foley.config import FoleyConfig
 from foley.media.windows import window_seed
 from foley.models.device import pick_device
 from foley.models.mapping import load_mapper
-from foley.pipeline.rows import batch_of, rows_of
+from foley.models.zero_shot import ZeroShotMapper
+from foley.pipeline.rows import batch_of, note_window, rows_of
 from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads
 from foley.storage.store import Storage
 
@@ -50,6 +52,11 @@ class Map:
             )
             for ref in windows
         ]
+        if isinstance(self.mapper, ZeroShotMapper):  # explainable: the labels each window's sound comes from
+            for ref, labels in zip(
+                windows, self.mapper.top_labels(torch.from_numpy(clip_embeddings).to(self.device)), strict=True
+            ):
+                note_window(ref.row, ref.index, labels=labels)
         mapped = self.mapper.map(
             torch.from_numpy(clip_embeddings).to(self.device),
             generators,

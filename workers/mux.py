@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from foley.media.audio_file import AUDIO_FILE_CODECS, write_audio_file
 from foley.media.mux import mux_track
+from foley.media.still import render_still_video
 from foley.media.stitch import TrackBuilder, TrackLayout, normalize_peak
 from foley.pipeline.kinds import DUB
-from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of
+from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of, window_notes
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging
 from foley.pipeline.stage import FinalStage, local_input, summary
 
@@ -63,6 +65,7 @@ class Mux(FinalStage):
                 "windows": len(row["waveforms"]),
                 "synthesize_worker": str(row["synthesize_worker"]),
                 "run_id": str(row["run_id"]),
+                "window_notes": window_notes(row),
                 **{f"seconds_{stage}": float(row[f"seconds_{stage}"]) for stage in TIMED_STAGES},
             }
             staging.stage(segment, row["waveforms"], info)
@@ -82,44 +85,76 @@ class Mux(FinalStage):
             window.cut_crossfade_seconds,
             int(row["sample_rate"]),
         )
-        builder = TrackBuilder(layout)
-        if int(row["segment_count"]) > 1:
-            staging, segments = self.staging(row), []
-            for index in range(staging.count):  # one segment in memory at a time
-                waveforms, info = staging.load(index)
-                builder.add(info["first_window"], waveforms)
-                segments.append(info)
-            row["segment_info"] = json.dumps(segments)
-            for stage in TIMED_STAGES:  # the video's time is the sum of its segments' (this one's is staged too)
-                row[f"seconds_{stage}"] = sum(info[f"seconds_{stage}"] for info in segments)
-        else:
-            builder.add(0, row["waveforms"])
-        track = normalize_peak(builder.result(), self.config.output.peak_dbfs)
-        self.mux(row, track, layout.sample_rate)
+        tracks = [normalize_peak(track, self.config.output.peak_dbfs) for track in self.assemble(row, layout)]
+        for output_uri in json.loads(str(row["output_uris"])):
+            with self.storage.staged_output(output_uri) as staged:
+                self.write(row, tracks, layout.sample_rate, staged)
 
-    def mux(self, row: dict, track: np.ndarray, sample_rate: int) -> None:
-        output_uri = str(row["output_uri"])
-        suffix = Path(output_uri).suffix.lower()
-        codec = self.config.output.audio_codecs.get(suffix)
-        if codec is None:
-            raise ValueError(f"no audio codec configured for '{suffix}' outputs (output.audio_codecs)")
-        # has_audio means audible sound: a silent original track is replaced, never mixed under.
-        mix = bool(row["has_audio"]) and self.config.input.existing_audio == "mix"
+    def assemble(self, row: dict, layout: TrackLayout) -> list[np.ndarray]:
+        """The video's tracks: the kept one, then the runners-up best first when the windows carry them."""
+        if int(row["segment_count"]) == 1:
+            return build_tracks(layout, [(0, row["waveforms"])])
+        staging = self.staging(row)
+        segments = [staging.load(index) for index in range(staging.count)]  # loaded lazily below, one at a time
+        tracks = build_tracks(layout, ((info["first_window"], waveforms) for waveforms, info in segments))
+        infos = [info for _, info in segments]
+        row["segment_info"] = json.dumps([{k: v for k, v in info.items() if k != "window_notes"} for info in infos])
+        notes = [note for info in infos for note in padded(info["window_notes"], info["windows"])]
+        row["window_notes"] = json.dumps(notes) if any(notes) else ""
+        for stage in TIMED_STAGES:  # the video's time is the sum of its segments' (this one's is staged too)
+            row[f"seconds_{stage}"] = sum(info[f"seconds_{stage}"] for info in infos)
+        return tracks
+
+    def write(self, row: dict, tracks: list[np.ndarray], sample_rate: int, staged: Path) -> None:
+        """One output file: a sidecar sound file, an image's still video, or the input video with the tracks."""
         output = self.config.output
-        with self.storage.staged_output(output_uri) as staged:
-            notes = mux_track(
+        suffix = staged.suffix.lower()
+        if suffix in AUDIO_FILE_CODECS:
+            write_audio_file(
+                tracks[0], sample_rate, staged, output_sample_rate=output.audio_sample_rate, title=output.audio_title
+            )
+        elif bool(row["image"]):
+            render_still_video(
                 local_input(row, self.storage),
-                track,
+                tracks[0],
                 sample_rate,
                 staged,
-                audio_codec=codec,
+                seconds=float(row["duration_s"]),
+                fps=output.image_fps,
+                video_codec=output.image_video_codec,
+                audio_codec=self.audio_codec(suffix),
                 audio_bitrate=output.audio_bitrate,
                 output_sample_rate=output.audio_sample_rate,
                 language=output.audio_language,
                 title=output.audio_title,
-                mix_under_original_db=self.config.input.mix_gain_db if mix else None,
-                video_codec=output.video_codec,
             )
+        else:
+            self.mux(row, tracks, sample_rate, staged)
+
+    def audio_codec(self, suffix: str) -> str:
+        codec = self.config.output.audio_codecs.get(suffix)
+        if codec is None:
+            raise ValueError(f"no audio codec configured for '{suffix}' outputs (output.audio_codecs)")
+        return codec
+
+    def mux(self, row: dict, tracks: list[np.ndarray], sample_rate: int, staged: Path) -> None:
+        # has_audio means audible sound: a silent original track is replaced, never mixed under.
+        mix = bool(row["has_audio"]) and self.config.input.existing_audio == "mix"
+        output = self.config.output
+        notes = mux_track(
+            local_input(row, self.storage),
+            tracks[0],
+            sample_rate,
+            staged,
+            audio_codec=self.audio_codec(staged.suffix.lower()),
+            audio_bitrate=output.audio_bitrate,
+            output_sample_rate=output.audio_sample_rate,
+            language=output.audio_language,
+            title=output.audio_title,
+            mix_under_original_db=self.config.input.mix_gain_db if mix else None,
+            video_codec=output.video_codec,
+            alternates=[(track, output.alternate_title.format(rank=rank)) for rank, track in enumerate(tracks[1:], 2)],
+        )
         # What the output container could not hold as it was (converted or left out), for the manifest.
         row["notes"] = "; ".join(note for note in (str(row["notes"]), *notes) if note)
 
@@ -129,3 +164,19 @@ class Mux(FinalStage):
         if int(row["segment_count"]) > 1 and result["status"] != "failed":
             self.staging(row).remove()
         return result
+
+
+def build_tracks(layout: TrackLayout, parts) -> list[np.ndarray]:
+    """Stitch (first window, waveforms) parts into tracks: one, or one per candidate rank when the waveforms are
+    (windows, ranks, samples). Parts may be a generator, so that one segment at a time is in memory."""
+    builders: list[TrackBuilder] = []
+    for first_window, waveforms in parts:
+        ranked = waveforms if waveforms.ndim == 3 else waveforms[:, None]
+        builders = builders or [TrackBuilder(layout) for _ in range(ranked.shape[1])]
+        for builder, rank in zip(builders, range(ranked.shape[1]), strict=True):
+            builder.add(first_window, ranked[:, rank])
+    return [builder.result() for builder in builders] or [TrackBuilder(layout).result()]
+
+
+def padded(notes: list[dict], windows: int) -> list[dict]:
+    return notes + [{} for _ in range(windows - len(notes))]

@@ -1,39 +1,60 @@
-"""Stage 3: CLAP embedding -> waveform, with AudioLDM.
+"""Stage 3: CLAP embedding + the video's conditions -> waveform, with AudioLDM.
 
-INPUT  rows with clap_embeddings (n_windows x D_clap).
-OUTPUT the same rows plus waveforms (windows x samples, float32 at sample_rate) and the actor that made them.
-       Fan-out 1:1.
+INPUT  rows with clap_embeddings (n_windows x D_clap) and conditions (JSON, foley.pipeline.conditions).
+OUTPUT the same rows plus waveforms (windows x samples, float32 at sample_rate; windows x candidates x samples,
+       best first, when output.alternates keeps the runners-up), the actor that made them, and per window the
+       weight of each condition and the candidates' scores (window_notes). Fan-out 1:1.
 
-The mapped embedding conditions AudioLDM through `prompt_embeds`; the unconditional branch of classifier-free
-guidance is the CLAP text embedding of "" as in the original. Windows of all videos in the batch are generated
-together, one generator per window, so each window's audio depends only on its seed.
+Each window's condition is composed in CLAP space (foley.models.conditions): what the video shows, a prompt, a
+reference sound. The negative prompt's CLAP text embedding is the unconditional branch of classifier-free
+guidance ("" by default, as in the original). With audioldm.candidates = N, every window is generated N times
+in one forward pass, each with its own seed, and AudioLDM's own CLAP audio encoder (clap.checkpoint), on this
+actor's device, scores each sample by its cosine with the window's condition; the best is kept. Windows of all
+videos in the batch are generated together, one generator per sample, so each sample depends only on its seed.
 """
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import torch
+from scipy.signal import resample_poly
 
-from foley.config import FoleyConfig
+from foley.config import ConditionsConfig, FoleyConfig
 from foley.media.windows import window_seed
-from foley.models.audioldm import clap_text_embeddings, load_audioldm
+from foley.models.audioldm import load_audioldm
+from foley.models.clap import load_clap_audio_encoder
+from foley.models.conditions import Conditioner
 from foley.models.device import pick_device
-from foley.pipeline.rows import batch_of, rows_of
+from foley.pipeline.kinds import uses_clap
+from foley.pipeline.rows import batch_of, note_window, row_windows, rows_of
 from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads, this_worker
 from foley.storage.store import Storage
 
 
 class Synthesize:
-    def __init__(self, config: FoleyConfig):
+    def __init__(self, config: FoleyConfig, own_references: bool = False):
+        """`own_references`: some videos name a reference sound of their own (in the input list). AudioLDM's CLAP
+        audio encoder is loaded when candidates are ranked or reference sounds embedded."""
         self.config = config
         self.resources = config.stages.synthesize
         set_torch_threads(self.resources)
         self.device = pick_device(config.device, self.resources)
-        self.pipeline = load_audioldm(config.audioldm, Storage(config.storage), self.device)
+        storage = Storage(config.storage)
+        self.pipeline = load_audioldm(config.audioldm, storage, self.device)
         self.sample_rate = int(self.pipeline.vocoder.config.sampling_rate)
         self.worker = this_worker()
-        self.empty_text_embedding = clap_text_embeddings(
-            self.pipeline.text_encoder, self.pipeline.tokenizer, [""], self.device
+        needs_clap = uses_clap(config) or own_references
+        self.clap = load_clap_audio_encoder(config.clap, storage, self.device) if needs_clap else None
+        self.conditioner = Conditioner(
+            self.pipeline.text_encoder,
+            self.pipeline.tokenizer,
+            self.device,
+            storage,
+            self.clap,
+            max_reference_seconds=config.input.max_duration_s,
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -52,28 +73,65 @@ class Synthesize:
         return batch_of(rows)
 
     def synthesize_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
-        clap_embeddings = np.stack(embeddings)
         expected = self.pipeline.unet.config.projection_class_embeddings_input_dim
-        if clap_embeddings.shape[1] != expected:
+        if embeddings[0].shape[0] != expected:
             raise ValueError(
                 f"AudioLDM expects {expected}-d CLAP embeddings but the mapper gives "
-                f"{clap_embeddings.shape[1]}-d; use a mapper trained for this AudioLDM"
+                f"{embeddings[0].shape[0]}-d; use a mapper trained for this AudioLDM"
             )
+        conditions, negatives = [], []
+        for visual, ref in zip(embeddings, windows, strict=True):
+            video = ConditionsConfig.model_validate(json.loads(str(ref.row["conditions"]) or "{}"))
+            condition, weights = self.conditioner.compose(visual, video, progress(ref) if video.fades else 0.0)
+            conditions.append(condition)
+            negatives.append(self.conditioner.text(video.negative_prompt))
+            if len(weights) > 1:
+                note_window(ref.row, ref.index, weights={name: round(w, 4) for name, w in weights.items()})
+        samples = self.generate(np.stack(conditions), np.stack(negatives), windows)  # (windows, candidates, samples)
+        if samples.shape[1] == 1:
+            return samples[:, 0]
+        scores = self.scores(samples, np.stack(conditions))
+        ranks = np.argsort(-scores, axis=1, kind="stable")
+        for ref, window_scores, order in zip(windows, scores, ranks, strict=True):
+            note_window(ref.row, ref.index, scores=[round(float(s), 4) for s in window_scores], kept=int(order[0]))
+        ranked = np.take_along_axis(samples, ranks[:, :, None], axis=1)
+        return ranked if self.config.output.alternates else ranked[:, 0]
+
+    def generate(self, conditions: np.ndarray, negatives: np.ndarray, windows: list[WindowRef]) -> np.ndarray:
+        """Every window's candidates in one forward pass: (windows, candidates, samples)."""
+        candidates = self.config.audioldm.candidates
         dtype = self.pipeline.unet.dtype
-        conditions = torch.from_numpy(clap_embeddings).to(self.device, dtype)
         generators = [
             torch.Generator(self.device).manual_seed(
-                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.video_window, "audioldm")
+                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.video_window, "audioldm", sample)
             )
             for ref in windows
+            for sample in range(candidates)
         ]
         audio = self.pipeline(
-            prompt_embeds=conditions,
-            negative_prompt_embeds=self.empty_text_embedding.to(dtype).expand(len(conditions), -1),
+            prompt_embeds=torch.from_numpy(np.repeat(conditions, candidates, axis=0)).to(self.device, dtype),
+            negative_prompt_embeds=torch.from_numpy(np.repeat(negatives, candidates, axis=0)).to(self.device, dtype),
             num_inference_steps=self.config.audioldm.steps,
             guidance_scale=self.config.audioldm.guidance_scale,
             audio_length_in_s=self.config.window.seconds,
             generator=generators,
             output_type="np",
         ).audios
-        return np.asarray(audio, dtype=np.float32)
+        return np.asarray(audio, dtype=np.float32).reshape(len(windows), candidates, -1)
+
+    def scores(self, samples: np.ndarray, conditions: np.ndarray) -> np.ndarray:
+        """(windows, candidates): cosine of each sample's CLAP audio embedding with its window's condition."""
+        rate = self.config.clap.sample_rate
+        common = math.gcd(rate, self.sample_rate)
+        at_clap_rate = resample_poly(
+            samples.reshape(-1, samples.shape[-1]), rate // common, self.sample_rate // common, axis=-1
+        ).astype(np.float32)
+        embeddings = self.clap.embed(list(at_clap_rate)).reshape(*samples.shape[:2], -1)
+        return np.einsum("wcd,wd->wc", embeddings, conditions)
+
+
+def progress(ref: WindowRef) -> float:
+    """How far through its video the window's centre lies (0 to 1): where a fading prompt stands."""
+    window = row_windows(ref.row)[ref.video_window]
+    duration = float(ref.row["duration_s"])
+    return min(max((window.start_s + window.end_s) / 2 / duration, 0.0), 1.0) if duration > 0 else 0.0

@@ -84,6 +84,7 @@ def mux_track(
     title: str,
     mix_under_original_db: float | None = None,
     video_codec: str = "copy",
+    alternates: Sequence[tuple[np.ndarray, str]] = (),
 ) -> list[str]:
     """Write `output_path`: the input with `track` (mono) as its default audio stream; returns the notes.
 
@@ -92,12 +93,22 @@ def mux_track(
     original's first audio stream becomes the mix of itself and the generated track at that gain, in the
     original's channel layout (the mono track is upmixed to it) and under a limiter so it cannot clip; the other
     original audio streams are kept as they are. The mix lasts exactly as long as the generated track.
+    `alternates` are (track, title) pairs of other generated tracks as long as `track`, added right after it as
+    tracks that are not the default (never mixed: an editor compares them with each other).
     """
     info = probe(video_path, measure_audio=False)
     suffix = output_path.suffix.lower()
     container = CONTAINERS.get(suffix, CONSERVATIVE)
     source = ffmpeg.input(str(video_path.resolve()))
-    generated = ffmpeg.input("pipe:", format="f32le", ac=1, ar=sample_rate).audio
+    # Every generated track arrives on stdin as one channel of one stream, and is split off it again.
+    piped = ffmpeg.input("pipe:", format="f32le", ac=1 + len(alternates), ar=sample_rate).audio
+    generated, alternate_streams = piped, []
+    if alternates:
+        copies = piped.filter_multi_output("asplit", 1 + len(alternates))
+        generated, *alternate_streams = [
+            copies[channel].filter("channelmap", map=str(channel), channel_layout="mono")
+            for channel in range(1 + len(alternates))
+        ]
     first_audio = next((stream for stream in info.streams if stream.kind == "audio"), None)
     mixing = mix_under_original_db is not None and first_audio is not None
 
@@ -127,6 +138,14 @@ def mux_track(
         add(mixed, audio_codec, names, **encoded)
     else:
         add(generated, audio_codec, _track_names(language, title, suffix), ac=1, **encoded)
+    for stream, (_, alternate_title) in zip(alternate_streams, alternates, strict=True):
+        add(
+            stream,
+            audio_codec,
+            _track_names(language, alternate_title, suffix),
+            ac=1,
+            **(encoded | {"disposition": "0"}),
+        )
 
     for stream in info.streams:
         replaced = stream.kind == "audio" and (not mixing or stream is first_audio)  # by the track, or in the mix
@@ -140,7 +159,8 @@ def mux_track(
     if suffix in (".mp4", ".mov"):
         options.extend(["-movflags", "+faststart"])
     command = ffmpeg.output(*outputs, str(output_path.resolve()))
-    _run(command, video_path.resolve(), output_path.resolve(), options, track)
+    piped_tracks = np.stack([track, *(alternate for alternate, _ in alternates)], axis=1) if alternates else track
+    _run(command, video_path.resolve(), output_path.resolve(), options, piped_tracks)
     return notes
 
 
@@ -218,18 +238,25 @@ def _track_names(language: str, title: str, suffix: str) -> list[str]:
 
 
 def _run(command, source_path: Path, output_path: Path, options: list[str], track: np.ndarray) -> None:
-    """Run the ffmpeg-python command with `options` added before the output file, `track` on stdin.
-
-    ffmpeg-python passes an option once per name, and these repeat (-metadata:s:2 twice), so they are added to
-    the argument list it compiles; chapters and global metadata come from the input file, found by its position.
-    """
+    """Run the ffmpeg-python command with `options` added, `track` on stdin; chapters and global metadata come
+    from the input file, found by its position."""
     args = ffmpeg.compile(command, overwrite_output=True)
     inputs = [args[position + 1] for position, arg in enumerate(args) if arg == "-i"]
     source = str(inputs.index(str(source_path)))
+    run_with_track(args, output_path, [*options, "-map_metadata", source, "-map_chapters", source], track, "muxing")
+
+
+def run_with_track(args: list[str], output_path: Path, options: list[str], track: np.ndarray, action: str) -> None:
+    """Run ffmpeg's compiled `args` with `options` added before the output file and `track` (mono float32) on
+    stdin, where a "pipe:" input in f32le reads it; a failure is a MediaError saying "`action` failed" and why.
+
+    ffmpeg-python passes an option once per name, and these repeat (-metadata:s:2 twice), so they are added to
+    the argument list it compiles.
+    """
     at = args.index(str(output_path))
-    args[at:at] = [*options, "-map_metadata", source, "-map_chapters", source]
+    args = [*args[:at], *options, *args[at:]]
     samples = memoryview(np.ascontiguousarray(track, dtype="<f4"))  # the track itself, not a copy of its bytes
     result = subprocess.run(args, input=samples.cast("B"), capture_output=True)
     if result.returncode != 0:
         reason = ffmpeg_reason(ffmpeg.Error("ffmpeg", result.stdout, result.stderr))
-        raise MediaError(f"muxing failed (ffmpeg: {reason})")
+        raise MediaError(f"{action} failed (ffmpeg: {reason})")

@@ -47,6 +47,15 @@ class ZeroShotMapper:
         weights = torch.zeros_like(similarity)
         return weights.scatter_(1, top.indices, torch.softmax(top.values / self.temperature, dim=-1))
 
+    def top_labels(self, clip_embeddings: torch.Tensor) -> list[list[dict]]:
+        """Per window, the labels mixed and their weights, heaviest first: why a window sounds as it does."""
+        weights = self.label_weights(clip_embeddings).cpu()
+        top = weights.topk(self.top_k, dim=-1)
+        return [
+            [{"label": self.labels[index], "weight": round(float(weight), 4)} for weight, index in zip(*pair)]
+            for pair in zip(top.values.tolist(), top.indices.tolist())
+        ]
+
     @torch.no_grad()
     def map(self, clip_embeddings: torch.Tensor, generators=None, steps=None, guidance_scale=None,
             sampler=None) -> torch.Tensor:

@@ -18,11 +18,12 @@ from collections.abc import Callable
 
 from foley.config import ConfigError, FoleyConfig
 from foley.models.identity import ModelIdentities
-from foley.pipeline.kinds import JobKind, result_id
+from foley.pipeline.conditions import ConditionError, video_conditions, video_config_hash
+from foley.pipeline.kinds import JobKind, image_settings, result_id, uses_clap
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, new_row
 from foley.pipeline.segments import SEGMENTS_DIR, clear_stale_staging
-from foley.storage.inputs import LIST_SUFFIXES, InputItem
+from foley.storage.inputs import LIST_SUFFIXES, InputItem, is_image
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, UnsafePathError, is_s3, join
 
@@ -54,7 +55,7 @@ def check_roots(input_root: str, output_root: str) -> None:
         raise StorageError(f"--output {output_root} is inside --input {input_root}; choose an output outside it")
 
 
-def check_no_input_is_written(inputs: list[InputItem], output_root: str, outputs: dict[str, str]) -> None:
+def check_no_input_is_written(inputs: list[InputItem], output_root: str, outputs: dict[str, tuple[str, ...]]) -> None:
     """Refuse the whole job before any work if an output location holds an input or would be one."""
     where = {location(item.uri): item.uri for item in inputs}
     root = location(output_root).rstrip("/") + "/"
@@ -64,12 +65,13 @@ def check_no_input_is_written(inputs: list[InputItem], output_root: str, outputs
             + (f" and {len(inside) - 1} more" if inside[1:] else "")
             + "; outputs must never land where inputs are: choose an output folder or prefix that holds no input"
         )
-    for input_uri, output_uri in outputs.items():
-        if location(output_uri) in where:
-            raise StorageError(
-                f"the output of {input_uri} would be {output_uri}, which is the input {where[location(output_uri)]}; "
-                "choose another --output"
-            )
+    for input_uri, written in outputs.items():
+        for output_uri in written:
+            if location(output_uri) in where:
+                raise StorageError(
+                    f"the output of {input_uri} would be {output_uri}, which is the input "
+                    f"{where[location(output_uri)]}; choose another --output"
+                )
 
 
 def check_gpus(config: FoleyConfig, kind: JobKind, cluster_gpus: float) -> None:
@@ -95,15 +97,16 @@ def connect_ray():
     return ray
 
 
-def shared_outputs(outputs: dict[str, str]) -> dict[str, str]:
-    """Inputs that map to the same output as another input: each would overwrite the other's result."""
+def shared_outputs(outputs: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Inputs that write a file another input writes too: each would overwrite the other's result."""
     by_output: dict[str, list[str]] = {}
-    for input_uri, output_uri in outputs.items():
-        by_output.setdefault(location(output_uri), []).append(input_uri)
+    for input_uri, written in outputs.items():
+        for output_uri in written:
+            by_output.setdefault(location(output_uri), []).append(input_uri)
     return {
-        input_uri: f"{' and '.join(group)} map to the same output {outputs[input_uri]}; list only one of them, or "
-        "give them different relative paths"
-        for group in by_output.values()
+        input_uri: f"{' and '.join(group)} map to the same output {output}; list only one of them, or give them "
+        "different relative paths"
+        for output, group in by_output.items()
         if len(group) > 1
         for input_uri in group
     }
@@ -126,18 +129,23 @@ class JobRun:
         self.results: list[dict] = []
         self.already_done = 0
         self.aborted = False
+        self._clap_identity: str | None = None
 
-    def plan(self, output_for: Callable[[InputItem], str]) -> list[dict]:
+    def plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
         """The rows of the inputs still to do, after refusing any layout that could write an input.
 
-        Inputs whose output path would be unsafe, or that share an output with another input, fail right here.
+        `outputs_for` names every file an input's result writes, the main one first. Inputs whose output path
+        would be unsafe, that share an output with another input, or whose list line is invalid fail right here.
         """
         check_roots(self.args.input, self.args.output)
-        inputs = self.storage.list_inputs(self.args.input, self.config.input.extensions)
+        extensions = self.config.input.extensions
+        if self.kind.sound_design:
+            extensions += self.config.input.image_extensions
+        inputs = self.storage.list_inputs(self.args.input, extensions)
         outputs, refused = {}, {}
         for item in inputs:
             try:  # e.g. an object key '../x.mp4'
-                outputs[item.uri] = output_for(item)
+                outputs[item.uri] = outputs_for(item)
             except UnsafePathError as exc:
                 refused[item.uri] = str(exc)
         check_no_input_is_written(inputs, self.args.output, outputs)
@@ -148,10 +156,17 @@ class JobRun:
         current = {} if self.args.force else self.manifest.current()
         rows = []
         for item in inputs:
-            output_uri = outputs.get(item.uri, "")
-            row = new_row(item, output_uri, self.config, self.kind)
-            row.update(config_hash=config_hash, model_identities=json.dumps(models, sort_keys=True), run_id=self.id)
-            row["result_id"] = result_id(config_hash, item.identity, output_uri)
+            written = outputs.get(item.uri, ("",))
+            row = new_row(item, written[0], self.config, self.kind)
+            row.update(
+                output_uris=json.dumps(written), run_id=self.id, model_identities=json.dumps(models, sort_keys=True)
+            )
+            try:
+                own = self.own_settings(item, row) if item.uri not in refused else {}
+            except (ConditionError, StorageError) as exc:
+                refused[item.uri], own = str(exc), {}
+            row["config_hash"] = video_config_hash(config_hash, own)
+            row["result_id"] = result_id(row["config_hash"], item.identity, written[0])
             row["staging_uri"] = join(self.args.output, f"{SEGMENTS_DIR}/{row['result_id']}")
             if item.uri in refused:  # recorded as failed, never written
                 self.manifest.record(row | {"status": FAILED, "error": f"list: {item.uri}: {refused[item.uri]}"})
@@ -167,6 +182,36 @@ class JobRun:
             flush=True,
         )
         return rows
+
+    def own_settings(self, item: InputItem, row: dict) -> dict:
+        """What this input's result depends on beyond the job's settings (foley.pipeline.conditions); its
+        conditions and kind go into the row."""
+        if not self.kind.sound_design:
+            return {}
+        conditions, own = video_conditions(self.config.conditions, item), {}
+        row["conditions"] = json.dumps(conditions.used(), sort_keys=True)
+        if conditions.used() != self.config.conditions.used():
+            own["conditions"] = conditions.used()
+        if reference := conditions.reference_audio:
+            own["reference_audio"] = self.storage.identity(reference)
+            if not own["reference_audio"]:
+                raise StorageError(f"its reference_audio {reference} does not exist; fix the path or URI")
+            if not uses_clap(self.config):  # the CLAP that embeds it is a model of this video only
+                own["clap_model"] = self.clap_identity()
+        if is_image(item.relative_path, self.config.input.image_extensions):
+            row["image"] = True
+            own["image"] = image_settings(self.config)
+        return own
+
+    @staticmethod
+    def own_references(rows: list[dict]) -> bool:
+        """Whether any of these videos has a reference sound (the synthesis stage then loads AudioLDM's CLAP)."""
+        return any(json.loads(row["conditions"] or "{}").get("reference_audio") for row in rows)
+
+    def clap_identity(self) -> str:
+        if self._clap_identity is None:
+            self._clap_identity = ModelIdentities(self.storage).of(self.config.clap.checkpoint)
+        return self._clap_identity
 
     def clear_leftovers(self, results: set[str]) -> None:
         """What an interrupted run left that this one cannot use: partial files, publication claims, and staged

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foley.config import FoleyConfig
+from foley.config import ConditionsConfig, FoleyConfig
 from foley.models.identity import ModelIdentities, open_clip_tag_identity
 
 HASH_DIGITS = 16
@@ -36,24 +36,40 @@ class JobKind:
     stages: tuple[str, ...]
     models: tuple[str, ...]  # manifest columns naming each model
     settings: Callable[[FoleyConfig], dict] = field(hash=False)
+    sound_design: bool = False  # takes per-video conditions from the input list, and still images
 
     def config_hash(self, config: FoleyConfig, model_identities: dict[str, str]) -> str:
         """Equal hashes mean equal outputs for equal inputs."""
-        return _digest({"settings": self.settings(config), "models": {m: model_identities[m] for m in self.models}})
+        return _digest({"settings": self.settings(config), "models": model_identities})
+
+    def used_models(self, config: FoleyConfig) -> tuple[str, ...]:
+        """The models this run uses: the dub job reads AudioLDM's CLAP only to rank candidates or embed a reference."""
+        if self.sound_design and not uses_clap(config):
+            return tuple(model for model in self.models if model != "clap_model")
+        return self.models
 
     def model_ids(self, config: FoleyConfig) -> dict[str, str]:
         """Where this job's models come from (manifest columns, for reading; not part of the hash)."""
-        return {key: value for key, value in config.model_ids().items() if key in self.models}
+        used = self.used_models(config)
+        return {
+            model: value if model in used else "" for model, value in config.model_ids().items() if model in self.models
+        }
 
     def model_identities(self, config: FoleyConfig, identities: ModelIdentities) -> dict[str, str]:
-        """The identity of each model this job uses (computed once per job, in the driver)."""
+        """The identity of each model this run uses (computed once per job, in the driver)."""
         every = {
             "clip_model": lambda: clip_identity(config, identities),
             "mapper_model": lambda: mapper_identity(config, identities),
             "audioldm_model": lambda: identities.of(config.audioldm.model, config.audioldm.revision),
             "clap_model": lambda: identities.of(config.clap.checkpoint),
         }
-        return {model: every[model]() for model in self.models}
+        return {model: every[model]() for model in self.used_models(config)}
+
+
+def uses_clap(config: FoleyConfig) -> bool:
+    """Whether every video of a dub run needs AudioLDM's CLAP audio encoder: to rank candidates, or to embed the
+    job's reference sound (a video with a reference of its own adds the CLAP to its own hash)."""
+    return config.audioldm.candidates > 1 or bool(config.conditions.reference_audio)
 
 
 def result_id(config_hash: str, input_identity: str, output_uri: str) -> str:
@@ -102,6 +118,8 @@ def dub_settings(config: FoleyConfig) -> dict:
     audioldm_settings = audioldm.model_dump(include={"steps", "guidance_scale", "scheduler"})
     if devices["synthesize"] == "cuda":  # reduced precision applies on a GPU only
         audioldm_settings["dtype"] = audioldm.dtype
+    if audioldm.candidates > 1:
+        audioldm_settings["candidates"] = audioldm.candidates
     input_settings = {"existing_audio": source.existing_audio, "silence_threshold_dbfs": source.silence_threshold_dbfs}
     if source.existing_audio == "mix":
         input_settings["mix_gain_db"] = source.mix_gain_db
@@ -113,8 +131,40 @@ def dub_settings(config: FoleyConfig) -> dict:
         "mapper": mapper_settings,
         "audioldm": audioldm_settings,
         "input": input_settings,
-        "output": config.output.model_dump(),
+        "output": output_settings(config),
+        **({"conditions": config.conditions.used()} if config.conditions.used() != DEFAULT_CONDITIONS else {}),
     }
+
+
+DEFAULT_CONDITIONS = ConditionsConfig().used()
+SOUND_DESIGN_OUTPUT = {
+    "mode",
+    "alternates",
+    "alternate_title",
+    "image_output",
+    "image_seconds",
+    "image_fps",
+    "image_video_codec",
+}
+
+
+def output_settings(config: FoleyConfig) -> dict:
+    """How outputs are written; a setting only counts where it applies (image settings count per image)."""
+    output = config.output
+    settings = output.model_dump(exclude=SOUND_DESIGN_OUTPUT)
+    if output.mode != "mux":
+        settings["mode"] = output.mode
+    if output.alternates and config.audioldm.candidates > 1:
+        settings |= output.model_dump(include={"alternates", "alternate_title"})
+    return settings
+
+
+def image_settings(config: FoleyConfig) -> dict:
+    """What makes a still image's output, on top of the job's settings."""
+    include = {"image_output", "image_seconds"} | (
+        {"image_fps", "image_video_codec"} if config.output.image_output == "video" else set()
+    )
+    return config.output.model_dump(include=include)
 
 
 def embed_settings(config: FoleyConfig) -> dict:
@@ -129,8 +179,9 @@ def embed_settings(config: FoleyConfig) -> dict:
 
 DUB = JobKind(
     stages=("decode_embed", "map", "synthesize", "mux"),
-    models=("clip_model", "mapper_model", "audioldm_model"),
+    models=("clip_model", "mapper_model", "audioldm_model", "clap_model"),
     settings=dub_settings,
+    sound_design=True,
 )
 EMBED = JobKind(
     stages=("decode_embed", "clap_embed", "write_pairs"),

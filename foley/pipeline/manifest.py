@@ -36,7 +36,26 @@ SEGMENTS_TYPE = pa.list_(
         ]
     )
 )
-JSON_COLUMNS = {"windows": "windows", "segments": "segment_info"}  # manifest column: the row's JSON column
+# One entry per window: what shaped its sound. The weight of each condition where more than the video's own
+# picture was mixed, the zero-shot mapper's labels with their weights, and the CLAP scores of its candidates with the
+# index of the one kept.
+WINDOW_NOTES_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("weights", pa.struct([("visual", pa.float64()), ("prompt", pa.float64()), ("reference", pa.float64())])),
+            ("labels", pa.list_(pa.struct([("label", pa.string()), ("weight", pa.float64())]))),
+            ("scores", pa.list_(pa.float64())),
+            ("kept", pa.int64()),
+        ]
+    )
+)
+# manifest column: the row's JSON column
+JSON_COLUMNS = {
+    "windows": "windows",
+    "segments": "segment_info",
+    "window_notes": "window_notes",
+    "outputs": "output_uris",
+}
 
 
 def manifest_schema(kind: JobKind) -> pa.Schema:
@@ -46,6 +65,7 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("input_uri", pa.string()),
             ("input_identity", pa.string()),
             ("output_uri", pa.string()),
+            ("outputs", pa.list_(pa.string())),  # every file written, the main one first (a sidecar sound file)
             ("result_id", pa.string()),
             ("relative_path", pa.string()),
             ("status", pa.string()),
@@ -54,6 +74,8 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("n_windows", pa.int64()),
             ("windows", WINDOWS_TYPE),
             ("segments", SEGMENTS_TYPE),
+            ("conditions", pa.string()),  # JSON: the conditions that changed the sound (prompt, reference, weights)
+            ("window_notes", WINDOW_NOTES_TYPE),
             ("has_audio", pa.bool_()),
             ("audio_level_dbfs", pa.float64()),
             ("notes", pa.string()),

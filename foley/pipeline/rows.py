@@ -40,6 +40,12 @@ def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind
         "input_uri": item.uri,
         "input_identity": item.identity,
         "output_uri": output_uri,
+        "output_uris": json.dumps(
+            [output_uri]
+        ),  # JSON: every file the result writes (the video, a sidecar sound file), main one first
+        "image": False,  # a still image, dubbed as one shot of output.image_seconds
+        "conditions": "",  # JSON: the conditions of this video that change its sound (ConditionsConfig.used)
+        "window_notes": "",  # JSON: per window of the row, what shaped its sound (foley.pipeline.notes)
         "result_id": "",
         "cache_nodes": "",
         "notes": "",
@@ -106,6 +112,19 @@ def fail(row: dict, stage: str, exc: BaseException) -> None:
 
 def row_windows(row: dict) -> list[Window]:
     return [Window(**window) for window in json.loads(str(row["windows"]) or "[]")]
+
+
+def window_notes(row: dict) -> list[dict]:
+    """Per window of the row, what shaped its sound: condition weights, zero-shot labels, candidate scores."""
+    return json.loads(str(row["window_notes"]) or "[]")
+
+
+def note_window(row: dict, index: int, **notes) -> None:
+    """Add notes about the row's window `index` (its index in the row, as stages see it)."""
+    every = window_notes(row)
+    every.extend({} for _ in range(index + 1 - len(every)))
+    every[index].update(notes)
+    row["window_notes"] = json.dumps(every)
 
 
 def is_pending(row: dict) -> bool:

@@ -1,7 +1,8 @@
 """Which videos a job reads: every video under a folder or an s3:// prefix, or the URIs of a .csv/.parquet list.
 
 Each input gets its relative path, which names its output and seeds its noise, so the same library gives the same
-outputs wherever it is listed from.
+outputs wherever it is listed from. A list's other columns (a CSV with a header row, or Parquet) travel with each
+input: per-video settings such as a prompt (foley.pipeline.conditions).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ class InputItem:
     uri: str
     relative_path: str  # posix path under the output root, also the video's stable id
     identity: str = ""  # its content: "etag:<ETag>:size:<bytes>" on S3, "size:<bytes>:mtime:<ns>" locally
+    columns: tuple[tuple[str, str], ...] = ()  # the list file's other non-empty cells of this input: (name, text)
+
+
+def is_image(path: str, image_extensions: tuple[str, ...]) -> bool:
+    return path.lower().endswith(tuple(extension.lower() for extension in image_extensions))
 
 
 def _common_directory(uris: list[str]) -> str:
@@ -62,21 +68,38 @@ class InputListing:
         return sorted(items, key=lambda item: item.relative_path)
 
     def _list_from_file(self, source: str) -> list[InputItem]:
-        data = self.read_bytes(source)
-        if source.lower().endswith(".parquet"):
-            table = pq.read_table(io.BytesIO(data))
-            if "uri" not in table.column_names:
-                raise StorageError(f"input list {source} has no 'uri' column (columns: {table.column_names})")
-            uris = [u for u in table.column("uri").to_pylist() if u]
-        else:
-            rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
-            if rows and rows[0] and rows[0][0].strip().lower() == "uri":
-                rows = rows[1:]
-            uris = [row[0].strip() for row in rows if row and row[0].strip()]
-        if not uris:
+        records = _list_records(source, self.read_bytes(source))
+        if not records:
             raise StorageError(f"input list {source} holds no URIs; give one per line (a 'uri' column)")
-        # The same file listed twice is one input; two different files that map to one output are caught later.
-        uris = list(dict.fromkeys(uri if is_s3(uri) else Path(uri).resolve().as_posix() for uri in uris))
-        base = _common_directory(uris)
-        items = [InputItem(uri, uri[len(base) :], self.identity(uri)) for uri in uris]
+        # The same file listed twice is one input (its first line counts); two different files that map to one output
+        # are caught later.
+        by_uri: dict[str, tuple[tuple[str, str], ...]] = {}
+        for uri, columns in records:
+            by_uri.setdefault(uri if is_s3(uri) else Path(uri).resolve().as_posix(), columns)
+        base = _common_directory(list(by_uri))
+        items = [InputItem(uri, uri[len(base) :], self.identity(uri), columns) for uri, columns in by_uri.items()]
         return sorted(items, key=lambda item: item.relative_path)
+
+
+def _list_records(source: str, data: bytes) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(uri, other non-empty cells) per line of a list: Parquet with a 'uri' column, or CSV whose first column is the
+    URI (with a header row naming the columns, or none)."""
+    if source.lower().endswith(".parquet"):
+        table = pq.read_table(io.BytesIO(data))
+        if "uri" not in table.column_names:
+            raise StorageError(f"input list {source} has no 'uri' column (columns: {table.column_names})")
+        lines = table.to_pylist()
+    else:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+        header = ["uri"]
+        if rows and rows[0] and rows[0][0].strip().lower() == "uri":
+            header, rows = [name.strip().lower() for name in rows[0]], rows[1:]
+        lines = [dict(zip(header, (cell.strip() for cell in row), strict=False)) for row in rows if row]
+    return [
+        (
+            str(line["uri"]).strip(),
+            tuple((name, str(value)) for name, value in line.items() if name != "uri" and value not in (None, "")),
+        )
+        for line in lines
+        if line.get("uri") and str(line["uri"]).strip()
+    ]
