@@ -342,6 +342,11 @@ class FoleyConfig(Strict):
             set_dotted(tree, *parse_override(text))
         return FoleyConfig.model_validate(tree)
 
+    def uses_clap(self) -> bool:
+        """Whether every video of a dub run needs AudioLDM's CLAP audio encoder: to rank candidates, or to embed the
+        job's reference sound (a video with a reference of its own adds the CLAP to its own hash)."""
+        return self.audioldm.candidates > 1 or bool(self.conditions.reference_audio)
+
     def model_ids(self) -> dict[str, str]:
         """Where each model comes from, for people reading a manifest (the hash uses content identities instead)."""
         return {

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 "model weights not found:\n  "
                 + "\n  ".join(problems)
-                + "\n  (train a mapper with jobs.train_mapper, or point the keys at existing weights)"
+                + "\n  (train a mapper with jobs.train_mapper, make AudioLDM's CLAP with jobs.convert_audioldm_clap, "
+                "or point the keys at existing weights)"
             )
         # 1. The work left: every input whose result (settings, model content, input content, output location)
         #    the manifest does not already have. Nothing starts if an output could land on an input.

@@ -65,15 +65,26 @@ def test_zero_shot_output_is_the_normalised_mix_of_label_sounds(zero_shot):
     assert torch.allclose(mapped, expected) and torch.allclose(mapped.norm(dim=-1), torch.ones(2))
 
 
-def test_the_map_stage_uses_zero_shot_when_no_checkpoint_is_configured(tiny_config):
+def test_the_map_stage_uses_zero_shot_and_says_why_when_no_checkpoint_is_configured(tiny_config):
     from foley.pipeline.kinds import DUB
-    from foley.pipeline.rows import batch_of, new_row, rows_of
+    from foley.pipeline.rows import batch_of, new_row, rows_of, window_notes
     from foley.storage.inputs import InputItem
     from workers.map import Map
 
     config = tiny_config.model_copy(update={"mapper": tiny_config.mapper.model_copy(update={"checkpoint": None})})
     row = new_row(InputItem("a.mp4", "a.mp4"), "out.mp4", config, DUB)
-    row["clip_embeddings"] = torch.nn.functional.normalize(torch.randn(3, 64), dim=-1).numpy()
-    [result] = rows_of(Map(config)(batch_of([row])))
+    stage = Map(config)
+    thunder = stage.mapper.labels.index("thunder")
+    row["clip_embeddings"] = torch.cat(
+        [stage.mapper.label_image_embeddings[thunder : thunder + 1], torch.nn.functional.normalize(torch.randn(2, 64))]
+    ).numpy()
+    [result] = rows_of(stage(batch_of([row])))
     assert result["status"] == "pending" and result["clap_embeddings"].shape == (3, TINY_CLAP_DIM)
     assert result["mapper_model"] == "zero-shot:vggsound.txt"
+    # The labels each window's sound was mixed from, heaviest first, with their weights: a reviewer sees why.
+    notes = window_notes(result)
+    assert len(notes) == 3 and all(len(note["labels"]) == config.mapper.zero_shot_top_k for note in notes)
+    assert notes[0]["labels"][0]["label"] == "thunder" and notes[0]["labels"][0]["weight"] > 0.5
+    for note in notes:
+        weights = [label["weight"] for label in note["labels"]]
+        assert weights == sorted(weights, reverse=True) and sum(weights) == pytest.approx(1.0, abs=1e-3)

@@ -34,6 +34,9 @@ def test_every_video_gets_one_matching_audio_track(dubbed):
     root, _, result = dubbed
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 ok, 0 failed, 0 skipped" in result.stdout
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == 5 and all("videos/min" in line for line in progress)
+    assert all(", ETA " in line for line in progress[:-1]) and "ETA" not in progress[-1]  # rate, and time left
     for relative, _seconds, *_ in CLIPS:
         source, output = root / "in" / relative, root / "out" / relative
         assert plays(output), relative

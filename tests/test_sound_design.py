@@ -163,10 +163,15 @@ def test_a_prompt_column_changes_only_its_video_and_its_hash(tmp_path, tiny_conf
     assert second[0]["config_hash"] != first[1]["config_hash"] and first[0]["config_hash"] == first[1]["config_hash"]
     assert json.loads(second[0]["conditions"])["prompt"] == "seaside"
 
-    bad = plan(write_list(tmp_path / "bad.csv", [{"uri": str(videos[0]), "prompt_weight": "loud"}]))
-    assert bad == []
-    (failed,) = [r for r in storage_run.manifest.current().values() if r["status"] == "failed"]
-    assert "a.mp4" in failed["error"] and "prompt_weight" in failed["error"]
+    # A line that cannot be read fails that video before any work, naming the file, the column and the problem.
+    missing = tmp_path / "nowhere.wav"
+    bad = [{"uri": str(videos[0]), "prompt_weight": "loud"}, {"uri": str(videos[1]), "reference_audio": missing}]
+    assert plan(write_list(tmp_path / "bad.csv", bad)) == []
+    failed = {
+        r["relative_path"]: r["error"] for r in storage_run.manifest.current().values() if r["status"] == "failed"
+    }
+    assert "a.mp4" in failed["a.mp4"] and "prompt_weight" in failed["a.mp4"]
+    assert f"reference_audio {missing} does not exist" in failed["b.mp4"]
 
 
 @pytest.mark.slow

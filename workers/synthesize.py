@@ -28,7 +28,6 @@ from foley.models.audioldm import load_audioldm
 from foley.models.clap import load_clap_audio_encoder
 from foley.models.conditions import Conditioner
 from foley.models.device import pick_device
-from foley.pipeline.kinds import uses_clap
 from foley.pipeline.rows import batch_of, note_window, row_windows, rows_of
 from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads, this_worker
 from foley.storage.store import Storage
@@ -46,7 +45,7 @@ class Synthesize:
         self.pipeline = load_audioldm(config.audioldm, storage, self.device)
         self.sample_rate = int(self.pipeline.vocoder.config.sampling_rate)
         self.worker = this_worker()
-        needs_clap = uses_clap(config) or own_references
+        needs_clap = config.uses_clap() or own_references
         self.clap = load_clap_audio_encoder(config.clap, storage, self.device) if needs_clap else None
         self.conditioner = Conditioner(
             self.pipeline.text_encoder,

@@ -133,16 +133,16 @@ def mux_track(
 
     encoded = {"b": audio_bitrate, "ar": output_sample_rate, "disposition": "default"}
     if mixing:
-        names = _track_names(first_audio.language or language, title, suffix)  # the mix still speaks its language
+        names = track_names(first_audio.language or language, title, suffix)  # the mix still speaks its language
         mixed = _mix(source, generated, first_audio, mix_under_original_db, output_sample_rate)
         add(mixed, audio_codec, names, **encoded)
     else:
-        add(generated, audio_codec, _track_names(language, title, suffix), ac=1, **encoded)
+        add(generated, audio_codec, track_names(language, title, suffix), ac=1, **encoded)
     for stream, (_, alternate_title) in zip(alternate_streams, alternates, strict=True):
         add(
             stream,
             audio_codec,
-            _track_names(language, alternate_title, suffix),
+            track_names(language, alternate_title, suffix),
             ac=1,
             **(encoded | {"disposition": "0"}),
         )
@@ -229,7 +229,7 @@ def _mix(source, generated, original: StreamInfo, gain_db: float, sample_rate: i
     return mixed.filter("alimiter", limit=10 ** (MIX_CEILING_DBFS / 20), level=0, latency=1)
 
 
-def _track_names(language: str, title: str, suffix: str) -> list[str]:
+def track_names(language: str, title: str, suffix: str) -> list[str]:
     """Language and title tags; mov/mp4 keep a track's name as its handler name, not as a title tag."""
     names = [f"language={language}", f"title={title}"]
     if suffix in (".mp4", ".mov"):

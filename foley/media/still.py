@@ -15,7 +15,7 @@ import ffmpeg
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from foley.media.mux import _track_names, run_with_track
+from foley.media.mux import run_with_track, track_names
 from foley.media.probe import MediaError
 
 # EXIF orientations that turn the image a quarter turn, so that it is displayed with width and height swapped.
@@ -56,6 +56,8 @@ def render_still_video(
 ) -> None:
     """Write `output_path`: `seconds` of the image, upright, with `track` (mono) as its default audio stream."""
     image = _upright(image_path)
+    if min(image.size) < 2:
+        raise MediaError(f"is {image.width}x{image.height} pixels, too small for a video (at least 2x2)")
     even = image.crop((0, 0, image.width // 2 * 2, image.height // 2 * 2))  # 4:2:0 chroma needs even sizes
     suffix = output_path.suffix.lower()
     output = output_path.resolve()
@@ -65,7 +67,7 @@ def render_still_video(
         encoded["tune"] = "stillimage"
     if suffix in (".mp4", ".mov"):
         encoded["movflags"] = "+faststart"
-    names = [option for name in _track_names(language, title, suffix) for option in ("-metadata:s:a:0", name)]
+    names = [option for name in track_names(language, title, suffix) for option in ("-metadata:s:a:0", name)]
     needed = track[: math.ceil(seconds * sample_rate)]  # ffmpeg stops at `seconds`: the rest is not sent
     with tempfile.TemporaryDirectory() as folder:
         frame = Path(folder) / "frame.ppm"  # uncompressed: quick to write and read, and lossless

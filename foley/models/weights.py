@@ -39,6 +39,7 @@ def missing_weights(config: FoleyConfig) -> list[str]:
         "clip.pretrained": config.clip.pretrained if config.clip.pretrained and Path(config.clip.pretrained).suffix
         else None,
         "mapper.checkpoint": config.mapper.checkpoint,
+        "clap.checkpoint": config.clap.checkpoint if config.uses_clap() and "://" not in config.clap.checkpoint else None,
     }
     for key, location in local.items():
         if location and not is_s3(location) and not Path(location).exists():

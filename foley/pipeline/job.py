@@ -19,7 +19,7 @@ from collections.abc import Callable
 from foley.config import ConfigError, FoleyConfig
 from foley.models.identity import ModelIdentities
 from foley.pipeline.conditions import ConditionError, video_conditions, video_config_hash
-from foley.pipeline.kinds import JobKind, image_settings, result_id, uses_clap
+from foley.pipeline.kinds import JobKind, image_settings, result_id
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, new_row
 from foley.pipeline.segments import SEGMENTS_DIR, clear_stale_staging
@@ -196,7 +196,7 @@ class JobRun:
             own["reference_audio"] = self.storage.identity(reference)
             if not own["reference_audio"]:
                 raise StorageError(f"its reference_audio {reference} does not exist; fix the path or URI")
-            if not uses_clap(self.config):  # the CLAP that embeds it is a model of this video only
+            if not self.config.uses_clap():  # the CLAP that embeds it is a model of this video only
                 own["clap_model"] = self.clap_identity()
         if is_image(item.relative_path, self.config.input.image_extensions):
             row["image"] = True
@@ -209,8 +209,15 @@ class JobRun:
         return any(json.loads(row["conditions"] or "{}").get("reference_audio") for row in rows)
 
     def clap_identity(self) -> str:
+        """The identity of AudioLDM's CLAP, for videos with a reference sound of their own."""
         if self._clap_identity is None:
-            self._clap_identity = ModelIdentities(self.storage).of(self.config.clap.checkpoint)
+            try:
+                self._clap_identity = ModelIdentities(self.storage).of(self.config.clap.checkpoint)
+            except ConfigError:  # neither there nor a hub model: the videos that need it fail, the others go on
+                raise StorageError(
+                    f"a reference sound needs AudioLDM's CLAP, but clap.checkpoint={self.config.clap.checkpoint} "
+                    "does not exist; make it with python -m jobs.convert_audioldm_clap"
+                ) from None
         return self._clap_identity
 
     def clear_leftovers(self, results: set[str]) -> None:
@@ -244,6 +251,7 @@ class JobRun:
         max_failures = self.args.max_failures
         failures = 0
         finished: set[str] = set()
+        streaming = time.perf_counter()
         for result in videos.iter_rows():
             path = result["relative_path"]
             if result["status"] == PENDING:  # a segment of a long video, staged until the rest of it is done
@@ -256,7 +264,8 @@ class JobRun:
             self.results.append(result)
             failures += result["status"] == FAILED
             detail = result["error"] if result["status"] != OK else f"{result['n_windows']} windows"
-            print(f"[{len(finished)}/{total}] {result['status']:<7} {path}  ({detail})", flush=True)
+            pace = pace_line(len(finished), total, time.perf_counter() - streaming)
+            print(f"[{len(finished)}/{total}] {result['status']:<7} {path}  ({detail})  {pace}", flush=True)
             if max_failures is not None and failures > max_failures:
                 self.aborted = True
                 break
@@ -274,6 +283,19 @@ class JobRun:
         if self.aborted:
             print(f"stopped early: more than --max-failures={self.args.max_failures} inputs failed", file=sys.stderr)
         return 1 if counts[FAILED] or self.aborted else 0
+
+
+def pace_line(done: int, total: int, elapsed_s: float) -> str:
+    """The rate so far and when the rest should be done at that rate: '2.4 videos/min, ETA 3m10s'."""
+    per_minute = done / max(elapsed_s, 1e-9) * 60
+    left_s = (total - done) / per_minute * 60
+    return f"{per_minute:.1f} videos/min, ETA {clock(left_s)}" if done < total else f"{per_minute:.1f} videos/min"
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def fail_setup(exc: Exception) -> int:

@@ -44,7 +44,7 @@ class JobKind:
 
     def used_models(self, config: FoleyConfig) -> tuple[str, ...]:
         """The models this run uses: the dub job reads AudioLDM's CLAP only to rank candidates or embed a reference."""
-        if self.sound_design and not uses_clap(config):
+        if self.sound_design and not config.uses_clap():
             return tuple(model for model in self.models if model != "clap_model")
         return self.models
 
@@ -64,12 +64,6 @@ class JobKind:
             "clap_model": lambda: identities.of(config.clap.checkpoint),
         }
         return {model: every[model]() for model in self.used_models(config)}
-
-
-def uses_clap(config: FoleyConfig) -> bool:
-    """Whether every video of a dub run needs AudioLDM's CLAP audio encoder: to rank candidates, or to embed the
-    job's reference sound (a video with a reference of its own adds the CLAP to its own hash)."""
-    return config.audioldm.candidates > 1 or bool(config.conditions.reference_audio)
 
 
 def result_id(config_hash: str, input_identity: str, output_uri: str) -> str:

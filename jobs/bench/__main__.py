@@ -31,7 +31,7 @@ from pathlib import Path
 
 from foley.config import load_config
 from foley.media.render import render_test_video
-from foley.testing.random_models import save_full_audioldm, save_full_mapper, save_tiny_models
+from foley.testing.random_models import save_full_audioldm, save_full_clap, save_full_mapper, save_tiny_models
 from jobs.bench.cases import measure_optimisations, measure_pipeline_layout
 from jobs.bench.pipelines import measure_pipeline, measure_sequential
 from jobs.bench.report import chart, summarise, table
@@ -67,19 +67,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_models(preset: str, folder: Path) -> list[str]:
     """Random-weight models at the preset's size, saved once in their native formats; config overrides for them."""
     done = folder / ".complete"
-    if not done.exists():
+    if not done.exists() or not (folder / "clap").exists():  # models saved before the bench timed CLAP lack it
         shutil.rmtree(folder, ignore_errors=True)
         if preset == "tiny":
             save_tiny_models(folder)
         else:
             save_full_audioldm(folder / "audioldm")
             save_full_mapper(folder / "mapper")
+            save_full_clap(folder / "clap")
         done.touch()
     if preset == "tiny":
         return [
             f"clip.model=local-dir:{folder / 'clip'}",
             f"mapper.checkpoint={folder / 'mapper'}",
             f"audioldm.model={folder / 'audioldm'}",
+            f"clap.checkpoint={folder / 'clap'}",
         ]
     # ViT-B/32 with random weights needs no file: open_clip builds the architecture from its own config.
     return [
@@ -87,6 +89,7 @@ def build_models(preset: str, folder: Path) -> list[str]:
         "clip.pretrained=null",
         f"mapper.checkpoint={folder / 'mapper'}",
         f"audioldm.model={folder / 'audioldm'}",
+        f"clap.checkpoint={folder / 'clap'}",
     ]
 
 
