@@ -307,6 +307,25 @@ class OutputConfig(Strict):
         return self
 
 
+class EvaluationConfig(Strict):
+    """jobs.evaluate: how the seams between windows are measured (spectral flux on the generated track)."""
+
+    seam_sample_rate: int = Field(16000, ge=8000, description="rate the generated track is decoded at (AudioLDM's)")
+    seam_frame: int = Field(512, ge=16, description="STFT frame of the spectral flux, in samples of the track")
+    seam_hop: int = Field(128, ge=1, description="STFT hop of the spectral flux, in samples")
+
+
+class ProgressConfig(Strict):
+    """What a job prints while it runs, besides its own line per finished video (with the rate and an ETA)."""
+
+    non_tty_interval_s: int = Field(
+        120, ge=1, description="when stdout is not a terminal: seconds between Ray Data's progress log lines"
+    )
+    non_tty_operator_lines: bool = Field(
+        False, description="when stdout is not a terminal: also log a line per pipeline stage, not only the total"
+    )
+
+
 class StorageConfig(Strict):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint; default from AWS_ENDPOINT_URL(_S3)")
     region: str | None = Field(None, description="default from AWS_REGION / AWS_DEFAULT_REGION")
@@ -333,6 +352,8 @@ class FoleyConfig(Strict):
     input: InputConfig = InputConfig()
     output: OutputConfig = OutputConfig()
     storage: StorageConfig = StorageConfig()
+    progress: ProgressConfig = ProgressConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     stages: Stages = Stages()
 
     def with_overrides(self, *overrides: str) -> FoleyConfig:

@@ -16,6 +16,7 @@ notes. The video is read again from the node-local copy when it is still there.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from foley.media.audio_file import AUDIO_FILE_CODECS, write_audio_file
 from foley.media.mux import mux_track
 from foley.media.still import render_still_video
 from foley.media.stitch import TrackBuilder, TrackLayout, normalize_peak
+from foley.pipeline.evaluation import conditions_uri
 from foley.pipeline.kinds import DUB
 from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of, window_notes
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging
@@ -69,6 +71,7 @@ class Mux(FinalStage):
                 **{f"seconds_{stage}": float(row[f"seconds_{stage}"]) for stage in TIMED_STAGES},
             }
             staging.stage(segment, row["waveforms"], info)
+            self.keep_conditions(row)
         if len(staging.staged()) < staging.count:
             return False
         return staging.claim(f"{row['run_id']}/{segment}")
@@ -85,10 +88,20 @@ class Mux(FinalStage):
             window.cut_crossfade_seconds,
             int(row["sample_rate"]),
         )
+        if int(row["segment_count"]) == 1:
+            self.keep_conditions(row)
         tracks = [normalize_peak(track, self.config.output.peak_dbfs) for track in self.assemble(row, layout)]
         for output_uri in json.loads(str(row["output_uris"])):
             with self.storage.staged_output(output_uri) as staged:
                 self.write(row, tracks, layout.sample_rate, staged)
+
+    def keep_conditions(self, row: dict) -> None:
+        """The conditions AudioLDM read for the row's windows, for jobs.evaluate's CLAP scores."""
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(row["clap_embeddings"], dtype=np.float32))
+        self.storage.write_bytes(
+            conditions_uri(self.output_root, str(row["result_id"]), int(row["first_window"])), buffer.getvalue()
+        )
 
     def assemble(self, row: dict, layout: TrackLayout) -> list[np.ndarray]:
         """The video's tracks: the kept one, then the runners-up best first when the windows carry them."""

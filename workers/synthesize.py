@@ -1,7 +1,8 @@
 """Stage 3: CLAP embedding + the video's conditions -> waveform, with AudioLDM.
 
 INPUT  rows with clap_embeddings (n_windows x D_clap) and conditions (JSON, foley.pipeline.conditions).
-OUTPUT the same rows plus waveforms (windows x samples, float32 at sample_rate; windows x candidates x samples,
+OUTPUT the same rows, their clap_embeddings now the conditions AudioLDM read (composed), plus waveforms
+       (windows x samples, float32 at sample_rate; windows x candidates x samples,
        best first, when output.alternates keeps the runners-up), the actor that made them, and per window the
        weight of each condition and the candidates' scores (window_notes). Fan-out 1:1.
 
@@ -28,7 +29,7 @@ from foley.models.audioldm import load_audioldm
 from foley.models.clap import load_clap_audio_encoder
 from foley.models.conditions import Conditioner
 from foley.models.device import pick_device
-from foley.pipeline.rows import batch_of, note_window, row_windows, rows_of
+from foley.pipeline.rows import batch_of, is_pending, note_window, row_windows, rows_of
 from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads, this_worker
 from foley.storage.store import Storage
 
@@ -47,6 +48,7 @@ class Synthesize:
         self.worker = this_worker()
         needs_clap = config.uses_clap() or own_references
         self.clap = load_clap_audio_encoder(config.clap, storage, self.device) if needs_clap else None
+        self.composed: dict[tuple[int, int], np.ndarray] = {}  # (row, window) -> the condition AudioLDM read
         self.conditioner = Conditioner(
             self.pipeline.text_encoder,
             self.pipeline.tokenizer,
@@ -58,6 +60,7 @@ class Synthesize:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
+        self.composed.clear()
         map_windows(
             rows,
             "clap_embeddings",
@@ -69,6 +72,8 @@ class Synthesize:
         for row in rows:
             row["sample_rate"] = self.sample_rate
             row["synthesize_worker"] = self.worker
+            if is_pending(row) and len(row["waveforms"]):  # jobs.evaluate scores the sound against what was asked
+                row["clap_embeddings"] = np.stack([self.composed[id(row), i] for i in range(len(row["waveforms"]))])
         return batch_of(rows)
 
     def synthesize_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
@@ -83,6 +88,7 @@ class Synthesize:
             video = ConditionsConfig.model_validate(json.loads(str(ref.row["conditions"]) or "{}"))
             condition, weights = self.conditioner.compose(visual, video, progress(ref) if video.fades else 0.0)
             conditions.append(condition)
+            self.composed[id(ref.row), ref.index] = condition
             negatives.append(self.conditioner.text(video.negative_prompt))
             if len(weights) > 1:
                 note_window(ref.row, ref.index, weights={name: round(w, 4) for name, w in weights.items()})

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from foley.config import ConfigError, FoleyConfig
+from foley.config import ConfigError, FoleyConfig, ProgressConfig
 from foley.models.identity import ModelIdentities
 from foley.pipeline.conditions import ConditionError, video_conditions, video_config_hash
 from foley.pipeline.kinds import JobKind, image_settings, result_id
@@ -95,6 +95,18 @@ def connect_ray():
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
     return ray
+
+
+def quiet_progress_when_logged(progress: ProgressConfig) -> None:
+    """In a terminal Ray Data draws progress bars, which stay. Into a log file or a job's log it prints every
+    stage's progress every 10 s instead, screens of it for a short job: one total line per interval is enough
+    beside this job's own line per video. (Ray Data reads its interval from the environment when it first logs.)"""
+    from ray.data import DataContext  # noqa: PLC0415 - Ray is imported only once there is work
+
+    if sys.stdout.isatty():
+        return
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", str(progress.non_tty_interval_s))
+    DataContext.get_current().enable_operator_progress_bars = progress.non_tty_operator_lines
 
 
 def shared_outputs(outputs: dict[str, tuple[str, ...]]) -> dict[str, str]:
@@ -243,6 +255,7 @@ class JobRun:
         """Ray (joined or started), after checking that it can host the stages' resources."""
         ray = connect_ray()
         check_gpus(self.config, self.kind, ray.cluster_resources().get("GPU", 0))
+        quiet_progress_when_logged(self.config.progress)
         return ray
 
     def follow(self, videos, total: int) -> None:

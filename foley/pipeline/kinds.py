@@ -33,6 +33,7 @@ def _digest(value) -> str:
 class JobKind:
     """What differs between the jobs over videos: their stages, their models, the settings that change results."""
 
+    name: str
     stages: tuple[str, ...]
     models: tuple[str, ...]  # manifest columns naming each model
     settings: Callable[[FoleyConfig], dict] = field(hash=False)
@@ -172,12 +173,14 @@ def embed_settings(config: FoleyConfig) -> dict:
 
 
 DUB = JobKind(
+    name="dub",
     stages=("decode_embed", "map", "synthesize", "mux"),
     models=("clip_model", "mapper_model", "audioldm_model", "clap_model"),
     settings=dub_settings,
     sound_design=True,
 )
 EMBED = JobKind(
+    name="embed",
     stages=("decode_embed", "clap_embed", "write_pairs"),
     models=("clip_model", "clap_model"),
     settings=embed_settings,

@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from foley.config import FoleyConfig, StageResources, StorageConfig
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.manifest import Manifest, utc_now
+from foley.pipeline.metrics import JobMetrics
 from foley.pipeline.rows import EMPTY_MATRIX, OK, SUMMARY_COLUMNS, batch_of, fail, is_pending, rows_of
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3
@@ -166,8 +167,10 @@ class FinalStage:
 
     def __init__(self, config: FoleyConfig, output_root: str):
         self.config = config
+        self.output_root = output_root
         self.storage = Storage(config.storage)
         self.manifest = Manifest(output_root, self.storage, self.kind)
+        self.metrics = JobMetrics(self.kind.name, self.kind.stages) if ray.is_initialized() else None
 
     def publish(self, row: dict) -> None:
         raise NotImplementedError
@@ -187,6 +190,8 @@ class FinalStage:
             row[f"seconds_{self.stage}"] = float(row.get(f"seconds_{self.stage}", 0.0)) + time.perf_counter() - started
         row["finished_at"] = utc_now().timestamp()
         self.manifest.record(row)
+        if self.metrics is not None:
+            self.metrics.record(row)
         remove_input_copies(row, self.storage)
         return summary(row)
 
