@@ -307,6 +307,18 @@ class OutputConfig(Strict):
         return self
 
 
+class ReportConfig(Strict):
+    """The static report under <output>/_report/ (jobs.report; jobs.dub writes it at the end) and its pictures."""
+
+    enabled: bool = Field(True, description="jobs.dub writes the report when it ends, and its stages the pictures")
+    page_size: int = Field(500, ge=1, description="rows per data file the page loads, so 100,000 inputs open fast")
+    poster_height: int = Field(72, ge=16, description="height in pixels of a window's poster frame")
+    max_posters: int = Field(24, ge=1, description="poster frames per video at most (evenly chosen windows)")
+    jpeg_quality: int = Field(70, ge=1, le=95, description="JPEG quality of the poster strip")
+    spectrogram_inches: tuple[float, float] = Field((6.0, 1.6), description="size of the spectrogram at 80 dpi")
+    spectrogram_columns: int = Field(480, ge=16, description="time columns of the spectrogram, however long the video")
+
+
 class EvaluationConfig(Strict):
     """jobs.evaluate: how the seams between windows are measured (spectral flux on the generated track)."""
 
@@ -354,6 +366,7 @@ class FoleyConfig(Strict):
     storage: StorageConfig = StorageConfig()
     progress: ProgressConfig = ProgressConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    report: ReportConfig = ReportConfig()
     stages: Stages = Stages()
 
     def with_overrides(self, *overrides: str) -> FoleyConfig:

@@ -16,11 +16,12 @@ import argparse
 import logging
 import sys
 
-from foley.config import ConfigError, load_config
+from foley.config import ConfigError, FoleyConfig, load_config
 from foley.models.weights import missing_weights
 from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
 from foley.pipeline.kinds import DUB
 from foley.pipeline.outputs import dub_outputs
+from foley.pipeline.report import write_report
 from foley.pipeline.stage import stage_options
 from foley.storage.uris import StorageError
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StorageError) as exc:
         return fail_setup(exc)
     if not rows:
-        return run.finish()
+        return finish(run, config, args.output)
 
     # 2. Stream the videos through the stages; each is a pool of Ray actors that load their models once. (The
     #    stages import torch and the model libraries, so a run with nothing left to do never loads them.)
@@ -98,8 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.follow(videos, total=len(rows))
 
-    # 3. Fold the journal into one manifest and report.
-    return run.finish()
+    # 3. Fold the journal into one manifest, write the report page and print the summary.
+    return finish(run, config, args.output)
+
+
+def finish(run: JobRun, config: FoleyConfig, output: str) -> int:
+    code = run.finish()
+    if config.report.enabled:
+        try:
+            print(f"report: {write_report(config, output)}", flush=True)
+        except (OSError, ValueError, StorageError) as exc:  # the outputs and the manifest are written already
+            print(f"the report could not be written ({exc}); retry with python -m jobs.report", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -8,47 +8,18 @@ The windows and shots come from the job's manifest (its `windows` column); the s
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
-import matplotlib
+import pyarrow.parquet as pq
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from PIL import Image  # noqa: E402
-from scipy.signal import spectrogram  # noqa: E402
-
-from foley.media.probe import decode_audio  # noqa: E402
-from foley.media.windows import Window  # noqa: E402
+from foley.media.probe import decode_audio
+from foley.media.spectrogram import spectrogram_png
+from foley.media.windows import Window
 
 SAMPLE_RATE = 16000  # AudioLDM's rate: the generated track holds nothing above 8 kHz
-FFT_SIZE = 256  # 16 ms
-FRAMES_PER_COLUMN = 4  # 64 ms per column of the image
-PALETTE_COLOURS = 64
-
-
-def plot(audio: np.ndarray, windows: list[Window], title: str) -> bytes:
-    frequencies, times, power = spectrogram(audio, fs=SAMPLE_RATE, nperseg=FFT_SIZE, noverlap=0)
-    columns = power.shape[1] // FRAMES_PER_COLUMN * FRAMES_PER_COLUMN  # averaged in time: a small, legible image
-    power = power[:, :columns].reshape(len(frequencies), -1, FRAMES_PER_COLUMN).mean(axis=2)
-    times = times[:columns].reshape(-1, FRAMES_PER_COLUMN).mean(axis=1)
-    figure, axis = plt.subplots(figsize=(9, 2.8))
-    axis.pcolormesh(times, frequencies / 1000, 10 * np.log10(power + 1e-10), shading="auto", cmap="magma")
-    for index, window in enumerate(windows):
-        if index and window.shot != windows[index - 1].shot:
-            axis.axvline(window.start_s, color="cyan", linewidth=2, label="cut" if index == 1 else None)
-        elif index:
-            axis.axvline(window.start_s, color="white", linestyle="--", linewidth=1)
-    axis.set(xlabel="seconds", ylabel="kHz", title=title)
-    axis.legend(loc="upper right")
-    rendered, sink = io.BytesIO(), io.BytesIO()
-    figure.savefig(rendered, format="png", dpi=80, bbox_inches="tight")
-    plt.close(figure)
-    Image.open(rendered).quantize(PALETTE_COLOURS).save(sink, format="png", optimize=True)  # a fifth of the bytes
-    return sink.getvalue()
+FIGURE_INCHES = (9, 2.8)
+COLUMNS = 600
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     shots = windows[-1].shot + 1
     title = f"{args.video}: {shots} shots, {len(windows)} windows (cuts solid, other window borders dashed)"
     args.figure.parent.mkdir(parents=True, exist_ok=True)
-    args.figure.write_bytes(plot(audio, windows, title))
+    args.figure.write_bytes(spectrogram_png(audio, SAMPLE_RATE, windows, title, FIGURE_INCHES, COLUMNS))
     print(f"wrote {args.figure}")
     return 0
 

@@ -37,10 +37,12 @@ from foley.media.still import image_size, read_image
 from foley.media.windows import Window, plan_windows, shot_borders
 from foley.models.clip import load_clip
 from foley.models.device import pick_device
+from foley.pipeline.report_assets import POSTERS, chosen_posters, poster_strip
 from foley.pipeline.rows import EMPTY_MATRIX, SKIPPED, batch_of, fail, is_pending, rows_of
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_ranges
 from foley.pipeline.stage import local_input, set_torch_threads
 from foley.storage.store import Storage
+from foley.storage.uris import join
 
 
 class DecodeEmbed:
@@ -99,13 +101,27 @@ class DecodeEmbed:
             return [row]
         windows = self.plan_windows(path, info)
         record_windows(row, windows)
-        return self.segment_rows(
-            row,
-            windows,
-            lambda wanted: np.concatenate(
-                [self.embed_frames(frames) for frames in self.decode_window_frames(path, info, wanted)]
-            ),
-        )
+        return self.segment_rows(row, windows, lambda wanted: self.embed_windows(row, path, info, wanted, windows))
+
+    def embed_windows(self, row: dict, path: Path, info: VideoInfo, wanted: list[Window], every: list[Window]):
+        """The CLIP embeddings of the `wanted` windows; when that is every window, the report's poster frames too
+        (the middle sampled frame of chosen windows: no decoding beyond CLIP's)."""
+        per_window = self.config.window.frames
+        posters = set(chosen_posters(len(every), self.config.report.max_posters)) if wanted == every else set()
+        embeddings, frames_kept, index = [], [], 0
+        for frames in self.decode_window_frames(path, info, wanted):
+            embeddings.append(self.embed_frames(frames))
+            for offset in range(len(frames) // per_window):
+                if index + offset in posters:
+                    frames_kept.append(frames[offset * per_window + per_window // 2])
+            index += len(frames) // per_window
+        self.keep_posters(row, frames_kept)
+        return np.concatenate(embeddings)
+
+    def keep_posters(self, row: dict, frames: list[np.ndarray]) -> None:
+        if frames and str(row["report_uri"]):
+            strip = poster_strip(frames, self.config.report)
+            self.storage.write_bytes(join(str(row["report_uri"]), POSTERS), strip)
 
     def embed_image(self, row: dict) -> list[dict]:
         """A still image is one shot of output.image_seconds whose every window sees the image."""
@@ -119,6 +135,7 @@ class DecodeEmbed:
         record_windows(row, windows)
         image = read_image(path, self.clip.image_size)[None]
         embedding = F.normalize(self.clip.embed_frames(image), dim=-1).cpu().numpy().astype(np.float32)
+        self.keep_posters(row, [image[0]])
         return self.segment_rows(row, windows, lambda wanted: np.repeat(embedding, len(wanted), axis=0))
 
     def segment_rows(self, row: dict, windows: list[Window], embed: Callable[[list[Window]], np.ndarray]) -> list[dict]:

@@ -25,13 +25,16 @@ import numpy as np
 
 from foley.media.audio_file import AUDIO_FILE_CODECS, write_audio_file
 from foley.media.mux import mux_track
+from foley.media.spectrogram import spectrogram_png
 from foley.media.still import render_still_video
 from foley.media.stitch import TrackBuilder, TrackLayout, normalize_peak
 from foley.pipeline.evaluation import conditions_uri
 from foley.pipeline.kinds import DUB
+from foley.pipeline.report_assets import SPECTROGRAM
 from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of, window_notes
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging
 from foley.pipeline.stage import FinalStage, local_input, summary
+from foley.storage.uris import join
 
 TIMED_STAGES = ("decode_embed", "map", "synthesize")  # what a segment's staged info records of its making
 
@@ -94,6 +97,17 @@ class Mux(FinalStage):
         for output_uri in json.loads(str(row["output_uris"])):
             with self.storage.staged_output(output_uri) as staged:
                 self.write(row, tracks, layout.sample_rate, staged)
+        if str(row["report_uri"]):  # drawn from the track in memory: nothing is decoded again
+            report = self.config.report
+            picture = spectrogram_png(
+                tracks[0],
+                layout.sample_rate,
+                row_windows(row),
+                str(row["relative_path"]),
+                report.spectrogram_inches,
+                report.spectrogram_columns,
+            )
+            self.storage.write_bytes(join(str(row["report_uri"]), SPECTROGRAM), picture)
 
     def keep_conditions(self, row: dict) -> None:
         """The conditions AudioLDM read for the row's windows, for jobs.evaluate's CLAP scores."""

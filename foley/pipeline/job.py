@@ -21,6 +21,7 @@ from foley.models.identity import ModelIdentities
 from foley.pipeline.conditions import ConditionError, video_conditions, video_config_hash
 from foley.pipeline.kinds import JobKind, image_settings, result_id
 from foley.pipeline.manifest import Manifest
+from foley.pipeline.report_assets import media_uri
 from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, new_row
 from foley.pipeline.segments import SEGMENTS_DIR, clear_stale_staging
 from foley.storage.inputs import LIST_SUFFIXES, InputItem, is_image
@@ -180,6 +181,8 @@ class JobRun:
             row["config_hash"] = video_config_hash(config_hash, own)
             row["result_id"] = result_id(row["config_hash"], item.identity, written[0])
             row["staging_uri"] = join(self.args.output, f"{SEGMENTS_DIR}/{row['result_id']}")
+            if self.kind.sound_design and self.config.report.enabled:
+                row["report_uri"] = media_uri(self.args.output, row["result_id"])
             if item.uri in refused:  # recorded as failed, never written
                 self.manifest.record(row | {"status": FAILED, "error": f"list: {item.uri}: {refused[item.uri]}"})
                 self.results.append({"status": FAILED})

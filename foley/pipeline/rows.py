@@ -64,6 +64,7 @@ def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind
         "segment_count": 1,
         "first_window": 0,  # the video's index of the row's first window: seeds and stitching use video indices
         "staging_uri": "",  # where finished segments wait for the rest of their video
+        "report_uri": "",  # where the stages put the video's pictures for the report (foley.pipeline.report)
         "segment_info": "",  # JSON: per segment, what made it (manifest column `segments`)
         "synthesize_worker": "",
         "clip_embeddings": EMPTY_MATRIX,

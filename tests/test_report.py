@@ -1,0 +1,82 @@
+"""The report page of a dub job, opened in a real browser (Debian's headless Chromium, driven by Selenium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_dub, tiny_overrides
+from foley.media.render import render_test_video
+
+LOADED_S = 30
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, tiny_models):
+    """A tiny job with an ok, a failed and a skipped input, sound written beside the videos too."""
+    root = tmp_path_factory.mktemp("report")
+    library = root / "library"
+    render_test_video(library / "street.webm", 12.0, 160, 96, 24)  # two windows
+    render_test_video(library / "has-sound.mp4", 2.0, 160, 96, 24, with_audio=True)  # skipped: it has sound
+    (library / "broken.mp4").write_bytes(b"not a video at all")
+    result = run_dub(library, root / "out", [*tiny_overrides(tiny_models, root / "cache"), "output.mode=both"])
+    return root / "out", result
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+
+    if not shutil.which("chromedriver"):
+        pytest.fail("chromedriver is missing: apt-get install chromium chromium-driver (make setup does)")
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000", "--mute-audio"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.binary_location = shutil.which("chromium") or ""
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.slow
+def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(reported, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    out, result = reported
+    assert result.returncode == 1, result.stdout + result.stderr  # one input failed
+    page = out / "_report" / "index.html"
+    assert f"report: {page}" in result.stdout
+
+    browser.get(page.as_uri())
+    wait = WebDriverWait(browser, LOADED_S)
+    wait.until(lambda driver: driver.find_element(By.ID, "count").text.startswith("3 shown of 3"))
+    rows = {
+        row.get_attribute("data-path"): row.get_attribute("data-status")
+        for row in browser.find_elements(By.CSS_SELECTOR, "tr.video")
+    }
+    assert rows == {"street.webm": "ok", "broken.mp4": "failed", "has-sound.mp4": "skipped"}
+
+    browser.find_element(By.CSS_SELECTOR, 'tr.video[data-path="street.webm"]').click()
+    audio = wait.until(lambda driver: driver.find_element(By.CSS_SELECTOR, "tr.detail audio"))
+    wait.until(lambda driver: driver.execute_script("return arguments[0].readyState >= 1", audio))
+    assert browser.execute_script("return arguments[0].error", audio) is None
+    assert abs(browser.execute_script("return arguments[0].duration", audio) - 12.0) < 0.1
+    pictures = browser.find_elements(By.CSS_SELECTOR, "tr.detail img")
+    assert len(pictures) == 2  # the poster frames and the spectrogram
+    wait.until(lambda driver: all(driver.execute_script("return arguments[0].naturalWidth > 0", p) for p in pictures))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "tr.detail table tr")) == 1 + 2  # a header, two windows
+    if target := os.environ.get("FOLEY_REPORT_SCREENSHOT"):  # how docs/report.png is made
+        Path(target).write_bytes(browser.get_screenshot_as_png())
+
+    Select(browser.find_element(By.ID, "status")).select_by_visible_text("failed")
+    shown = browser.find_elements(By.CSS_SELECTOR, "tr.video")
+    assert [row.get_attribute("data-path") for row in shown] == ["broken.mp4"]
+    assert "broken.mp4" in shown[0].text and "decode" in shown[0].text
+
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
