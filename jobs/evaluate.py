@@ -161,7 +161,11 @@ def evaluate(config: FoleyConfig, output: str, reference: str | None) -> dict:
                 "clap_score_reference": mean_or_nan(by_reference),
             }
         )
-    fd = frechet_distance(np.concatenate(generated_all), np.concatenate(reference_all)) if generated_all else math.nan
+    fd = math.nan
+    if sum(len(embeddings) for embeddings in generated_all) >= 2:  # a Gaussian needs two points at least
+        fd = frechet_distance(np.concatenate(generated_all), np.concatenate(reference_all))
+    elif reference:
+        problems.append("FD_CLAP: fewer than 2 windows have both generated and reference audio")
     summary = {
         "videos": len(video_table),
         "windows": len(window_table),

@@ -121,10 +121,15 @@ class Mux(FinalStage):
         """The video's tracks: the kept one, then the runners-up best first when the windows carry them."""
         if int(row["segment_count"]) == 1:
             return build_tracks(layout, [(0, row["waveforms"])])
-        staging = self.staging(row)
-        segments = [staging.load(index) for index in range(staging.count)]  # loaded lazily below, one at a time
-        tracks = build_tracks(layout, ((info["first_window"], waveforms) for waveforms, info in segments))
-        infos = [info for _, info in segments]
+        staging, infos = self.staging(row), []
+
+        def segments():  # loaded one at a time: only the tracks and one segment are in memory
+            for index in range(staging.count):
+                waveforms, info = staging.load(index)
+                infos.append(info)
+                yield info["first_window"], waveforms
+
+        tracks = build_tracks(layout, segments())
         row["segment_info"] = json.dumps([{k: v for k, v in info.items() if k != "window_notes"} for info in infos])
         notes = [note for info in infos for note in padded(info["window_notes"], info["windows"])]
         row["window_notes"] = json.dumps(notes) if any(notes) else ""
