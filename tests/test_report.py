@@ -80,3 +80,19 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_posters_spread_over_the_video_and_conditions_read_as_words():
+    from foley.pipeline.report import describe_conditions
+    from foley.pipeline.report_assets import chosen_posters
+
+    assert (
+        chosen_posters(2, 24) == [0, 1] and chosen_posters(100, 5) == [0, 25, 50, 74, 99] and chosen_posters(0, 5) == []
+    )
+    assert describe_conditions('{"negative_prompt": "", "visual_weight": null}') == ""  # the picture alone
+    assert (
+        describe_conditions(
+            '{"prompt": "wind", "prompt_weight": 0.5, "prompt_weight_end": 0.9, "negative_prompt": "speech, music"}'
+        )
+        == "prompt 'wind' (weight 0.5 to 0.9); negative prompt 'speech, music'"
+    )

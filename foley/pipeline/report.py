@@ -37,6 +37,23 @@ def relative_link(uri: str, output_root: str, relative_path: str) -> str:
     return "../" + inside
 
 
+def describe_conditions(conditions_json: str) -> str:
+    """What a video was asked to sound like besides its picture, in words; empty for the picture alone."""
+    conditions = json.loads(conditions_json or "{}")
+    parts = []
+    if prompt := conditions.get("prompt"):
+        end = conditions.get("prompt_weight_end")
+        weight = f"{conditions['prompt_weight']}" + (f" to {end}" if end is not None else "")
+        parts.append(f"prompt '{prompt}' (weight {weight})")
+    if reference := conditions.get("reference_audio"):
+        parts.append(f"reference {reference} (weight {conditions['reference_weight']})")
+    if negative := conditions.get("negative_prompt"):
+        parts.append(f"negative prompt '{negative}'")
+    if parts and conditions.get("visual_weight") is not None:
+        parts.append(f"picture weight {conditions['visual_weight']}")
+    return "; ".join(parts)
+
+
 def describe_window(index: int, window: dict, notes: dict) -> dict:
     labels = ", ".join(f"{label['label']} {label['weight']:.2f}" for label in notes.get("labels") or [])
     weights = ", ".join(
@@ -73,7 +90,7 @@ def video_entry(record: dict, output_root: str, pictures: set[str], scores: dict
         "spectrogram": done and media + SPECTROGRAM in pictures,
         "audio": relative_link(audio, output_root, record["relative_path"]) if done and audio else None,
         "video": relative_link(video, output_root, record["relative_path"]) if done and video else None,
-        "conditions": record.get("conditions") or "",
+        "conditions": describe_conditions(record.get("conditions") or ""),
         "window_rows": [
             describe_window(index, window, notes[index] if index < len(notes) and notes[index] else {})
             for index, window in enumerate(record.get("windows") or [])

@@ -23,7 +23,8 @@ def media_uri(output_root: str, result_id: str) -> str:
 
 def chosen_posters(count: int, most: int) -> list[int]:
     """Which windows get a poster: all, or `most` spread evenly over the video."""
-    return sorted({round(i * (count - 1) / max(most - 1, 1)) for i in range(min(count, most))}) if count else []
+    shown = min(count, most)
+    return sorted({round(i * (count - 1) / max(shown - 1, 1)) for i in range(shown)})
 
 
 def poster_strip(frames: list[np.ndarray], settings: ReportConfig) -> bytes:
