@@ -54,7 +54,7 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
 
     browser.get(page.as_uri())
     wait = WebDriverWait(browser, LOADED_S)
-    wait.until(lambda driver: driver.find_element(By.ID, "count").text.startswith("3 shown of 3"))
+    wait.until(lambda driver: driver.find_element(By.ID, "count").text.startswith("3 matching of 3"))
     rows = {
         row.get_attribute("data-path"): row.get_attribute("data-status")
         for row in browser.find_elements(By.CSS_SELECTOR, "tr.video")
