@@ -1,15 +1,24 @@
-"""Shared fixtures: tiny random-weight models saved in their native formats, generated media, a local Ray."""
+"""Shared fixtures: tiny random-weight models saved in their native formats, generated media, one Ray head that
+the end-to-end jobs join, and an S3-protocol server on loopback."""
 
 from __future__ import annotations
 
 import json
 import os
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # a hidden hub download must fail fast, never hang CI
+# Set before anything starts, so that the shared Ray head's workers inherit them too: a hidden hub download must
+# fail fast, never hang CI; every Ray the tests start or join checks its token, as production's heads do (Ray reads
+# the mode when it is imported); and S3 clients get the moto server's fake credentials.
+os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["AWS_ACCESS_KEY_ID"] = "test-key-id"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "test-secret-never-printed-7d1c"
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,8 +28,39 @@ from foley.pipeline.kinds import DUB
 from foley.pipeline.rows import batch_of, new_row, rows_of
 from foley.storage.inputs import InputItem
 from foley.testing.random_models import save_tiny_models
+from ray_heads import Head, ensure_token, head_env, start_head, stop_head
 
 ROOT = Path(__file__).resolve().parent.parent
+FAKE_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
+OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its own (each caller says why)
+
+
+def pytest_configure(config):
+    """Ray's token is made once, before parallel test processes (pytest-xdist) could each make one."""
+    if not hasattr(config, "workerinput"):
+        ensure_token(head_env())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Head:
+    """One local Ray head (token authentication on) for every end-to-end test that only needs a cluster to exist:
+    its jobs join it through RAY_ADDRESS, as under `ray job submit`, instead of each paying Ray's start-up."""
+    head = start_head(head_env(), f"/tmp/ray-tests-{uuid.uuid4().hex[:6]}")
+    try:
+        yield head
+    finally:
+        stop_head(head.sid)
+
+
+@pytest.fixture
+def ray_joined(ray_cluster, monkeypatch) -> Head:
+    """This test's own process joins the shared head (for a job run in-process), and leaves it afterwards."""
+    import ray
+
+    for key, value in ray_cluster.client_env({}).items():
+        monkeypatch.setenv(key, value)
+    yield ray_cluster
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -61,21 +101,25 @@ def dub_command(input_root, output_root, overrides, *extra, checkout: Path = ROO
     ]
 
 
-def run_dub(input_root, output_root, overrides, *extra, checkout: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run the job to the end on its own embedded local Ray, from `checkout` (this one, or a copy elsewhere)."""
+def run_dub(
+    ray: Head | None, input_root, output_root, overrides, *extra, checkout: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """Run the job to the end from `checkout` (this one, or a copy elsewhere), on the `ray` head (the tests' shared
+    one), or with OWN_RAY on an embedded local Ray of its own, as `python -m jobs.dub` runs on one machine."""
+    env = os.environ | {"PYTHONPATH": str(checkout)}
     return subprocess.run(
         dub_command(input_root, output_root, overrides, *extra, checkout=checkout),
         cwd=checkout,
         capture_output=True,
         text=True,
-        timeout=600,
-        env=os.environ | {"RAY_ADDRESS": "", "PYTHONPATH": str(checkout)},
+        timeout=900,
+        env=ray.client_env(env) if ray else env | {"RAY_ADDRESS": ""},
     )
 
 
 def start_dub(input_root, output_root, overrides, log_path: Path) -> subprocess.Popen:
     """Start the job in the background, in a session of its own with its own local Ray (so that a test can kill
-    all of it at once), its output going to `log_path`."""
+    all of it at once, as when the machine of an embedded run dies), its output going to `log_path`."""
     with open(log_path, "w") as log:
         return subprocess.Popen(
             dub_command(input_root, output_root, overrides),
@@ -87,17 +131,11 @@ def start_dub(input_root, output_root, overrides, log_path: Path) -> subprocess.
         )
 
 
-FAKE_SECRET = "test-secret-never-printed-7d1c"
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-protocol server (moto) on loopback; boto3 reaches it through endpoint_url."""
     from moto.server import ThreadedMotoServer
 
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="test-key-id", AWS_SECRET_ACCESS_KEY=FAKE_SECRET, AWS_DEFAULT_REGION="us-east-1"
-    )
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{server._server.server_port}"

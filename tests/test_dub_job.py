@@ -19,13 +19,13 @@ CLIPS = (
 
 
 @pytest.fixture(scope="module")
-def dubbed(tmp_path_factory, tiny_models):
+def dubbed(tmp_path_factory, tiny_models, ray_cluster):
     root = tmp_path_factory.mktemp("dub")
     for relative, seconds, width, height, fps in CLIPS:
         render_test_video(root / "in" / relative, seconds, width, height, fps)
     (root / "in" / "readme.txt").write_text("not a video, not listed")
     overrides = tiny_overrides(tiny_models, root / "cache")
-    result = run_dub(root / "in", root / "out", overrides)
+    result = run_dub(ray_cluster, root / "in", root / "out", overrides)
     return root, overrides, result
 
 
@@ -85,15 +85,15 @@ def _finished_at(root) -> dict:
 
 
 @pytest.mark.slow
-def test_a_rerun_skips_finished_inputs_and_force_redoes_them(dubbed):
+def test_a_rerun_skips_finished_inputs_and_force_redoes_them(dubbed, ray_cluster):
     root, overrides, _ = dubbed
     before, finished = _outputs(root), _finished_at(root)
-    again = run_dub(root / "in", root / "out", overrides)
+    again = run_dub(ray_cluster, root / "in", root / "out", overrides)
     assert again.returncode == 0 and "5 already done, 0 to process" in again.stdout
     assert "0 ok, 0 failed, 0 skipped, 5 already done" in again.stdout, again.stdout
     assert _outputs(root) == before and _finished_at(root) == finished  # nothing written again
 
-    changed = run_dub(root / "in", root / "out", overrides + ["audioldm.steps=2"], "--max-failures", "0")
+    changed = run_dub(ray_cluster, root / "in", root / "out", overrides + ["audioldm.steps=2"], "--max-failures", "0")
     assert "0 already done, 5 to process" in changed.stdout  # another config hash: outputs are stale
     assert changed.returncode == 0, changed.stdout + changed.stderr
     assert "5 ok, 0 failed, 0 skipped, 0 already done" in changed.stdout
@@ -104,13 +104,13 @@ def test_a_rerun_skips_finished_inputs_and_force_redoes_them(dubbed):
     assert all(finished_change[name] > finished[name] for name in finished)
 
     # Same config again: everything is done under it, so nothing runs (and Ray is not even started).
-    idle = run_dub(root / "in", root / "out", overrides + ["audioldm.steps=2"])
+    idle = run_dub(ray_cluster, root / "in", root / "out", overrides + ["audioldm.steps=2"])
     assert idle.returncode == 0, idle.stdout + idle.stderr
     assert "5 already done, 0 to process" in idle.stdout and "0 ok, 0 failed, 0 skipped, 5 already done" in idle.stdout
     assert _outputs(root) == after_change and _finished_at(root) == finished_change
 
     # --force with that same config: every input is redone although the manifest has it as ok.
-    forced = run_dub(root / "in", root / "out", overrides + ["audioldm.steps=2"], "--force")
+    forced = run_dub(ray_cluster, root / "in", root / "out", overrides + ["audioldm.steps=2"], "--force")
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "0 already done, 5 to process" in forced.stdout
     assert "5 ok, 0 failed, 0 skipped, 0 already done" in forced.stdout

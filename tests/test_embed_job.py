@@ -15,7 +15,7 @@ from foley.pipeline.rows import batch_of, new_row, rows_of
 from foley.storage.inputs import InputItem
 
 
-def embed_job(input_root, output_root, overrides) -> subprocess.CompletedProcess:
+def embed_job(ray, input_root, output_root, overrides) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -29,19 +29,19 @@ def embed_job(input_root, output_root, overrides) -> subprocess.CompletedProcess
         *overrides,
     ]
     return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ | {"RAY_ADDRESS": ""}
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=ray.client_env(os.environ)
     )
 
 
 @pytest.mark.slow
-def test_embed_writes_window_pairs_that_match_the_dub_path(tmp_path, tiny_models, tiny_config):
+def test_embed_writes_window_pairs_that_match_the_dub_path(tmp_path, tiny_models, tiny_config, ray_cluster):
     render_test_video(tmp_path / "in" / "a.mp4", 4.0, 320, 240, 25, with_audio=True)
     render_test_video(tmp_path / "in" / "b/long.mkv", 15.0, 256, 144, 30, with_audio=True)
     render_test_video(tmp_path / "in" / "silent.mp4", 3.0, 160, 120, 25)
     (tmp_path / "in" / "broken.mp4").write_bytes(b"\x00" * 100)
     overrides = tiny_overrides(tiny_models, tmp_path / "cache")
 
-    result = embed_job(tmp_path / "in", tmp_path / "out", overrides)
+    result = embed_job(ray_cluster, tmp_path / "in", tmp_path / "out", overrides)
     assert result.returncode == 1, result.stdout + result.stderr  # the broken input fails the run, nothing else
     assert "2 ok, 1 failed, 1 skipped" in result.stdout
 
@@ -80,7 +80,7 @@ def test_embed_writes_window_pairs_that_match_the_dub_path(tmp_path, tiny_models
     assert rows["broken.mp4"]["status"] == "failed" and "broken.mp4" in rows["broken.mp4"]["error"]
     assert set(rows["a.mp4"]) >= {"clip_model", "clap_model", "seconds_clap_embed"}
 
-    again = embed_job(tmp_path / "in", tmp_path / "out", overrides)
+    again = embed_job(ray_cluster, tmp_path / "in", tmp_path / "out", overrides)
     # The ok videos and the skipped silent one are final under the same result (a skipped input is not fetched
     # again every night); only the failed one is retried.
     assert "3 already done, 1 to process" in again.stdout

@@ -48,13 +48,13 @@ def test_a_clicky_stitch_raises_the_seam_score():
 
 
 @pytest.mark.slow
-def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_path, tiny_models, capsys):
+def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_path, tiny_models, ray_joined, capsys):
     library = tmp_path / "library"
     for name, seconds in (("long.mp4", 15.0), ("short.mp4", 4.0), ("third.mp4", 6.0)):
         render_test_video(library / name, seconds, 160, 96, 24, with_audio=True)
     overrides = tiny_overrides(tiny_models, tmp_path / "cache")
     out = tmp_path / "out"
-    result = run_dub(library, out, [*overrides, "input.existing_audio=replace", "window.cuts=off"])
+    result = run_dub(ray_joined, library, out, [*overrides, "input.existing_audio=replace", "window.cuts=off"])
     assert result.returncode == 0, result.stdout + result.stderr
     config = ["--config", "configs/tiny.yaml", *overrides]
 

@@ -54,14 +54,16 @@ def make_bad_inputs(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_models):
+def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_models, ray_cluster):
     expected_errors = make_bad_inputs(tmp_path / "in")
     render_test_video(tmp_path / "in" / "good.mp4", 3.0, 320, 240, 25)
     render_test_video(tmp_path / "in" / "with_sound.mp4", 3.0, 320, 240, 25, with_audio=True)
     odd_name = "clip; touch PWNED; $(touch PWNED2).mp4"  # a shell would run this; an argument list does not
     render_test_video(tmp_path / "in" / odd_name, 2.0, 160, 120, 25)
 
-    result = run_dub(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS)
+    result = run_dub(
+        ray_cluster, tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS
+    )
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "2 ok, 7 failed, 1 skipped" in result.stdout
@@ -81,9 +83,10 @@ def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_mod
 
 
 @pytest.mark.slow
-def test_max_failures_stops_the_job_early(tmp_path, tiny_models):
+def test_max_failures_stops_the_job_early(tmp_path, tiny_models, ray_cluster):
     make_bad_inputs(tmp_path / "in")
     result = run_dub(
+        ray_cluster,
         tmp_path / "in",
         tmp_path / "out",
         tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS,
@@ -150,7 +153,7 @@ def _file_state(path: Path) -> tuple[int, int, int]:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_models):
+def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_models, ray_cluster):
     names = [f"v{index}.mp4" for index in range(8)]
     for name in names:
         render_test_video(tmp_path / "in" / name, 12.0, 160, 120, 25)
@@ -184,7 +187,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
     finished = {name: _file_state(out / name) for name in recorded_ok}
     done = len(recorded_ok)
 
-    result = run_dub(tmp_path / "in", out, overrides)
+    result = run_dub(ray_cluster, tmp_path / "in", out, overrides)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"8 inputs under {tmp_path / 'in'}: {done} already done, {8 - done} to process" in result.stdout
     assert f"{8 - done} ok, 0 failed, 0 skipped, {done} already done" in result.stdout, result.stdout
@@ -213,7 +216,7 @@ def test_a_killed_actor_is_restarted_and_every_output_is_right(tmp_path, tiny_mo
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        env=os.environ | {"RAY_ADDRESS": ""},
+        env=os.environ | {"RAY_ADDRESS": ""},  # a Ray of its own: the actor to kill is found in the job's session
     )
     try:
 

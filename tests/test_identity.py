@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, run_dub, tiny_overrides
+from conftest import OWN_RAY, ROOT, run_dub, tiny_overrides
 from foley.config import StorageConfig
 from foley.media.render import render_test_video
 from foley.models.identity import ModelIdentities
@@ -55,7 +55,7 @@ def refusal(input_arg, output_arg, cwd: Path, overrides: list[str]) -> subproces
         str(ROOT / "configs/tiny.yaml"),
         *overrides,
     ]
-    return subprocess.run(
+    return subprocess.run(  # refused before any Ray starts
         command, cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ | {"RAY_ADDRESS": ""}
     )
 
@@ -97,13 +97,15 @@ def test_s3_layouts_that_could_write_an_input_are_refused(bucket, tmp_path, s3_e
     assert storage.s3.head_object(Bucket=name, Key="lib/a.mp4")["ETag"] == etag
 
 
-def test_two_inputs_that_map_to_one_output_both_fail_and_nothing_is_written(bucket, tmp_path, tiny_models, s3_endpoint):
+def test_two_inputs_that_map_to_one_output_both_fail_and_nothing_is_written(
+    bucket, tmp_path, tiny_models, s3_endpoint, ray_cluster
+):
     name, storage = bucket
     video = render_test_video(tmp_path / "a.mp4", 1.0, 64, 48, 10)
     storage.publish(video, f"s3://{name}/lib/x/a.mp4")
     storage.publish(video, f"s3://{name}/lib/x//a.mp4")  # a different key that normalises to the same path
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), f"storage.endpoint_url={s3_endpoint}"]
-    result = run_dub(f"s3://{name}/lib/", f"s3://{name}/out/", overrides)
+    result = run_dub(ray_cluster, f"s3://{name}/lib/", f"s3://{name}/out/", overrides)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "0 ok, 2 failed" in result.stdout, result.stdout
     manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/out/_manifest/manifest.parquet")))
@@ -113,7 +115,7 @@ def test_two_inputs_that_map_to_one_output_both_fail_and_nothing_is_written(buck
 
 
 @pytest.mark.slow
-def test_moved_code_redoes_nothing_and_a_replaced_input_redoes_only_itself(tmp_path, tiny_models):
+def test_moved_code_redoes_nothing_and_a_replaced_input_redoes_only_itself(tmp_path, tiny_models, ray_cluster):
     """The same command from a second checkout at another path (as `ray job submit --working-dir` unpacks one per
     cluster) finds everything done; replacing one input's content redoes exactly that input."""
     checkout = tmp_path / "second-checkout"
@@ -130,33 +132,34 @@ def test_moved_code_redoes_nothing_and_a_replaced_input_redoes_only_itself(tmp_p
     # The zero-shot mapper reads its label file from the checkout: its content counts, not its path.
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), "mapper.checkpoint=null"]
 
-    first = run_dub(library, tmp_path / "out", overrides)
+    first = run_dub(ray_cluster, library, tmp_path / "out", overrides)
     assert first.returncode == 0 and "0 already done, 2 to process" in first.stdout, first.stdout + first.stderr
     published = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "out").glob("*.mp4")}
 
-    second = run_dub(library, tmp_path / "out", overrides, checkout=checkout)
+    # A Ray of its own for the second checkout: workers of the shared head would import this checkout's code.
+    second = run_dub(OWN_RAY, library, tmp_path / "out", overrides, checkout=checkout)
     assert second.returncode == 0 and "2 already done, 0 to process" in second.stdout, second.stdout + second.stderr
     assert {path.name: path.stat().st_mtime_ns for path in (tmp_path / "out").glob("*.mp4")} == published
 
     render_test_video(library / "b.mp4", 3.5, 96, 64, 12)  # new content under the same name
-    third = run_dub(library, tmp_path / "out", overrides, checkout=checkout)
+    third = run_dub(OWN_RAY, library, tmp_path / "out", overrides, checkout=checkout)
     assert third.returncode == 0 and "1 already done, 1 to process" in third.stdout, third.stdout + third.stderr
     assert (tmp_path / "out" / "a.mp4").stat().st_mtime_ns == published["a.mp4"]
     assert (tmp_path / "out" / "b.mp4").stat().st_mtime_ns != published["b.mp4"]
 
 
 @pytest.mark.slow
-def test_a_mapper_retrained_into_the_same_folder_redoes_everything(tmp_path, tiny_models):
+def test_a_mapper_retrained_into_the_same_folder_redoes_everything(tmp_path, tiny_models, ray_cluster):
     library = tmp_path / "library"
     render_test_video(library / "a.mp4", 2.0, 96, 64, 12)
     mapper = save_tiny_mapper(tmp_path / "models" / "mapper", seed=0)
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), f"mapper.checkpoint={mapper}"]
-    first = run_dub(library, tmp_path / "out", overrides)
+    first = run_dub(ray_cluster, library, tmp_path / "out", overrides)
     assert first.returncode == 0 and "1 to process" in first.stdout, first.stdout + first.stderr
-    again = run_dub(library, tmp_path / "out", overrides)
+    again = run_dub(ray_cluster, library, tmp_path / "out", overrides)
     assert "1 already done, 0 to process" in again.stdout, again.stdout + again.stderr
     save_tiny_mapper(mapper, seed=1)  # retrained, same place
-    retrained = run_dub(library, tmp_path / "out", overrides)
+    retrained = run_dub(ray_cluster, library, tmp_path / "out", overrides)
     assert retrained.returncode == 0 and "0 already done, 1 to process" in retrained.stdout, retrained.stdout
 
 

@@ -356,7 +356,7 @@ def test_frame_rates_are_read(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_library_of_real_world_files_is_dubbed_with_nothing_lost(tmp_path, tiny_models):
+def test_a_library_of_real_world_files_is_dubbed_with_nothing_lost(tmp_path, tiny_models, ray_cluster):
     source = tmp_path / "in"
     rich = make_rich_mkv(source / "rich.mkv")
     ffmpeg(
@@ -374,7 +374,7 @@ def test_a_library_of_real_world_files_is_dubbed_with_nothing_lost(tmp_path, tin
     (source / "side").rename(tmp_path / "rich-side")  # only videos in the library
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), "input.existing_audio=mix"]
 
-    result = run_dub(source, tmp_path / "out", overrides)
+    result = run_dub(ray_cluster, source, tmp_path / "out", overrides)
 
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {row["relative_path"]: row for row in pq.read_table(tmp_path / "out/_manifest/manifest.parquet").to_pylist()}

@@ -58,7 +58,7 @@ def test_job_metrics_reach_prometheus():
         capture_output=True,
         text=True,
         timeout=300,
-        env=os.environ | {"RAY_ADDRESS": ""},
+        env=os.environ | {"RAY_ADDRESS": ""},  # a Ray of its own: its counters must hold this test's records only
     )
     assert scraped.returncode == 0, scraped.stderr
 

@@ -1,124 +1,27 @@
 """`ray job submit` end to end: a real local Ray head, the job's code shipped with --working-dir, and the videos,
 the outputs and the model weights all in an S3-protocol server on loopback."""
 
-import contextlib
 import io
-import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import FAKE_SECRET, ROOT
 from foley.media.render import render_test_video
 from media_checks import plays, stream_duration, streams, video_packets_md5
-from processes import alive, kill_until_gone
-
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports (held open together while chosen, so none comes twice)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
+from ray_heads import RAY, TOKEN_FILE, head_env, start_head, stop_head
 
 
 def upload_tree(storage, folder: Path, prefix: str) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             storage.publish(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
-
-
-TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # where `ray start` and the token-mode clients look for it
-
-
-def head_env() -> dict:
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def start_head(env: dict, temp_dir: str) -> tuple[str, int]:
-    """`ray start --head` on 127.0.0.1 with its own ports and temp dir, token authentication on; (address, the
-    session id its processes share, to stop exactly them)."""
-    if not TOKEN_FILE.is_file():  # without a token `ray start` would start the head with authentication off
-        subprocess.run([RAY, "get-auth-token", "--generate"], check=True, capture_output=True, env=env, timeout=120)
-    # Every port its own: other Ray clusters on this machine (a job's local Ray, another test's head) hold the
-    # defaults, and a dashboard agent that cannot bind its HTTP port leaves the head unable to take jobs.
-    gcs, dashboard, client, agent_http, agent_grpc, metrics, runtime_env, node_manager, object_manager = free_ports(9)
-    start = subprocess.Popen(
-        [
-            RAY,
-            "start",
-            "--head",
-            "--node-ip-address=127.0.0.1",
-            f"--port={gcs}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            f"--ray-client-server-port={client}",
-            f"--dashboard-agent-listen-port={agent_http}",
-            f"--dashboard-agent-grpc-port={agent_grpc}",
-            f"--metrics-export-port={metrics}",
-            f"--runtime-env-agent-port={runtime_env}",
-            f"--node-manager-port={node_manager}",
-            f"--object-manager-port={object_manager}",
-            "--num-cpus=2",
-            "--disable-usage-stats",
-            f"--temp-dir={temp_dir}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env | {"RAY_AUTH_MODE": "token"},  # explicit: fail rather than run a head without authentication
-        start_new_session=True,  # the head's daemons keep this session: stop_head kills them and nothing else
-    )
-    output, _ = start.communicate(timeout=120)
-    if start.returncode != 0:
-        stop_head(start.pid)
-        raise AssertionError(f"ray start failed:\n{output}")
-    return f"http://127.0.0.1:{dashboard}", start.pid
-
-
-def _head_processes(sid: int) -> list[psutil.Process]:
-    """The head's daemons and workers (its session), and what they started elsewhere (a job's driver)."""
-    members = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getsid(process.pid) == sid:
-                members.append(process)
-    found = {process.pid: process for process in members}
-    for process in members:
-        with contextlib.suppress(psutil.Error):
-            found.update({child.pid: child for child in process.children(recursive=True)})
-    return [process for process in found.values() if alive(process)]
-
-
-def stop_head(sid: int, timeout: float = 60) -> None:
-    """What `ray stop --force` does (SIGKILL), but only to this head's processes: `ray stop` would kill every
-    Ray process on the machine by name, other people's clusters included."""
-    kill_until_gone(lambda: _head_processes(sid), timeout, "the head's processes")
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    """A local Ray head with token authentication on: (dashboard address, a client environment with the token)."""
-    env = head_env()
-    address, sid = start_head(env, f"/tmp/ray-submit-{uuid.uuid4().hex[:6]}")
-    try:
-        yield address, env | {"RAY_AUTH_MODE": "token"}
-    finally:
-        stop_head(sid)
 
 
 def strangers(env: dict, tmp_path: Path) -> dict[str, dict]:
@@ -241,9 +144,9 @@ def put_inputs_and_models(storage, name: str, tiny_models: dict[str, Path], tmp_
 
 
 @pytest.mark.slow
-def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models, ray_head):
+def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models, ray_cluster):
     name, storage = bucket
-    address, env = ray_head
+    address, env = ray_cluster.dashboard, head_env() | {"RAY_AUTH_MODE": "token"}
     clips = put_inputs_and_models(storage, name, tiny_models, tmp_path)
     entrypoint = dub_entrypoint(name, s3_endpoint, tmp_path / "node-cache")
 
@@ -314,23 +217,23 @@ def test_ray_job_submit_working_dir_run_on_two_fresh_heads_does_nothing_the_seco
     env = head_env()
     temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:6]}"  # the same for both heads, as for a restarted cluster
 
-    address, sid = start_head(env, temp_dir)
+    head = start_head(env, temp_dir)
     try:
-        status, first_logs = run_to_the_end(address, env | {"RAY_AUTH_MODE": "token"}, entrypoint)
+        status, first_logs = run_to_the_end(head.dashboard, env | {"RAY_AUTH_MODE": "token"}, entrypoint)
     finally:
-        stop_head(sid)
+        stop_head(head.sid)
     assert status == "SUCCEEDED", first_logs[-3000:]
     assert "0 already done, 3 to process" in first_logs and "3 ok, 0 failed, 0 skipped" in first_logs
     outputs, rows = output_objects(storage, name), manifest_rows(storage, name)
     assert dubbed(outputs) == sorted(f"foley/{relative}" for relative in clips)
     assert sorted(rows) == sorted(clips) and {row["status"] for row in rows.values()} == {"ok"}
 
-    address, sid = start_head(env, temp_dir)
+    head = start_head(env, temp_dir)
     try:
-        assert_refused_without_the_token(address, env, tmp_path)  # the second head is no less protected
-        status, second_logs = run_to_the_end(address, env | {"RAY_AUTH_MODE": "token"}, entrypoint)
+        assert_refused_without_the_token(head.dashboard, env, tmp_path)  # the second head is no less protected
+        status, second_logs = run_to_the_end(head.dashboard, env | {"RAY_AUTH_MODE": "token"}, entrypoint)
     finally:
-        stop_head(sid)
+        stop_head(head.sid)
     assert status == "SUCCEEDED", second_logs[-3000:]
     plans = [line for logs in (first_logs, second_logs) for line in logs.splitlines() if " to process" in line]
     assert "3 already done, 0 to process" in second_logs, "the second run redid work:\n" + "\n".join(plans)

@@ -15,14 +15,15 @@ LOADED_S = 30
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory, tiny_models):
+def reported(tmp_path_factory, tiny_models, ray_cluster):
     """A tiny job with an ok, a failed and a skipped input, sound written beside the videos too."""
     root = tmp_path_factory.mktemp("report")
     library = root / "library"
     render_test_video(library / "street.webm", 12.0, 160, 96, 24)  # two windows
     render_test_video(library / "has-sound.mp4", 2.0, 160, 96, 24, with_audio=True)  # skipped: it has sound
     (library / "broken.mp4").write_bytes(b"not a video at all")
-    result = run_dub(library, root / "out", [*tiny_overrides(tiny_models, root / "cache"), "output.mode=both"])
+    overrides = [*tiny_overrides(tiny_models, root / "cache"), "output.mode=both"]
+    result = run_dub(ray_cluster, library, root / "out", overrides)
     return root / "out", result
 
 

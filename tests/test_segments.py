@@ -69,11 +69,11 @@ def synthesized_windows(manifest_row: dict) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models):
+def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models, ray_cluster):
     render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
     overrides = tiny_overrides(tiny_models, tmp_path / "cache")
     two_actors = ["stages.synthesize.concurrency=2", "stages.synthesize.batch_size=1"]
-    split = run_dub(tmp_path / "in", tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
+    split = run_dub(ray_cluster, tmp_path / "in", tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
     assert split.returncode == 0, split.stdout + split.stderr
     [row] = pq.read_table(tmp_path / "split/_manifest/manifest.parquet").to_pylist()
     assert row["n_windows"] == 9 and len(row["segments"]) == 5
@@ -81,7 +81,9 @@ def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, ti
     assert len(counts) == 2 and max(counts.values()) <= 0.6 * 9, counts
     assert not (tmp_path / "split" / "_segments").exists() or not any((tmp_path / "split" / "_segments").iterdir())
 
-    whole = run_dub(tmp_path / "in", tmp_path / "whole", [*overrides, *SEGMENTED, "window.segment_windows=100"])
+    whole = run_dub(
+        ray_cluster, tmp_path / "in", tmp_path / "whole", [*overrides, *SEGMENTED, "window.segment_windows=100"]
+    )
     assert whole.returncode == 0, whole.stdout + whole.stderr
     [unsplit] = pq.read_table(tmp_path / "whole/_manifest/manifest.parquet").to_pylist()
     assert unsplit["segments"] is None and unsplit["config_hash"] == row["config_hash"]
@@ -90,7 +92,7 @@ def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models):
+def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_cluster):
     render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED]
     out = tmp_path / "out"
@@ -107,7 +109,7 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models):
     kept = len(staged())
     assert 3 <= kept < 5, (tmp_path / "first-run.log").read_text()[-3000:]
 
-    result = run_dub(tmp_path / "in", out, overrides)
+    result = run_dub(ray_cluster, tmp_path / "in", out, overrides)
     assert result.returncode == 0, result.stdout + result.stderr
     [row] = pq.read_table(out / "_manifest/manifest.parquet").to_pylist()
     assert row["status"] == "ok" and plays(out / "film.mkv")

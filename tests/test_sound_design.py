@@ -175,7 +175,7 @@ def test_a_prompt_column_changes_only_its_video_and_its_hash(tmp_path, tiny_conf
 
 
 @pytest.mark.slow
-def test_alternates_sidecars_and_images_end_to_end(tmp_path, tiny_config, tiny_models):
+def test_alternates_sidecars_and_images_end_to_end(tmp_path, tiny_config, tiny_models, ray_cluster):
     library = tmp_path / "library"
     clip = render_test_video(library / "clip.mp4", 3.0, 160, 96, 24)
     windy = render_test_video(library / "windy.mkv", 2.0, 160, 96, 24)
@@ -188,6 +188,7 @@ def test_alternates_sidecars_and_images_end_to_end(tmp_path, tiny_config, tiny_m
     overrides = tiny_overrides(tiny_models, tmp_path / "cache")
     out = tmp_path / "out"
     result = run_dub(
+        ray_cluster,
         listing,
         out,
         [
@@ -214,7 +215,7 @@ def test_alternates_sidecars_and_images_end_to_end(tmp_path, tiny_config, tiny_m
 
     # Sidecars only: the sound files, and no copy of any video.
     audio_only = tmp_path / "audio-only"
-    result = run_dub(listing, audio_only, [*overrides, "output.mode=audio"])
+    result = run_dub(ray_cluster, listing, audio_only, [*overrides, "output.mode=audio"])
     assert result.returncode == 0, result.stdout + result.stderr
     written = sorted(p.name for p in audio_only.iterdir() if not p.name.startswith("_"))
     assert written == ["clip.flac", "photo.flac", "windy.flac"]

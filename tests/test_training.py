@@ -44,7 +44,7 @@ def test_a_checkpoint_restores_weights_and_optimizer_state_bit_exact(tmp_path):
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(restored["state"][index][name])), name
 
 
-def train_job(data, output, *overrides, fresh=False) -> subprocess.CompletedProcess:
+def train_job(ray, data, output, *overrides, fresh=False) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -59,7 +59,7 @@ def train_job(data, output, *overrides, fresh=False) -> subprocess.CompletedProc
         *overrides,
     ]
     return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ | {"RAY_ADDRESS": ""}
+        command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=ray.client_env(os.environ)
     )
 
 
@@ -74,12 +74,12 @@ REGRESSION = ["train.variant=regression-mlp", "train.depth=1", "train.mlp_expans
 
 
 @pytest.mark.slow
-def test_regression_learns_the_relation_and_a_rerun_resumes_at_the_right_step(synthetic_data, tmp_path):
-    first = train_job(synthetic_data, tmp_path, *REGRESSION, "train.epochs=3")
+def test_regression_learns_the_relation_and_a_rerun_resumes_at_the_right_step(synthetic_data, tmp_path, ray_cluster):
+    first = train_job(ray_cluster, synthetic_data, tmp_path, *REGRESSION, "train.epochs=3")
     assert first.returncode == 0, first.stdout + first.stderr
     steps_per_epoch = json.loads((tmp_path / "metrics.json").read_text())["epochs"][0]["step"]
 
-    resumed = train_job(synthetic_data, tmp_path, *REGRESSION, "train.epochs=6")
+    resumed = train_job(ray_cluster, synthetic_data, tmp_path, *REGRESSION, "train.epochs=6")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming after epoch 3 (step {3 * steps_per_epoch})" in resumed.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -89,13 +89,13 @@ def test_regression_learns_the_relation_and_a_rerun_resumes_at_the_right_step(sy
     assert abs(metrics["epochs"][-1]["no_mapper_cosine"]) < 0.1
     assert metrics["final_val_cosine"] >= 0.9
 
-    other = train_job(synthetic_data, tmp_path, *REGRESSION, "train.depth=2", "train.epochs=7")
+    other = train_job(ray_cluster, synthetic_data, tmp_path, *REGRESSION, "train.depth=2", "train.epochs=7")
     assert other.returncode == 2 and "another architecture" in other.stderr
 
 
 @pytest.mark.slow
-def test_the_diffusion_prior_learns_the_relation_and_writes_its_report(synthetic_data, tmp_path):
-    result = train_job(synthetic_data, tmp_path, "train.epochs=10")
+def test_the_diffusion_prior_learns_the_relation_and_writes_its_report(synthetic_data, tmp_path, ray_cluster):
+    result = train_job(ray_cluster, synthetic_data, tmp_path, "train.epochs=10")
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["variant"] == "diffusion-transformer"
