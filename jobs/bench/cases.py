@@ -7,7 +7,7 @@ from pathlib import Path
 
 from foley.config import FoleyConfig
 from jobs.bench.pipelines import measure_pipeline
-from jobs.bench.stages import dub_rows, run_stage
+from jobs.bench.stages import dub_rows, run_stage, warm_processes
 
 CANDIDATES = 3  # the issue's comparison: one sample per window, or three ranked by CLAP
 
@@ -28,12 +28,19 @@ def measure_optimisations(
     config: FoleyConfig, videos: list[Path], measured: dict, work: Path, preset: str
 ) -> list[dict]:
     cores = os.cpu_count() or 1
+    with warm_processes(cores) as warm:  # every case times the same stage code: import it once per process
+        return _measure_optimisations(config, videos, measured, work, preset, cores, warm)
+
+
+def _measure_optimisations(
+    config: FoleyConfig, videos: list[Path], measured: dict, work: Path, preset: str, cores: int, warm
+) -> list[dict]:
     stages = measured["stages"]
     rows = dub_rows(config, videos, work / "ab")
     results = []
 
     slow_decode = config.with_overrides("decode.frames=all", "decode.size=native")
-    decoded = run_stage("decode", slow_decode, rows, 1, 1, work)
+    decoded = run_stage("decode", slow_decode, rows, 1, 1, work, warm)
     results.append(
         ab(
             "decode only the sampled frames, scaled in the decoder",
@@ -44,7 +51,7 @@ def measure_optimisations(
     )
 
     reencode = run_stage(
-        "mux", config.with_overrides("output.video_codec=libx264"), measured["rows"], 1, 1, work / "ab-reencode"
+        "mux", config.with_overrides("output.video_codec=libx264"), measured["rows"], 1, 1, work / "ab-reencode", warm
     )
     results.append(
         ab(
@@ -59,7 +66,7 @@ def measure_optimisations(
     sample_windows = sum(int(row["n_windows"]) for row in sample)
 
     def synth_rate(settings: FoleyConfig, workers: int, threads: int) -> float:
-        return sample_windows / run_stage("synthesize", settings, sample, workers, threads, work)["seconds"]
+        return sample_windows / run_stage("synthesize", settings, sample, workers, threads, work, warm)["seconds"]
 
     one_by_one = config.with_overrides(
         "stages.synthesize.max_forward_batch=1", f"stages.synthesize.batch_size={len(sample)}"
@@ -105,12 +112,12 @@ def measure_optimisations(
             ("SDPA", synth_rate(one_by_one.with_overrides("audioldm.attention=sdpa"), 1, cores)),
         )
     )
-    results.append(measure_candidates(config, sample, work, 1, cores, CANDIDATES))
+    results.append(measure_candidates(config, sample, work, 1, cores, CANDIDATES, warm))
     mapper_rows = [dict(row) for row in measured["rows"]]
     slow_mapper = run_stage(
-        "map", config.with_overrides("mapper.steps=50", "mapper.scheduler=ddpm"), mapper_rows, 1, cores, work
+        "map", config.with_overrides("mapper.steps=50", "mapper.scheduler=ddpm"), mapper_rows, 1, cores, work, warm
     )
-    fast_mapper = run_stage("map", config, mapper_rows, 1, cores, work)
+    fast_mapper = run_stage("map", config, mapper_rows, 1, cores, work, warm)
     results.append(
         ab(
             "mapper: DDIM with fewer steps",
@@ -126,17 +133,17 @@ def measure_optimisations(
 
 
 def measure_candidates(
-    config: FoleyConfig, rows: list[dict], work: Path, workers: int, threads: int, candidates: int
+    config: FoleyConfig, rows: list[dict], work: Path, workers: int, threads: int, candidates: int, warm=None
 ) -> dict:
     """Windows per second of the synthesis stage with 1 and with `candidates` per window, every window of `rows`
-    in one forward pass."""
+    in one forward pass (in the `warm` processes, if given)."""
     windows = sum(len(row["clap_embeddings"]) for row in rows)
     batched = config.with_overrides(
         f"stages.synthesize.max_forward_batch={windows}", f"stages.synthesize.batch_size={len(rows)}"
     )
 
     def rate(settings: FoleyConfig) -> float:
-        return windows / run_stage("synthesize", settings, rows, workers, threads, work)["seconds"]
+        return windows / run_stage("synthesize", settings, rows, workers, threads, work, warm)["seconds"]
 
     return ab(
         f"cost of {candidates} candidates per window, ranked by CLAP",

@@ -89,16 +89,33 @@ def _stage_worker(stage: str, config: FoleyConfig, items: list, output_root: str
     }
 
 
-def run_stage(stage: str, config: FoleyConfig, items: list, workers: int, threads: int, output_root: Path) -> dict:
-    """The stage over `items`, split across `workers` processes of `threads` threads, all at once."""
+def warm_processes(count: int) -> ProcessPoolExecutor:
+    """Spawned processes that run one measurement after another: imports are paid once, not per measurement. For
+    A/B rates only; a stage's peak memory is measured in fresh processes (see run_stage)."""
+    return ProcessPoolExecutor(max_workers=count, mp_context=get_context("spawn"))
+
+
+def run_stage(
+    stage: str,
+    config: FoleyConfig,
+    items: list,
+    workers: int,
+    threads: int,
+    output_root: Path,
+    warm: ProcessPoolExecutor | None = None,
+) -> dict:
+    """The stage over `items`, split across `workers` processes of `threads` threads, all at once: fresh processes,
+    so that the peak memory is this stage's own, or the `warm` ones (which must hold at least `workers`)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # as Ray sets it for an actor; inherited by the spawned workers
     resources = "decode_embed" if stage in ("decode", "clip") else stage
     config = config.with_overrides(f"stages.{resources}.torch_threads={threads}")  # what the stage itself applies
     parts = [items[index::workers] for index in range(workers) if items[index::workers]]
-    with ProcessPoolExecutor(max_workers=len(parts), mp_context=get_context("spawn")) as pool:
-        results = list(
-            pool.map(_stage_worker, [stage] * len(parts), [config] * len(parts), parts, [str(output_root)] * len(parts))
-        )
+    arguments = ([stage] * len(parts), [config] * len(parts), parts, [str(output_root)] * len(parts))
+    if warm is not None:
+        results = list(warm.map(_stage_worker, *arguments))
+    else:
+        with warm_processes(len(parts)) as fresh:
+            results = list(fresh.map(_stage_worker, *arguments))
     position = {_input_uri(item): index for index, item in enumerate(items)}
     outputs = sorted(
         (output for result in results for output in result["outputs"]), key=lambda output: position[_input_uri(output)]
