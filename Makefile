@@ -1,5 +1,6 @@
 # Quickstart:  make demo   (set up, then dub generated sample videos with the tiny preset on a local Ray)
-#              make test   (set up, then run the whole test suite)
+#              make test   (set up, then run the whole test suite; it prints the 15 slowest tests)
+#              make test-fast (the tests not marked slow, for the inner loop: under 3 minutes)
 #              make lint   (ruff lint and format check, import-linter contracts)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,7 +8,7 @@ PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-fast lint
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -24,8 +25,11 @@ demo: setup
 	$(PY) -m jobs.make_samples --output samples
 	$(PY) -m jobs.dub --input samples --output out --config configs/tiny.yaml
 
-test: setup
-	$(PY) -m pytest -q
+test: setup  # two test processes (pytest-xdist), each file's tests in one, the longest files first (conftest.py)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -q --durations=15 -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .
