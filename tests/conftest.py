@@ -35,8 +35,8 @@ FAKE_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
 OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its own (each caller says why)
 
 
-# The files that take longest (make test's --durations, serial on 2 cores: bench 550 s, training 430 s, failures
-# 440 s, identity 370 s, segments 325 s, dub job 230 s, ray job submit 175 s), handed out first, so that no long
+# The files that take longest (make test's --durations, serial on 2 cores: failures 440 s, training 430 s, identity
+# 370 s, segments 325 s, bench 320 s, dub job 230 s, ray job submit 175 s), handed out first, so that no long
 # file runs alone at the end of a parallel run. (Makefile: pytest-xdist with --no-loadscope-reorder, which hands
 # out files in collection order.)
 LONGEST_FIRST = (
