@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import diffusers
 import torch
 import torch.nn.functional as F
-import transformers
-from diffusers import AudioLDMPipeline, DDIMScheduler, DPMSolverMultistepScheduler
-from diffusers.models.attention_processor import AttnProcessor
-from transformers import AutoTokenizer, ClapTextModelWithProjection
 
 from foley.config import AudioLDMConfig
 from foley.models.device import DTYPES
@@ -27,6 +22,11 @@ def clap_text_embeddings(text_encoder, tokenizer, texts: list[str], device: torc
 
 def quiet_hf_loading() -> None:
     """Keep worker logs to our own progress lines (no per-file loading bars or deprecation chatter)."""
+    # diffusers and transformers are imported where a model is built (~5 s): a job's driver imports this module
+    # with its stages, and builds no model.
+    import diffusers  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
     for library in (diffusers, transformers):
         library.utils.logging.set_verbosity_error()
         library.utils.logging.disable_progress_bar()
@@ -39,6 +39,9 @@ def _revision(config: AudioLDMConfig) -> dict:
 
 def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device):
     """diffusers AudioLDMPipeline with the configured scheduler and dtype (reduced precision on GPU only)."""
+    from diffusers import AudioLDMPipeline, DDIMScheduler, DPMSolverMultistepScheduler  # noqa: PLC0415
+    from diffusers.models.attention_processor import AttnProcessor  # noqa: PLC0415
+
     quiet_hf_loading()
     dtype = DTYPES[config.dtype] if device.type == "cuda" else torch.float32
     pipeline = AudioLDMPipeline.from_pretrained(local_weights(config.model, storage), dtype=dtype, **_revision(config))
@@ -55,6 +58,8 @@ def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device
 
 def load_audioldm_text_encoder(config: AudioLDMConfig, storage: Storage, device: torch.device):
     """Only AudioLDM's CLAP text encoder and tokenizer (subfolders of the pipeline), not the whole pipeline."""
+    from transformers import AutoTokenizer, ClapTextModelWithProjection  # noqa: PLC0415
+
     quiet_hf_loading()
     location = local_weights(config.model, storage)
     text_encoder = ClapTextModelWithProjection.from_pretrained(location, subfolder="text_encoder", **_revision(config))

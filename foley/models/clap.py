@@ -26,7 +26,6 @@ from unittest import mock
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import RobertaConfig, RobertaModel
 
 from foley.config import ClapConfig
 from foley.models.tokenizers import byte_level_tokenizer
@@ -143,6 +142,8 @@ def read_clap_weights(path: Path, config: ClapConfig) -> dict[str, torch.Tensor]
 
 def text_branch_config(state: dict[str, torch.Tensor]):
     """The RoBERTa geometry a checkpoint's text branch was trained with, read from its weight shapes."""
+    from transformers import RobertaConfig  # noqa: PLC0415 - see offline_text_branch
+
     vocab_size, hidden = state["text_branch.embeddings.word_embeddings.weight"].shape
     layers = {int(match.group(1)) for key in state if (match := re.match(r"text_branch\.encoder\.layer\.(\d+)\.", key))}
     return RobertaConfig(
@@ -164,8 +165,10 @@ def text_branch_config(state: dict[str, torch.Tensor]):
 def offline_text_branch(text_config):
     """While laion_clap builds a CLAP_Module: the text branch from `text_config`, a local tokenizer."""
     # laion_clap is imported only when a CLAP module is built: its import builds hub tokenizers (see module doc).
+    # transformers' models too (~4 s): a job's driver imports this module with its stages and builds no model.
     from laion_clap import hook  # noqa: PLC0415
     from laion_clap.clap_module import model as clap_model  # noqa: PLC0415
+    from transformers import RobertaModel  # noqa: PLC0415
 
     with (
         mock.patch.object(clap_model.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)),

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import open_clip
 import torch.nn.functional as F
 
 from foley.config import ClipConfig
@@ -52,6 +51,8 @@ class ClipEncoder:
 
 
 def load_clip(config: ClipConfig, storage: Storage, device: torch.device) -> ClipEncoder:
+    import open_clip  # noqa: PLC0415 - ~7 s to import: a job's driver imports this module but builds no model
+
     model_name = config.model
     if model_name.startswith("local-dir:"):
         model_name = "local-dir:" + local_weights(model_name.removeprefix("local-dir:"), storage)

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from foley.config import FoleyConfig, MapperConfig
-from foley.models.mapper import CONFIG_NAME, WEIGHTS_NAME, read_mapper
 from foley.models.zero_shot import build_zero_shot_mapper
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3
@@ -23,6 +22,10 @@ def load_mapper(config: FoleyConfig, storage: Storage, device: torch.device):
 
 def load_trained_mapper(config: MapperConfig, storage: Storage, device: torch.device):
     """The trained mapper from a folder, a .safetensors file (its .json beside it) or the s3:// equivalents."""
+    # The mapper's module imports diffusers (~5 s): imported where the mapper is built, since a job's driver imports
+    # this module with its stages and builds no model.
+    from foley.models.mapper import CONFIG_NAME, WEIGHTS_NAME, read_mapper  # noqa: PLC0415
+
     location = config.checkpoint
     if location is None:
         raise ValueError("mapper.checkpoint is not set")
