@@ -140,6 +140,11 @@ def run_dub(
     )
 
 
+# For a job that a test kills part-way: AudioLDM at 20 steps, not the tiny preset's 3, keeps a window at about 1.5 s
+# of CPU, so the moment to kill it (between two events the test waits for) lasts seconds on a loaded machine.
+SLOW_SYNTHESIS = ["audioldm.steps=20"]
+
+
 def start_dub(input_root, output_root, overrides, log_path: Path) -> subprocess.Popen:
     """Start the job in the background, in a session of its own with its own local Ray (so that a test can kill
     all of it at once, as when the machine of an embedded run dies), its output going to `log_path`."""

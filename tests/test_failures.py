@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, dub_command, one_window, run_dub, start_dub, tiny_overrides
+from conftest import ROOT, SLOW_SYNTHESIS, dub_command, one_window, run_dub, start_dub, tiny_overrides
 from foley.media.render import render_test_video
 from media_checks import decoded_audio, plays, streams, video_packets_md5
 from processes import alive, cmdline, kill_session, kill_whole_session, session_processes, wait_for
@@ -157,7 +157,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
     names = [f"v{index}.mp4" for index in range(8)]
     for name in names:
         render_test_video(tmp_path / "in" / name, 12.0, 160, 120, 25)
-    overrides = tiny_overrides(tiny_models, tmp_path / "cache")
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SLOW_SYNTHESIS]
     out = tmp_path / "out"
     job = start_dub(tmp_path / "in", out, overrides, tmp_path / "first-run.log")
     try:
@@ -210,7 +210,7 @@ def test_a_killed_actor_is_restarted_and_every_output_is_right(tmp_path, tiny_mo
     for index in range(6):
         render_test_video(tmp_path / "in" / f"v{index}.mp4", 20.0, 160, 120, 25)
     job = subprocess.Popen(
-        dub_command(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "c")),
+        dub_command(tmp_path / "in", tmp_path / "out", [*tiny_overrides(tiny_models, tmp_path / "c"), *SLOW_SYNTHESIS]),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import row_for, run, run_dub, start_dub, tiny_overrides
+from conftest import SLOW_SYNTHESIS, row_for, run, run_dub, start_dub, tiny_overrides
 from foley.media.cuts import detect_cuts
 from foley.media.render import render_film
 from foley.pipeline.rows import row_windows
@@ -71,7 +71,8 @@ def synthesized_windows(manifest_row: dict) -> dict[str, int]:
 @pytest.mark.slow
 def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models, ray_cluster):
     render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
-    overrides = tiny_overrides(tiny_models, tmp_path / "cache")
+    # At 1.5 s a window, the second actor is up (its imports take ~15 s) long before the first could make them all.
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SLOW_SYNTHESIS]
     two_actors = ["stages.synthesize.concurrency=2", "stages.synthesize.batch_size=1"]
     split = run_dub(ray_cluster, tmp_path / "in", tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
     assert split.returncode == 0, split.stdout + split.stderr
@@ -94,7 +95,7 @@ def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, ti
 @pytest.mark.slow
 def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_cluster):
     render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
-    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED]
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED, *SLOW_SYNTHESIS]
     out = tmp_path / "out"
 
     def staged() -> list[Path]:

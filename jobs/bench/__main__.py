@@ -31,7 +31,6 @@ from pathlib import Path
 
 from foley.config import load_config
 from foley.media.render import render_test_video
-from foley.testing.random_models import save_full_audioldm, save_full_clap, save_full_mapper, save_tiny_models
 from jobs.bench.cases import measure_optimisations, measure_pipeline_layout
 from jobs.bench.pipelines import measure_pipeline, measure_sequential
 from jobs.bench.report import chart, summarise, table
@@ -66,6 +65,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_models(preset: str, folder: Path) -> list[str]:
     """Random-weight models at the preset's size, saved once in their native formats; config overrides for them."""
+    # Imported here, not at the top: every measurement process (spawned) imports this module again, and the model
+    # builders import open_clip, diffusers and transformers (~13 s) that a measurement of one stage does not need.
+    from foley.testing.random_models import (  # noqa: PLC0415
+        save_full_audioldm,
+        save_full_clap,
+        save_full_mapper,
+        save_tiny_models,
+    )
+
     done = folder / ".complete"
     if not done.exists() or not (folder / "clap").exists():  # models saved before the bench timed CLAP lack it
         shutil.rmtree(folder, ignore_errors=True)
