@@ -71,7 +71,7 @@ def synthesized_windows(manifest_row: dict) -> dict[str, int]:
 @pytest.mark.slow
 def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models, ray_cluster):
     render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
-    # At 1.5 s a window, the second actor is up (its imports take ~15 s) long before the first could make them all.
+    # Both actors start together; at 1.5 s a window, neither makes all 9 windows before the other one is up.
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SLOW_SYNTHESIS]
     two_actors = ["stages.synthesize.concurrency=2", "stages.synthesize.batch_size=1"]
     split = run_dub(ray_cluster, tmp_path / "in", tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
