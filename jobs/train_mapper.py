@@ -209,10 +209,10 @@ def train(
     datasets = {}
     for name, files in (("train", train_files), ("val", val_files)):
         filesystem, paths = storage.arrow_files(files)
-        # Read once and keep in the object store: every epoch then iterates memory, not files.
-        datasets[name] = (
-            ray.data.read_parquet(paths, filesystem=filesystem).select_columns(["clip", "clap"]).materialize()
-        )
+        # Read once and keep in the object store: every epoch then iterates memory, not files. Validation samples the
+        # prior for each pair, so it takes at most train.val_max_pairs of them, as write_results does.
+        pairs = ray.data.read_parquet(paths, filesystem=filesystem).select_columns(["clip", "clap"])
+        datasets[name] = (pairs if name == "train" else pairs.limit(config.train.val_max_pairs)).materialize()
     with tempfile.TemporaryDirectory(prefix="foley-train-") as ray_train_dir:
         trainer = TorchTrainer(
             train_loop,
