@@ -8,8 +8,10 @@ import os
 
 # Set before anything starts, so that the shared Ray head's workers inherit them too: a hidden hub download must
 # fail fast, never hang CI; every Ray the tests start or join checks its token, as production's heads do (Ray reads
-# the mode when it is imported); and S3 clients get the moto server's fake credentials.
+# the mode when it is imported); and S3 clients get the moto server's fake credentials. Two test processes share
+# the cores, so an OpenMP thread that waits sleeps instead of spinning on a core the other one needs.
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["AWS_ACCESS_KEY_ID"] = "test-key-id"
