@@ -37,8 +37,8 @@ FAKE_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
 OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its own (each caller says why)
 
 
-# The files that take longest (make test's --durations, serial on 2 cores: failures 440 s, training 430 s, identity
-# 370 s, segments 325 s, bench 320 s, dub job 230 s, ray job submit 175 s), handed out first, so that no long
+# The files that take longest (make test's --durations under -n 2 on 2 cores: training 735 s, segments 570 s,
+# failures 560 s, identity 530 s, ray job submit 470 s, bench 450 s, dub job 350 s), handed out first, so that no long
 # file runs alone at the end of a parallel run. (Makefile: pytest-xdist with --no-loadscope-reorder, which hands
 # out files in collection order.)
 LONGEST_FIRST = (
