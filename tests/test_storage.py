@@ -18,7 +18,7 @@ def test_local_listing_is_recursive_case_insensitive_and_sorted(tmp_path):
     for name in ("b.MP4", "a/c.mov", "a/d/e.webm", "notes.txt", ".hidden.mp4", "x.Avi"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    items = Storage(StorageConfig()).list_inputs(str(tmp_path), EXTENSIONS)
+    items = Storage(StorageConfig()).list_inputs(str(tmp_path), EXTENSIONS).items
     assert [item.relative_path for item in items] == ["a/c.mov", "a/d/e.webm", "b.MP4", "x.Avi"]
     assert all(item.uri.startswith(str(tmp_path)) for item in items)
 
@@ -42,7 +42,7 @@ def test_s3_listing_pages_past_1000_objects(bucket):
         storage.s3.put_object(Bucket=name, Key=f"lib/{index // 100:02d}/clip{index:04d}.mp4", Body=b"x")
     storage.s3.put_object(Bucket=name, Key="lib/readme.txt", Body=b"x")
     storage.s3.put_object(Bucket=name, Key="other/clip.mp4", Body=b"x")
-    items = storage.list_inputs(f"s3://{name}/lib", EXTENSIONS)
+    items = storage.list_inputs(f"s3://{name}/lib", EXTENSIONS).items
     assert len(items) == 1003
     assert items[0].relative_path == "00/clip0000.mp4" and items[0].uri == f"s3://{name}/lib/00/clip0000.mp4"
 
@@ -53,10 +53,10 @@ def test_list_files_choose_a_subset_and_keep_relative_paths(bucket, tmp_path):
     text = io.StringIO()
     csv.writer(text).writerows([["uri"], *[[u] for u in uris]])
     storage.write_bytes(f"s3://{name}/lists/subset.csv", text.getvalue().encode())
-    items = storage.list_inputs(f"s3://{name}/lists/subset.csv", EXTENSIONS)
+    items = storage.list_inputs(f"s3://{name}/lists/subset.csv", EXTENSIONS).items
     assert [(i.uri, i.relative_path) for i in items] == [(uris[0], "a/one.mp4"), (uris[1], "b/two.mov")]
     pq.write_table(pa.table({"uri": [str(tmp_path / "x" / "v.mp4")]}), tmp_path / "list.parquet")
-    [item] = storage.list_inputs(str(tmp_path / "list.parquet"), EXTENSIONS)
+    [item] = storage.list_inputs(str(tmp_path / "list.parquet"), EXTENSIONS).items
     assert item.relative_path == "v.mp4"
     (tmp_path / "empty.csv").write_text("uri\n")
     with pytest.raises(StorageError, match="holds no URIs"):

@@ -18,17 +18,21 @@ from collections.abc import Callable
 
 from foley.config import ConfigError, FoleyConfig, ProgressConfig
 from foley.models.identity import ModelIdentities
-from foley.pipeline.conditions import ConditionError, video_conditions, video_config_hash
-from foley.pipeline.kinds import JobKind, image_settings, result_id
-from foley.pipeline.manifest import Manifest
-from foley.pipeline.report_assets import media_uri
+from foley.pipeline.conditions import CONDITION_COLUMNS, ConditionError, video_conditions, video_config_hash
+from foley.pipeline.evaluation import CONDITIONS_DIR, EVALUATION_DIR
+from foley.pipeline.kinds import JobKind, container_settings, image_settings, result_id
+from foley.pipeline.manifest import MANIFEST_DIR, Manifest
+from foley.pipeline.report_assets import REPORT_DIR, media_uri
 from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, new_row
 from foley.pipeline.segments import SEGMENTS_DIR, clear_stale_staging
 from foley.storage.inputs import LIST_SUFFIXES, InputItem, is_image
+from foley.storage.publish import is_partial_name
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, UnsafePathError, is_s3, join
 
 log = logging.getLogger("foley.job")
+# The folders the job keeps its own files in, beside the outputs: an input whose output would land in one fails.
+BOOKKEEPING_FOLDERS = (MANIFEST_DIR, SEGMENTS_DIR, REPORT_DIR, CONDITIONS_DIR, EVALUATION_DIR)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +114,16 @@ def quiet_progress_when_logged(progress: ProgressConfig) -> None:
     DataContext.get_current().enable_operator_progress_bars = progress.non_tty_operator_lines
 
 
+def own_name_problem(relative_path: str) -> str:
+    """Why an input's output would collide with the job's own files (which it deletes or rewrites), or ''."""
+    first, name = relative_path.split("/", 1)[0], relative_path.rsplit("/", 1)[-1]
+    if first in BOOKKEEPING_FOLDERS:
+        return f"its path {relative_path} would land in {first}/, the job's own folder under the output"
+    if is_partial_name(name):
+        return f"its name {name} is how the job names its unfinished files, which it deletes"
+    return ""
+
+
 def shared_outputs(outputs: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """Inputs that write a file another input writes too: each would overwrite the other's result."""
     by_output: dict[str, list[str]] = {}
@@ -151,16 +165,21 @@ class JobRun:
         would be unsafe, that share an output with another input, or whose list line is invalid fail right here.
         """
         check_roots(self.args.input, self.args.output)
-        extensions = self.config.input.extensions
+        extensions, columns = self.config.input.extensions, ()
         if self.kind.sound_design:
-            extensions += self.config.input.image_extensions
-        inputs = self.storage.list_inputs(self.args.input, extensions)
-        outputs, refused = {}, {}
+            extensions, columns = extensions + self.config.input.image_extensions, CONDITION_COLUMNS
+        listing = self.storage.list_inputs(self.args.input, extensions, columns)
+        inputs, outputs, refused = listing.items, {}, {}
         for item in inputs:
-            try:  # e.g. an object key '../x.mp4'
-                outputs[item.uri] = outputs_for(item)
-            except UnsafePathError as exc:
-                refused[item.uri] = str(exc)
+            if item.problem:  # a broken link, a list line with no usable location
+                refused[item.uri] = item.problem
+            elif collision := own_name_problem(item.relative_path):
+                refused[item.uri] = f"{collision}; rename or move the file"
+            else:
+                try:  # e.g. an object key '../x.mp4'
+                    outputs[item.uri] = outputs_for(item)
+                except UnsafePathError as exc:
+                    refused[item.uri] = str(exc)
         check_no_input_is_written(inputs, self.args.output, outputs)
         refused |= shared_outputs(outputs)
 
@@ -184,13 +203,16 @@ class JobRun:
             if self.kind.sound_design and self.config.report.enabled:
                 row["report_uri"] = media_uri(self.args.output, row["result_id"])
             if item.uri in refused:  # recorded as failed, never written
-                self.manifest.record(row | {"status": FAILED, "error": f"list: {item.uri}: {refused[item.uri]}"})
+                self.manifest.record(row | {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}"})
                 self.results.append({"status": FAILED})
             elif is_current(current.get(item.uri), row["result_id"]):
                 self.already_done += 1
             else:
                 rows.append(row)
         self.clear_leftovers({row["result_id"] for row in rows})
+        self.manifest.record_left_out(left_out := listing.left_out_line())
+        if left_out:
+            print(left_out, flush=True)
         print(
             f"{len(inputs)} inputs under {self.args.input}: {self.already_done} already done, {len(rows)} to "
             f"process (config {config_hash})",
@@ -216,7 +238,7 @@ class JobRun:
         if is_image(item.relative_path, self.config.input.image_extensions):
             row["image"] = True
             own["image"] = image_settings(self.config)
-        return own
+        return own | container_settings(self.config, row["output_uri"])
 
     @staticmethod
     def own_references(rows: list[dict]) -> bool:

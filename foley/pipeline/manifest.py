@@ -116,6 +116,7 @@ class Manifest:
         self.root = join(output_root, MANIFEST_DIR)
         self.compacted_uri = join(self.root, "manifest.parquet")
         self.journal_root = join(self.root, "rows")
+        self.listing_uri = join(self.root, "listing.json")
 
     def _journal_uri(self, input_uri: str) -> str:
         return join(self.journal_root, hashlib.sha256(input_uri.encode()).hexdigest()[:32] + ".parquet")
@@ -125,6 +126,15 @@ class Manifest:
         record = manifest_row(row, self.schema)
         record["finished_at"] = record["finished_at"] or utc_now()
         self.storage.write_bytes(self._journal_uri(record["input_uri"]), self._to_parquet([record]))
+
+    def record_left_out(self, left_out: str) -> None:
+        """What the last run's listing left out of the input ('' for nothing), for the report to say."""
+        self.storage.write_bytes(self.listing_uri, json.dumps({"left_out": left_out}).encode())
+
+    def left_out(self) -> str:
+        if not self.storage.exists(self.listing_uri):
+            return ""
+        return json.loads(self.storage.read_bytes(self.listing_uri))["left_out"]
 
     def _journal(self) -> dict[str, dict]:
         rows = {}

@@ -1,8 +1,18 @@
-"""Which videos a job reads: every video under a folder or an s3:// prefix, or the URIs of a .csv/.parquet list.
+"""Which videos a job reads: every video under a folder or an s3:// prefix, one file or object, or the lines of a
+.csv/.parquet list.
 
 Each input gets its relative path, which names its output and seeds its noise, so the same library gives the same
 outputs wherever it is listed from. A list's other columns (a CSV with a header row, or Parquet) travel with each
 input: per-video settings such as a prompt (foley.pipeline.conditions).
+
+What cannot be an input is said, never dropped without a word. A problem of one file or one list line (a broken
+link, a cell that is no location) fails that input alone: its item carries the problem, and it becomes a failed row.
+A problem of the whole list (not UTF-8, no 'uri' column, a column the job does not know) stops the job before it
+starts. Files under the input whose extension the job does not take are counted by extension (`Listing.left_out`).
+
+Links: each file under a folder is one input at its own relative path, a link as much as a file; its identity is
+the content it points to, so two links to one file give two outputs. A link that is broken, loops, or points
+outside the input folder fails its row; a link to a folder is not entered (it is counted as left out).
 """
 
 from __future__ import annotations
@@ -10,14 +20,17 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
-from pathlib import Path
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 
 from foley.storage.uris import StorageError, is_s3, local_identity
 
 LIST_SUFFIXES = (".csv", ".parquet")
+URI_COLUMN = "uri"
+FOLDER_LINK = "links to folders"  # what Listing.left_out calls the links to folders it did not enter
 
 
 @dataclass(frozen=True)
@@ -26,10 +39,31 @@ class InputItem:
     relative_path: str  # posix path under the output root, also the video's stable id
     identity: str = ""  # its content: "etag:<ETag>:size:<bytes>" on S3, "size:<bytes>:mtime:<ns>" locally
     columns: tuple[tuple[str, str], ...] = ()  # the list file's other non-empty cells of this input: (name, text)
+    problem: str = ""  # why this file or list line cannot be an input; its row fails with this message
+
+
+@dataclass(frozen=True)
+class Listing:
+    items: list[InputItem]
+    left_out: dict[str, list[str]] = field(default_factory=dict)  # by extension: files under the input not taken
+
+    def left_out_line(self, examples: int = 3) -> str:
+        """'12 files left out: 9 .wmv, 3 .txt (input.extensions), e.g. a.wmv, b.txt', or '' when none was."""
+        counts = Counter({kind: len(paths) for kind, paths in self.left_out.items()})
+        if not counts:
+            return ""
+        by_kind = ", ".join(f"{count} {kind}" for kind, count in counts.most_common())
+        shown = sorted(path for paths in self.left_out.values() for path in paths)[:examples]
+        total = counts.total()
+        return f"{total} file{'s' if total > 1 else ''} left out: {by_kind} (input.extensions), e.g. {', '.join(shown)}"
 
 
 def is_image(path: str, image_extensions: tuple[str, ...]) -> bool:
     return path.lower().endswith(tuple(extension.lower() for extension in image_extensions))
+
+
+def _extension(path: str) -> str:
+    return PurePosixPath(path).suffix.lower() or "without extension"
 
 
 def _common_directory(uris: list[str]) -> str:
@@ -40,66 +74,181 @@ def _common_directory(uris: list[str]) -> str:
 
 
 class InputListing:
-    """Storage's listing of inputs (mixed into Storage, whose read_bytes and list_prefix it uses)."""
+    """Storage's listing of inputs (mixed into Storage, whose read_bytes, identity and list_objects it uses)."""
 
-    def list_inputs(self, source: str, extensions: tuple[str, ...]) -> list[InputItem]:
-        """Every video under a folder or prefix (recursive, extensions case-insensitive), or the URIs of a list file."""
+    def list_inputs(self, source: str, extensions: tuple[str, ...], columns: tuple[str, ...] = ()) -> Listing:
+        """Every video under a folder or prefix (recursive, extensions case-insensitive), one file or object, or the
+        lines of a list file, whose columns besides 'uri' must be among `columns`."""
         if source.lower().endswith(LIST_SUFFIXES):
-            return self._list_from_file(source)
+            return Listing(self._list_from_file(source, columns))
         suffixes = tuple(e.lower() for e in extensions)
         if is_s3(source):
-            prefix_uri = source if source.endswith("/") else source + "/"
-            items = [
-                InputItem(uri, uri[len(prefix_uri) :], identity)
-                for uri, identity in self.list_objects(prefix_uri)
-                if uri.lower().endswith(suffixes) and not uri.endswith("/")
-            ]
-        else:
-            root = Path(source)
-            if root.is_file():
-                return [InputItem(str(root.resolve()), root.name, local_identity(root))]
-            if not root.is_dir():
-                raise StorageError(f"input {source} is neither a folder, a video, nor a .csv/.parquet list of URIs")
-            items = [
-                InputItem(str(path.resolve()), path.relative_to(root).as_posix(), local_identity(path))
-                for path in root.rglob("*")
-                if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
-            ]
-        return sorted(items, key=lambda item: item.relative_path)
+            return self._list_prefix(source, suffixes)
+        root = Path(source)
+        if root.is_file():
+            return Listing([InputItem(str(root.resolve()), root.name, local_identity(root))])
+        if not root.is_dir():
+            raise StorageError(f"input {source} is neither a folder, a video, nor a .csv/.parquet list of URIs")
+        return _list_folder(root.resolve(), suffixes)
 
-    def _list_from_file(self, source: str) -> list[InputItem]:
-        records = _list_records(source, self.read_bytes(source))
-        if not records:
+    def _list_prefix(self, source: str, suffixes: tuple[str, ...]) -> Listing:
+        """The objects under an s3:// prefix, or the one object `source` names."""
+        prefix_uri = source if source.endswith("/") else source + "/"
+        items, left_out = [], {}
+        for uri, identity in self.list_objects(prefix_uri):
+            relative = uri[len(prefix_uri) :]
+            if uri.endswith("/"):  # a console's folder marker
+                continue
+            if uri.lower().endswith(suffixes):
+                items.append(InputItem(uri, relative, identity))
+            else:
+                left_out.setdefault(_extension(relative), []).append(relative)
+        if not items and not left_out and not source.endswith("/") and (identity := self.identity(source)):
+            return Listing([InputItem(source, source.rsplit("/", 1)[1], identity)])
+        return Listing(sorted(items, key=lambda item: item.relative_path), left_out)
+
+    def _list_from_file(self, source: str, columns: tuple[str, ...]) -> list[InputItem]:
+        lines = read_list(source, self.read_bytes(source), columns)
+        if not lines:
             raise StorageError(f"input list {source} holds no URIs; give one per line (a 'uri' column)")
         # The same file listed twice is one input (its first line counts); two different files that map to one output
-        # are caught later.
-        by_uri: dict[str, tuple[tuple[str, str], ...]] = {}
-        for uri, columns in records:
-            by_uri.setdefault(uri if is_s3(uri) else Path(uri).resolve().as_posix(), columns)
+        # are caught later. A line that names no usable location fails alone, under its line number.
+        failed, by_uri = [], {}
+        for line in lines:
+            if problem := line.problem or location_problem(line.location):
+                where = f"{source} line {line.number}"
+                failed.append(InputItem(where, f"line-{line.number}", "", line.cells, problem))
+            else:
+                location = line.location if is_s3(line.location) else Path(line.location).resolve().as_posix()
+                by_uri.setdefault(location, line.cells)
         base = _common_directory(list(by_uri))
-        items = [InputItem(uri, uri[len(base) :], self.identity(uri), columns) for uri, columns in by_uri.items()]
-        return sorted(items, key=lambda item: item.relative_path)
+        items = [InputItem(uri, uri[len(base) :], self.identity(uri), cells) for uri, cells in by_uri.items()]
+        return sorted(items, key=lambda item: item.relative_path) + failed
 
 
-def _list_records(source: str, data: bytes) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
-    """(uri, other non-empty cells) per line of a list: Parquet with a 'uri' column, or CSV whose first column is the
-    URI (with a header row naming the columns, or none)."""
+def _list_folder(root: Path, suffixes: tuple[str, ...]) -> Listing:
+    """Every file under a local folder (links as files, see the module's docstring), hidden files aside."""
+    items, left_out = [], {}
+    for folder, folders, files in os.walk(root):  # followlinks=False: a link to a folder is not entered
+        for name in folders:
+            if (Path(folder) / name).is_symlink():
+                left_out.setdefault(FOLDER_LINK, []).append((Path(folder) / name).relative_to(root).as_posix())
+        for name in files:
+            path = Path(folder) / name
+            relative = path.relative_to(root).as_posix()
+            if name.startswith("."):
+                continue
+            if not name.lower().endswith(suffixes):
+                left_out.setdefault(_extension(relative), []).append(relative)
+                continue
+            problem = _link_problem(path, root) if path.is_symlink() else ""
+            items.append(InputItem(str(path), relative, "" if problem else local_identity(path), problem=problem))
+    return Listing(sorted(items, key=lambda item: item.relative_path), left_out)
+
+
+def _link_problem(link: Path, root: Path) -> str:
+    """Why a link under the input folder cannot be an input, or '' when it points to a file inside it."""
+    try:
+        target = link.resolve(strict=True)
+    except FileNotFoundError:
+        return f"it is a broken link (to {os.readlink(link)}); fix the link or remove it"
+    except (RuntimeError, OSError):  # Python 3.11 reports a loop as RuntimeError, later ones as OSError
+        return "it is a link that loops back on itself; fix the link or remove it"
+    if not target.is_relative_to(root):
+        return f"it is a link to {target}, outside the input folder {root}; copy the file in, or dub its own folder"
+    if not target.is_file():
+        return f"it is a link to {target}, which is not a file"
+    return ""
+
+
+def location_problem(location: str) -> str:
+    """What is wrong with a list cell as the location of one input, or '' when it is a local path or an object."""
+    if not location:
+        return f"has no '{URI_COLUMN}' (the video's location)"
+    if is_s3(location):
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        if not bucket:
+            return f"{location!r} names no bucket; give s3://BUCKET/KEY"
+        if not key or key.endswith("/"):
+            return f"{location!r} names a bucket or a folder, not an object; give the key of one video"
+        return ""
+    if "://" in location:
+        return f"{location!r} is neither a local path nor an s3:// URI"
+    return ""
+
+
+@dataclass(frozen=True)
+class ListLine:
+    number: int  # as a spreadsheet numbers it (the header is line 1)
+    location: str  # the 'uri' cell
+    cells: tuple[tuple[str, str], ...]  # the other non-empty cells: (column, text)
+    problem: str = ""  # what is wrong with the line as a whole
+
+
+def read_list(source: str, data: bytes, columns: tuple[str, ...]) -> list[ListLine]:
+    """Each line of a list that is not blank: Parquet with a 'uri' column, or CSV (UTF-8,
+    with or without a byte-order mark) with a header row naming its columns, or one location per line."""
     if source.lower().endswith(".parquet"):
         table = pq.read_table(io.BytesIO(data))
-        if "uri" not in table.column_names:
-            raise StorageError(f"input list {source} has no 'uri' column (columns: {table.column_names})")
-        lines = table.to_pylist()
+        header = [name.strip().lower() for name in table.column_names]
+        body, first_line = [list(row.values()) for row in table.to_pylist()], 1
     else:
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
-        header = ["uri"]
-        if rows and rows[0] and rows[0][0].strip().lower() == "uri":
-            header, rows = [name.strip().lower() for name in rows[0]], rows[1:]
-        lines = [dict(zip(header, (cell.strip() for cell in row), strict=False)) for row in rows if row]
-    return [
-        (
-            str(line["uri"]).strip(),
-            tuple((name, str(value)) for name, value in line.items() if name != "uri" and value not in (None, "")),
+        header, body, first_line = _csv_rows(source, data)
+    if URI_COLUMN not in header:
+        raise StorageError(
+            f"input list {source} has no '{URI_COLUMN}' column (columns found: {', '.join(header)}); name the "
+            f"column of video locations '{URI_COLUMN}'"
         )
-        for line in lines
-        if line.get("uri") and str(line["uri"]).strip()
-    ]
+    used = {name for index, name in enumerate(header) if name or any(_cell(row, index) for row in body)}
+    if unknown := sorted(used - {URI_COLUMN, *columns}):
+        known = ", ".join([URI_COLUMN, *columns])
+        raise StorageError(
+            f"input list {source} has columns this job does not know: {', '.join(n or '(no name)' for n in unknown)}"
+            f"; the columns it knows: {known}"
+        )
+    lines = []
+    for number, row in enumerate(body, start=first_line):
+        if not any(_cell(row, index) for index in range(len(row))):
+            continue  # a blank line
+        cells = {name: _cell(row, index) for index, name in enumerate(header) if name}
+        location = cells.pop(URI_COLUMN)
+        others = tuple((name, text) for name, text in cells.items() if text)
+        filled = len([cell for cell in row if cell not in (None, "")])
+        problem = f"it has {filled} cells, but the header names {len(header)} columns" if filled > len(header) else ""
+        lines.append(ListLine(number, location, others, problem))
+    return lines
+
+
+def _cell(row: list, index: int) -> str:
+    return str(row[index]).strip() if index < len(row) and row[index] is not None else ""
+
+
+def _csv_rows(source: str, data: bytes) -> tuple[list[str], list[list[str]], int]:
+    """(column names, rows, the first row's line number). Without a header row (the first cell is a location) the
+    one column is the URI."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise StorageError(
+            f"input list {source} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); save the "
+            "list as UTF-8 (a spreadsheet's 'CSV UTF-8')"
+        ) from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not any(cell.strip() for row in rows for cell in row):
+        return [URI_COLUMN], [], 1
+    names = [cell.strip().lower() for cell in rows[0]]
+    if URI_COLUMN in names:
+        return names, rows[1:], 2
+    if _is_location(rows[0][0].strip()):
+        if any(len([cell for cell in row if cell.strip()]) > 1 for row in rows):  # cells a header would name
+            raise StorageError(
+                f"input list {source} has more than one column but no header row; add a first line naming the "
+                f"columns ('{URI_COLUMN}' for the video locations)"
+            )
+        return [URI_COLUMN], rows, 1
+    return names, rows[1:], 2  # a header without 'uri': refused by the caller, naming what it found
+
+
+def _is_location(cell: str) -> bool:
+    """Whether a CSV's first cell is a location (so the list has no header row), not a column name."""
+    return "/" in cell or "\\" in cell or bool(PurePosixPath(cell).suffix)

@@ -7,6 +7,7 @@ leaves a partial object at a final key.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import posixpath
 import shutil
@@ -25,6 +26,13 @@ CONTENT_TYPES = {
     ".mkv": "video/x-matroska",
     ".webm": "video/webm",
     ".avi": "video/x-msvideo",
+    ".m4v": "video/x-m4v",
+    ".3gp": "video/3gpp",
+    ".ts": "video/mp2t",
+    ".mts": "video/mp2t",
+    ".m2ts": "video/mp2t",
+    ".mpg": "video/mpeg",
+    ".mpeg": "video/mpeg",
     ".parquet": "application/vnd.apache.parquet",
     ".json": "application/json",
     ".png": "image/png",
@@ -32,9 +40,17 @@ CONTENT_TYPES = {
 }
 
 
+PARTIAL_NAMES = ".*.partial-*"  # what temporary_sibling names, and all that remove_partials deletes
+
+
 def temporary_sibling(path: Path) -> Path:
     """A hidden name next to `path` that keeps its extension (ffmpeg picks the container from it)."""
     return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def is_partial_name(name: str) -> bool:
+    """Whether a file name is one the job deletes as a partial file left by a killed run."""
+    return fnmatch.fnmatchcase(name, PARTIAL_NAMES)
 
 
 class StagedPublishing:
@@ -110,7 +126,7 @@ class StagedPublishing:
         are atomic). Assumes one job writes to a root at a time."""
         if is_s3(root) or not Path(root).is_dir():
             return 0
-        stale = [path for path in Path(root).rglob(".*.partial-*") if path.is_file()]
+        stale = [path for path in Path(root).rglob(PARTIAL_NAMES) if path.is_file()]
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)

@@ -1,0 +1,172 @@
+"""What a library holds besides plain videos: lists saved by spreadsheets, links, files the job does not take, names
+the job uses itself, and one object of a bucket. Each problem fails its own input with a message, or the whole job
+before it starts; none is dropped without a word."""
+
+import csv
+import io
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, tiny_overrides
+from foley.config import StorageConfig
+from foley.pipeline.conditions import CONDITION_COLUMNS
+from foley.pipeline.kinds import DUB
+from foley.pipeline.manifest import Manifest
+from foley.pipeline.report import relative_link
+from foley.storage.store import Storage
+from foley.storage.uris import StorageError
+
+EXTENSIONS = (".mp4", ".webm")
+
+
+def listing(source, columns=CONDITION_COLUMNS):
+    return Storage(StorageConfig()).list_inputs(str(source), EXTENSIONS, columns)
+
+
+def write_csv(path, rows, encoding="utf-8"):
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    path.write_bytes(text.getvalue().encode(encoding))
+    return path
+
+
+def test_a_spreadsheets_utf8_list_with_a_byte_order_mark_keeps_its_header_and_prompts(tmp_path):
+    videos = [tmp_path / "lib" / "a.mp4", tmp_path / "lib" / "b" / "c.mp4"]
+    rows = [["uri", "prompt"], [str(videos[0]), "rain on a café roof"], [str(videos[1]), ""]]
+    items = listing(write_csv(tmp_path / "list.csv", rows, encoding="utf-8-sig")).items
+    assert [(item.relative_path, item.columns, item.problem) for item in items] == [
+        ("a.mp4", (("prompt", "rain on a café roof"),), ""),
+        ("b/c.mp4", (), ""),
+    ]
+
+
+def test_a_list_that_is_not_utf8_is_refused_up_front(tmp_path, tiny_models, capsys):
+    from jobs.dub import main
+
+    source = write_csv(tmp_path / "list.csv", [["uri", "prompt"], ["a.mp4", "café"]], encoding="latin-1")
+    message = r"list\.csv is not UTF-8 text \(byte 0xe9 at offset 21\); save the list as UTF-8"
+    with pytest.raises(StorageError, match=message):
+        listing(source)
+    arguments = ["--input", str(source), "--output", str(tmp_path / "out"), "--config", str(ROOT / "configs/tiny.yaml")]
+    assert main([*arguments, *tiny_overrides(tiny_models, tmp_path / "cache")]) == 2  # a setup error, no traceback
+    assert "save the list as UTF-8" in capsys.readouterr().err
+
+
+def test_a_bad_cell_fails_its_own_line_and_the_others_keep_their_paths(tmp_path):
+    good = tmp_path / "lib" / "x" / "good.mp4"
+    rows = [["uri"], ["s3://bucket"], ["s3:///x.mp4"], ["https://example.com/v.mp4"], [str(good)], ["s3://b/dir/"]]
+    items = listing(write_csv(tmp_path / "list.csv", rows)).items
+    assert [(item.uri, item.relative_path) for item in items if not item.problem] == [(str(good), "good.mp4")]
+    problems = {item.uri: item.problem for item in items if item.problem}
+    source = tmp_path / "list.csv"
+    assert problems == {
+        f"{source} line 2": "'s3://bucket' names a bucket or a folder, not an object; give the key of one video",
+        f"{source} line 3": "'s3:///x.mp4' names no bucket; give s3://BUCKET/KEY",
+        f"{source} line 4": "'https://example.com/v.mp4' is neither a local path nor an s3:// URI",
+        f"{source} line 6": "'s3://b/dir/' names a bucket or a folder, not an object; give the key of one video",
+    }
+
+
+def test_a_line_with_more_cells_than_the_header_fails_alone(tmp_path):
+    rows = [["uri", "prompt"], ["a.mp4", "rain", "wind"], ["b.mp4", "sea"]]
+    items = listing(write_csv(tmp_path / "list.csv", rows)).items
+    assert [item.problem for item in items] == ["", "it has 3 cells, but the header names 2 columns"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([["uri", "promt"], ["a.mp4", "rain"]], r"columns this job does not know: promt; the columns it knows: uri, "),
+        ([["url", "prompt"], ["a.mp4", "rain"]], r"has no 'uri' column \(columns found: url, prompt\)"),
+        ([["a.mp4", "rain"]], r"more than one column but no header row"),
+    ],
+)
+def test_a_list_whose_columns_cannot_be_read_right_is_refused_up_front(tmp_path, rows, message):
+    with pytest.raises(StorageError, match=message):
+        listing(write_csv(tmp_path / "list.csv", rows))
+
+
+def test_a_job_without_conditions_takes_no_condition_column(tmp_path):
+    pq.write_table(pa.table({"uri": ["a.mp4"], "prompt": ["rain"]}), tmp_path / "list.parquet")
+    with pytest.raises(StorageError, match="columns this job does not know: prompt; the columns it knows: uri$"):
+        listing(tmp_path / "list.parquet", columns=())
+
+
+def test_links_are_inputs_at_their_own_paths_and_bad_links_fail_alone(tmp_path):
+    library, elsewhere = tmp_path / "lib", tmp_path / "elsewhere"
+    (library / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    (library / "a.mp4").write_bytes(b"a video")
+    (elsewhere / "far.mp4").write_bytes(b"another")
+    os.symlink(library / "a.mp4", library / "alias.mp4")
+    os.symlink("../a.mp4", library / "sub" / "relative-alias.mp4")
+    os.symlink(elsewhere / "far.mp4", library / "outside.mp4")
+    os.symlink(library / "gone.mp4", library / "broken.mp4")
+    os.symlink(library / "loop-b.mp4", library / "loop-a.mp4")
+    os.symlink(library / "loop-a.mp4", library / "loop-b.mp4")
+    os.symlink(elsewhere, library / "folder-link")
+    (library / "notes.txt").write_text("x")
+
+    found = listing(library)
+    by_path = {item.relative_path: item for item in found.items}
+    assert sorted(by_path) == [
+        "a.mp4", "alias.mp4", "broken.mp4", "loop-a.mp4", "loop-b.mp4", "outside.mp4", "sub/relative-alias.mp4"
+    ]  # fmt: skip
+    for alias in ("alias.mp4", "sub/relative-alias.mp4"):  # its own input, with the content it points to
+        assert by_path[alias].uri == str(library / alias) and not by_path[alias].problem
+        assert by_path[alias].identity == by_path["a.mp4"].identity
+    assert "outside the input folder" in by_path["outside.mp4"].problem
+    assert by_path["broken.mp4"].problem.startswith(f"it is a broken link (to {library / 'gone.mp4'})")
+    assert "loops" in by_path["loop-a.mp4"].problem and "loops" in by_path["loop-b.mp4"].problem
+    assert found.left_out == {"links to folders": ["folder-link"], ".txt": ["notes.txt"]}
+    assert found.left_out_line() == (
+        "2 files left out: 1 links to folders, 1 .txt (input.extensions), e.g. folder-link, notes.txt"
+    )
+
+
+def test_one_s3_object_is_one_input(bucket):
+    name, storage = bucket
+    storage.s3.put_object(Bucket=name, Key="lib/take.mp4", Body=b"x")
+    storage.s3.put_object(Bucket=name, Key="lib/take.mp4.txt", Body=b"x")
+    [item] = storage.list_inputs(f"s3://{name}/lib/take.mp4", EXTENSIONS).items
+    assert (item.uri, item.relative_path) == (f"s3://{name}/lib/take.mp4", "take.mp4")
+    assert item.identity.startswith("etag:")
+    assert storage.list_inputs(f"s3://{name}/lib/none.mp4", EXTENSIONS).items == []
+
+
+def test_report_links_keep_a_hash_and_a_question_mark_in_the_name():
+    assert relative_link("/out/a/take#2 what?.mp4", "/out", "a/take#2 what?.mp4") == "../a/take%232%20what%3F.mp4"
+
+
+def test_inputs_that_would_land_in_the_jobs_own_files_fail_and_stay_untouched(tmp_path, tiny_models, capsys):
+    """The job deletes stale staging and partial files: no input may ever be published where it would."""
+    from jobs.dub import main
+
+    library = tmp_path / "lib"
+    # (A hidden file is no input of a folder, but a list can name one.)
+    listed = ["_segments/0123abcd/0.parquet.mp4", "_manifest/x.mp4", "_report/media/y.mp4", "sub/.x.partial-1a.mp4"]
+    for relative in listed:
+        (library / relative).parent.mkdir(parents=True, exist_ok=True)
+        (library / relative).write_bytes(b"someone's video")
+    source = write_csv(tmp_path / "list.csv", [["uri"], *[[str(library / relative)] for relative in listed]])
+    arguments = ["--output", str(tmp_path / "out"), "--config", str(ROOT / "configs/tiny.yaml")]
+    for _ in range(2):  # the second run would clear what the first one left
+        assert main(["--input", str(source), *arguments, *tiny_overrides(tiny_models, tmp_path / "cache")]) == 1
+    rows = Manifest(str(tmp_path / "out"), Storage(StorageConfig()), DUB).current()
+    errors = {row["relative_path"]: row["error"] for row in rows.values()}
+    assert {row["status"] for row in rows.values()} == {"failed"} and len(errors) == 4
+    assert (
+        "would land in _segments/, the job's own folder under the output; rename or move the file"
+        in errors["_segments/0123abcd/0.parquet.mp4"]
+    )
+    assert "is how the job names its unfinished files" in errors["sub/.x.partial-1a.mp4"]
+    assert all(error.startswith(str(library)) for error in errors.values())  # each message names its file
+    assert all((library / relative).read_bytes() == b"someone's video" for relative in listed)
+    assert list((tmp_path / "out").rglob("*.mp4")) == []
+    summary = capsys.readouterr().out
+    assert "4 inputs under" in summary and "0 to process" in summary
+    assert json.loads((tmp_path / "out" / "_manifest" / "listing.json").read_text()) == {"left_out": ""}
