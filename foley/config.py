@@ -251,7 +251,10 @@ class AudioLDMConfig(Strict):
 
 
 class InputConfig(Strict):
-    extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+    extensions: tuple[str, ...] = Field(
+        (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp"),
+        description="videos the job takes (case-insensitive); files with others are counted as left out",
+    )
     image_extensions: tuple[str, ...] = Field(
         (".jpg", ".jpeg", ".png", ".webp"), description="still images, dubbed as one shot of output.image_seconds"
     )
@@ -275,6 +278,13 @@ class OutputConfig(Strict):
             ".mkv": "libopus",
             ".webm": "libopus",
             ".avi": "libmp3lame",
+            ".m4v": "aac",
+            ".3gp": "aac",
+            ".ts": "aac",
+            ".mts": "aac",
+            ".m2ts": "aac",
+            ".mpg": "mp2",
+            ".mpeg": "mp2",
         },
         description="audio encoder per output container",
     )

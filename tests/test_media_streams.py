@@ -385,3 +385,35 @@ def test_a_library_of_real_world_files_is_dubbed_with_nothing_lost(tmp_path, tin
     assert "dropped attachment stream 2 (ttf): .webm cannot hold it" in rows["disguised.webm"]["notes"]
     assert kinds(tmp_path / "out" / "rich.mkv") == kinds(rich)  # the original sound mixed, the rest kept
     assert generated_stream(tmp_path / "out" / "silent.mp4")["channels"] == 1  # silence is replaced, not mixed
+
+
+# The containers added to the default input.extensions, each made as a library holds it: (encoding, subtitles kept).
+ADDED_CONTAINERS = {
+    ".m4v": ([*X264, "-c:s", "mov_text"], "mov_text"),
+    ".3gp": ([*X264, "-c:s", "mov_text"], "mov_text"),
+    ".ts": (X264, None),
+    ".mts": (X264, None),
+    ".m2ts": (["-c:v", "mpeg2video"], None),
+    ".mpg": (["-c:v", "mpeg2video"], None),
+    ".mpeg": (["-c:v", "mpeg1video"], None),
+}
+
+
+@pytest.mark.parametrize("suffix", ADDED_CONTAINERS)
+def test_the_added_containers_are_read_and_dubbed_with_the_video_untouched(tmp_path, tiny_config, decode_embed, suffix):
+    encoding, subtitles = ADDED_CONTAINERS[suffix]
+    srt, *_ = side_files(tmp_path / "side")
+    video = tmp_path / f"in{suffix}"
+    with_subtitles = ["-i", srt, "-map", "0", "-map", "1"] if subtitles else []
+    ffmpeg(*lavfi("testsrc2=size=160x96:rate=25:duration=2"), *with_subtitles, *encoding, video)
+    [read] = rows_of(decode_embed(batch_of([new_row(InputItem(str(video), video.name), "o", tiny_config, DUB)])))
+    assert read["status"] == PENDING and read["n_windows"] == 1, read["error"]
+
+    row = publish(tiny_config, video, tmp_path / "out")
+    output = tmp_path / "out" / video.name
+    assert row["notes"] == "" and packets_md5(output, "v:0") == packets_md5(video, "v:0")
+    audio = generated_stream(output)
+    assert audio["codec_name"] == {"mp2": "mp2"}.get(tiny_config.output.audio_codecs[suffix], "aac")
+    decoded_s = len(decoded_channels(output)) / int(audio["sample_rate"])  # TS and PS headers only estimate it
+    assert abs(decoded_s - probe(video, measure_audio=False).duration_s) < 0.1
+    assert [kind for kind in kinds(output) if kind[0] == "subtitle"] == ([("subtitle", subtitles)] if subtitles else [])

@@ -12,6 +12,7 @@ from conftest import run_dub, tiny_overrides
 from foley.media.render import render_test_video
 
 LOADED_S = 30
+STREET = "street #2?.webm"  # a '#' or '?' left as it is in a link would cut the name there
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,10 @@ def reported(tmp_path_factory, tiny_models, ray_cluster):
     """A tiny job with an ok, a failed and a skipped input, sound written beside the videos too."""
     root = tmp_path_factory.mktemp("report")
     library = root / "library"
-    render_test_video(library / "street.webm", 12.0, 160, 96, 24)  # two windows
+    render_test_video(library / STREET, 12.0, 160, 96, 24)  # two windows; its sound file's link must be URL-encoded
     render_test_video(library / "has-sound.mp4", 2.0, 160, 96, 24, with_audio=True)  # skipped: it has sound
     (library / "broken.mp4").write_bytes(b"not a video at all")
+    (library / "notes.txt").write_text("not an input: counted as left out")
     overrides = [*tiny_overrides(tiny_models, root / "cache"), "output.mode=both"]
     result = run_dub(ray_cluster, library, root / "out", overrides)
     return root / "out", result
@@ -56,16 +58,19 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
     browser.get(page.as_uri())
     wait = WebDriverWait(browser, LOADED_S)
     wait.until(lambda driver: driver.find_element(By.ID, "count").text.startswith("3 matching of 3"))
+    left_out = "1 file left out: 1 .txt (input.extensions), e.g. notes.txt"
+    assert left_out in result.stdout and browser.find_element(By.ID, "left-out").text == left_out
     rows = {
         row.get_attribute("data-path"): row.get_attribute("data-status")
         for row in browser.find_elements(By.CSS_SELECTOR, "tr.video")
     }
-    assert rows == {"street.webm": "ok", "broken.mp4": "failed", "has-sound.mp4": "skipped"}
+    assert rows == {STREET: "ok", "broken.mp4": "failed", "has-sound.mp4": "skipped"}
 
-    browser.find_element(By.CSS_SELECTOR, 'tr.video[data-path="street.webm"]').click()
+    browser.find_element(By.CSS_SELECTOR, f'tr.video[data-path="{STREET}"]').click()
     audio = wait.until(lambda driver: driver.find_element(By.CSS_SELECTOR, "tr.detail audio"))
     wait.until(lambda driver: driver.execute_script("return arguments[0].readyState >= 1", audio))
     assert browser.execute_script("return arguments[0].error", audio) is None
+    assert audio.get_attribute("src").endswith("/street%20%232%3F.flac")
     assert abs(browser.execute_script("return arguments[0].duration", audio) - 12.0) < 0.1
     pictures = browser.find_elements(By.CSS_SELECTOR, "tr.detail img")
     assert len(pictures) == 2  # the poster frames and the spectrogram

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ffmpeg
@@ -42,8 +42,10 @@ class Container:
 
 
 # Read from ffmpeg 5.1's muxers: WebM takes only VP8/VP9/AV1, Opus/Vorbis and WebVTT; mov/mp4 take mov_text
-# subtitles and cannot copy their own timecode (tmcd) and chapter (text) tracks, but write them again; Matroska
-# takes no data streams and, in 5.1, no display matrix; AVI takes neither subtitles nor attachments.
+# subtitles and cannot copy their own timecode (tmcd) and chapter (text) tracks, but write them again; .m4v (the
+# ipod muxer) and .3gp are mov with a short codec list; Matroska takes no data streams and, in 5.1, no display
+# matrix; AVI takes neither subtitles nor attachments; MPEG-TS (.ts .mts .m2ts) takes only DVB subtitles and
+# MPEG-PS (.mpg .mpeg) only DVD ones, neither a rotation nor attachments.
 _MOV = Container(
     subtitles=frozenset({"mov_text"}),
     text_subtitles_as="mov_text",
@@ -51,9 +53,27 @@ _MOV = Container(
     display_matrix=True,
     rewritten_data=frozenset({"tmcd", "text"}),
 )
+_MPEG_TS = Container(
+    video=frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vc1"}),
+    audio=frozenset({"aac", "mp2", "mp3", "ac3", "eac3", "opus"}),
+    subtitles=frozenset({"dvb_subtitle", "dvb_teletext"}),
+)
+_MPEG_PS = Container(
+    video=frozenset({"mpeg1video", "mpeg2video", "h264"}),
+    audio=frozenset({"mp2", "mp3", "ac3"}),
+    subtitles=frozenset({"dvd_subtitle"}),
+)
+MOV_FAMILY = (".mp4", ".mov", ".m4v", ".3gp")  # ISO media files: faststart, and a track's name as its handler
 CONTAINERS = {
     ".mp4": _MOV,
     ".mov": _MOV,
+    ".m4v": replace(_MOV, video=frozenset({"h264", "mpeg4"}), audio=frozenset({"aac", "alac", "ac3"})),
+    ".3gp": replace(_MOV, video=frozenset({"h263", "h264", "mpeg4"}), audio=frozenset({"aac", "amr_nb", "amr_wb"})),
+    ".ts": _MPEG_TS,
+    ".mts": _MPEG_TS,
+    ".m2ts": _MPEG_TS,
+    ".mpg": _MPEG_PS,
+    ".mpeg": _MPEG_PS,
     ".mkv": Container(
         subtitles=TEXT_SUBTITLES_IN_MATROSKA | IMAGE_SUBTITLES_IN_MATROSKA,
         text_subtitles_as="srt",
@@ -156,7 +176,7 @@ def mux_track(
             # A kept original audio stream stops being the default (its other flags stay): the generated one is.
             add(source[str(stream.index)], codec, **({"disposition": "-default"} if stream.kind == "audio" else {}))
 
-    if suffix in (".mp4", ".mov"):
+    if suffix in MOV_FAMILY:
         options.extend(["-movflags", "+faststart"])
     command = ffmpeg.output(*outputs, str(output_path.resolve()))
     piped_tracks = np.stack([track, *(alternate for alternate, _ in alternates)], axis=1) if alternates else track
@@ -232,7 +252,7 @@ def _mix(source, generated, original: StreamInfo, gain_db: float, sample_rate: i
 def track_names(language: str, title: str, suffix: str) -> list[str]:
     """Language and title tags; mov/mp4 keep a track's name as its handler name, not as a title tag."""
     names = [f"language={language}", f"title={title}"]
-    if suffix in (".mp4", ".mov"):
+    if suffix in MOV_FAMILY:
         names.append(f"handler_name={title}")
     return names
 

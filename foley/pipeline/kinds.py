@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from foley.config import ConditionsConfig, FoleyConfig
 from foley.models.identity import ModelIdentities, open_clip_tag_identity
@@ -143,15 +143,31 @@ SOUND_DESIGN_OUTPUT = {
 }
 
 
+# The containers of the first release: their audio codecs stay in every video's hash, as when the results made then
+# were identified. A container added since counts only in the hash of its own videos (container_settings).
+JOB_WIDE_CONTAINERS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
 def output_settings(config: FoleyConfig) -> dict:
     """How outputs are written; a setting only counts where it applies (image settings count per image)."""
     output = config.output
     settings = output.model_dump(exclude=SOUND_DESIGN_OUTPUT)
+    settings["audio_codecs"] = {
+        suffix: codec for suffix, codec in output.audio_codecs.items() if suffix in JOB_WIDE_CONTAINERS
+    }
     if output.mode != "mux":
         settings["mode"] = output.mode
     if output.alternates and config.audioldm.candidates > 1:
         settings |= output.model_dump(include={"alternates", "alternate_title"})
     return settings
+
+
+def container_settings(config: FoleyConfig, output_uri: str) -> dict:
+    """What a video's output container adds to its hash: its audio codec, for a container not JOB_WIDE."""
+    suffix = PurePosixPath(output_uri).suffix.lower()
+    if suffix in JOB_WIDE_CONTAINERS or suffix not in config.output.audio_codecs:
+        return {}
+    return {"audio_codec": config.output.audio_codecs[suffix]}
 
 
 def image_settings(config: FoleyConfig) -> dict:

@@ -13,6 +13,7 @@ import json
 import math
 from importlib import resources
 from pathlib import PurePosixPath
+from urllib.parse import quote
 
 import pyarrow.parquet as pq
 
@@ -34,7 +35,7 @@ def relative_link(uri: str, output_root: str, relative_path: str) -> str:
     job ran: the input's relative path with the output's suffix, as outputs are named)."""
     root = output_root.rstrip("/") + "/"
     inside = uri[len(root) :] if uri.startswith(root) else with_suffix(relative_path, PurePosixPath(uri).suffix)
-    return "../" + inside
+    return "../" + quote(inside)  # a '#' or '?' in a name is part of the path, not a fragment or a query
 
 
 def describe_conditions(conditions_json: str) -> str:
@@ -98,7 +99,7 @@ def video_entry(record: dict, output_root: str, pictures: set[str], scores: dict
     }
 
 
-def summary_of(records: list[dict], evaluation: dict | None, pages: int) -> dict:
+def summary_of(records: list[dict], evaluation: dict | None, pages: int, left_out: str) -> dict:
     ok = [r for r in records if r["status"] == "ok"]
     finished = sorted(r["finished_at"].timestamp() for r in ok if r["finished_at"])
     span = (finished[-1] - finished[0]) if len(finished) > 1 else 0.0
@@ -118,6 +119,7 @@ def summary_of(records: list[dict], evaluation: dict | None, pages: int) -> dict
         "throughput_bin_s": bin_s,
         "evaluation": evaluation,
         "pages": pages,
+        "left_out": left_out,
     }
 
 
@@ -129,7 +131,8 @@ def write_report(config: FoleyConfig, output_root: str) -> str:
     """Write the report of the job at `output_root`; returns the URI of its page."""
     storage = Storage(config.storage)
     root = join(output_root, REPORT_DIR)
-    records = sorted(Manifest(output_root, storage, DUB).current().values(), key=lambda r: r["relative_path"])
+    manifest = Manifest(output_root, storage, DUB)
+    records = sorted(manifest.current().values(), key=lambda r: r["relative_path"])
     pictures = {uri[len(root) + 1 :] for uri in storage.list_prefix(join(root, "media") + "/")}
     evaluation, scores = read_evaluation(storage, output_root)
     entries = [video_entry(record, output_root, pictures, scores) for record in records]
@@ -137,7 +140,10 @@ def write_report(config: FoleyConfig, output_root: str) -> str:
     pages = [entries[first : first + size] for first in range(0, len(entries), size)]
     for index, page in enumerate(pages):
         storage.write_bytes(join(root, f"data/page-{index:05d}.js"), script("page", index, page))
-    storage.write_bytes(join(root, "data/summary.js"), script("summary", summary_of(records, evaluation, len(pages))))
+    storage.write_bytes(
+        join(root, "data/summary.js"),
+        script("summary", summary_of(records, evaluation, len(pages), manifest.left_out())),
+    )
     page = resources.files("foley.pipeline").joinpath("templates/report.html").read_bytes()
     storage.write_bytes(join(root, "index.html"), page)
     return join(root, "index.html")
