@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from foley.media.windows import sample_times
 
 
 def streams(path: Path) -> list[str]:
@@ -140,3 +143,10 @@ def track_name(stream: dict) -> str:
     """A stream's title: Matroska's title tag, or the handler name mov/mp4 keep it in."""
     tags = stream.get("tags", {})
     return tags.get("title") or tags.get("handler_name", "")
+
+
+def frames_on_screen(start_s: float, end_s: float, fps: float, frame_count: int, frames: int) -> list[int]:
+    """The frames of a constant-frame-rate video on screen at a window's sample moments, by index x rate (rounded
+    first: a moment on a frame's start is that frame, whatever float error says)."""
+    moments = sample_times(start_s, end_s, frames)
+    return [min(max(math.floor(round(t * fps, 6)), 0), frame_count - 1) for t in moments]

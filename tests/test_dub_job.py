@@ -55,6 +55,7 @@ def test_manifest_has_one_ok_row_per_input(dubbed):
     long = next(row for row in table if row["relative_path"] == "nested/deeper/long.mp4")
     assert long["n_windows"] == 4 and long["duration_s"] == pytest.approx(30.0)
     assert all(row["config_hash"] and row["seconds_synthesize"] > 0 and row["finished_at"] for row in table)
+    assert all(row["decoder"].startswith("torchcodec ") and ", FFmpeg " in row["decoder"] for row in table)
 
 
 @pytest.mark.slow

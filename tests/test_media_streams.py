@@ -2,25 +2,22 @@
 mux (or the notes say why not), silent tracks count as no sound, rotated videos reach CLIP upright, variable-rate
 videos are sampled at the right moments. Real ffmpeg, real stages, media made at test time."""
 
-import dataclasses
 import math
 import subprocess
 from pathlib import Path
 
-import decord
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import one_window, run_dub, tiny_overrides
-from foley.media.frames import FrameSampler, quarter_turns_left
 from foley.media.probe import DIGITAL_SILENCE_DBFS, _rate, probe
 from foley.media.render import render_test_video
-from foley.media.windows import frame_indices, window_bounds_s
+from foley.media.windows import plan_windows, sample_times, shot_borders
 from foley.pipeline.kinds import DUB
 from foley.pipeline.rows import PENDING, SKIPPED, batch_of, new_row, rows_of
 from foley.storage.inputs import InputItem
-from media_checks import decoded_channels, ffprobe_facts, packets_md5, plays, track_name
+from media_checks import decoded_channels, ffprobe_facts, frames_on_screen, packets_md5, plays, track_name
 from workers.decode_embed import DecodeEmbed
 from workers.mux import Mux
 
@@ -267,6 +264,9 @@ def _mean_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_rotated_videos_reach_clip_upright_and_keep_their_rotation(tmp_path, tiny_config, decode_embed):
+    from torchcodec.decoders import VideoDecoder
+    from torchcodec.transforms import Resize
+
     source = render_test_video(tmp_path / "source.mp4", 2.0, 160, 96, 25)
     rotated = tmp_path / "in" / "rotated.mp4"
     rotated.parent.mkdir()
@@ -283,24 +283,28 @@ def test_rotated_videos_reach_clip_upright_and_keep_their_rotation(tmp_path, tin
     assert (upright_info.width, upright_info.height, upright_info.rotation) == (96, 160, 0)
     [expected] = decode_embed.decode_window_frames(upright, upright_info, windows)
     assert frames.shape == expected.shape and frames.shape[1] > frames.shape[2]
-    unrotated = decord.VideoReader(str(source), width=frames.shape[2], height=frames.shape[1])  # squeezed
     [window] = windows
-    same_moments = FrameSampler.for_reader(unrotated, probe(source)).indices(window.start_s, window.end_s, len(frames))
-    unturned = unrotated.get_batch(same_moments).asnumpy()
+    moments = sample_times(window.start_s, window.end_s, len(frames))
+    squeezed = VideoDecoder(str(source), dimension_order="NHWC", transforms=[Resize(frames.shape[1:3])])
+    unturned = squeezed.get_frames_played_at(moments).data.numpy()  # the coded picture, not turned
     assert _mean_difference(frames, expected) < 8
     assert _mean_difference(frames, expected) < _mean_difference(frames, unturned) / 5
     assert _mean_difference(frames, expected) < _mean_difference(frames, expected[:, ::-1, ::-1]) / 5
-
-    # A display matrix decord cannot see (a newer ffprobe reads some outside mov/mp4) is applied here instead.
-    unseen = dataclasses.replace(probe(source), rotation=90, width=96, height=160, container="matroska,webm")
-    assert quarter_turns_left(unseen) == 1 and quarter_turns_left(info) == 0
-    [turned_here] = decode_embed.decode_window_frames(source, unseen, windows)
-    assert turned_here.shape == expected.shape and _mean_difference(turned_here, expected) < 8
 
     publish(tiny_config, rotated, tmp_path / "out")
     output = ffprobe_facts(tmp_path / "out" / "rotated.mp4")["streams"][0]
     assert output["side_data_list"][0]["rotation"] == 90
     assert packets_md5(tmp_path / "out" / "rotated.mp4", "v:0") == packets_md5(rotated, "v:0")
+
+
+def frame_starts(video: Path) -> np.ndarray:
+    """Each frame's start in seconds from the first, as ffprobe reads the container's timestamps."""
+    text = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time", "-of", "csv=p=0",
+         str(video)], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    starts = np.sort([float(value) for value in text.replace(",", " ").split()])
+    return starts - starts[0]
 
 
 def test_variable_frame_rate_videos_are_sampled_at_their_timestamps(tmp_path, tiny_config, decode_embed):
@@ -311,10 +315,8 @@ def test_variable_frame_rate_videos_are_sampled_at_their_timestamps(tmp_path, ti
         *["-vf", "select='if(lt(t,2),not(mod(n,3)),1)'", "-fps_mode", "vfr", *X264],
         video,
     )
-    reader = decord.VideoReader(str(video))
-    starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
-    starts = starts - starts[0]
-    assert len(reader) == 80 and np.ptp(np.diff(starts)) > 0.05  # really variable
+    starts = frame_starts(video)
+    assert len(starts) == 80 and np.ptp(np.diff(starts)) > 0.05  # really variable
 
     row = new_row(InputItem(str(video), video.name), "o.mp4", tiny_config, DUB)
     path, info = decode_embed.probe_input(row)
@@ -322,26 +324,27 @@ def test_variable_frame_rate_videos_are_sampled_at_their_timestamps(tmp_path, ti
     [window] = windows
     start, end = window.start_s, window.end_s
     per_window = tiny_config.window.frames
-    wanted = [start + (i + 0.5) * (end - start) / per_window for i in range(per_window)]
-    on_screen = [max(i for i in range(len(reader)) if starts[i] <= t) for t in wanted]  # last frame started by t
-    assert on_screen != frame_indices(start, end, reader.get_avg_fps(), len(reader), per_window)
+    on_screen = [int(np.searchsorted(starts, t, side="right") - 1) for t in sample_times(start, end, per_window)]
+    assert on_screen != frames_on_screen(start, end, len(starts) / info.duration_s, len(starts), per_window)
 
-    sampler = FrameSampler.for_reader(reader, info)
-    assert sampler.fps == 0 and sampler.indices(start, end, per_window) == on_screen
     [frames] = decode_embed.decode_window_frames(path, info, windows)
-    assert np.array_equal(frames, decode_embed.open_reader(path, info).get_batch(on_screen).asnumpy())
+    assert np.array_equal(frames, decode_embed.open_decoder(path, info).get_frames_at(on_screen).data.numpy())
 
 
 @pytest.mark.parametrize("name,fps", [("cfr.mp4", 25), ("cfr.mkv", 30), ("cfr.webm", 24)])
-def test_constant_frame_rate_videos_sample_the_same_frames_as_before(tmp_path, tiny_config, name, fps):
+def test_constant_frame_rate_videos_sample_the_frames_on_screen(tmp_path, tiny_config, decode_embed, name, fps):
+    """By timestamps, the frames index x rate picks (as the stage did before), moments on a frame's start too."""
     video = render_test_video(tmp_path / name, 21.0, 64, 48, fps)
-    reader = decord.VideoReader(str(video))
-    sampler = FrameSampler.for_reader(reader, probe(video))
-    assert sampler.fps == reader.get_avg_fps()
-    for start, end in window_bounds_s(21.0, tiny_config.window.seconds, tiny_config.window.overlap_seconds):
-        for frames in (4, 16):
-            before = frame_indices(start, end, reader.get_avg_fps(), len(reader), frames)
-            assert sampler.indices(start, end, frames) == before
+    info = probe(video)
+    window = tiny_config.window
+    borders = shot_borders([], info.duration_s, window.min_shot_seconds)
+    windows = plan_windows(borders, window.seconds, window.overlap_seconds, window.cut_crossfade_seconds)
+    decoded = list(decode_embed.decode_window_frames(video, info, windows))
+    frames = np.concatenate(decoded)
+    decoder = decode_embed.open_decoder(video, info)
+    per_window, count = tiny_config.window.frames, decoder.metadata.num_frames
+    before = [i for w in windows for i in frames_on_screen(w.start_s, w.end_s, fps, count, per_window)]
+    assert len(windows) == 3 and np.array_equal(frames, decoder.get_frames_at(before).data.numpy())
 
 
 @pytest.mark.parametrize("text", ["30000/0", "0/0", "", "abc", None, "-25/1", "inf", "1/0.0"])
@@ -387,25 +390,42 @@ def test_a_library_of_real_world_files_is_dubbed_with_nothing_lost(tmp_path, tin
     assert generated_stream(tmp_path / "out" / "silent.mp4")["channels"] == 1  # silence is replaced, not mixed
 
 
-# The containers added to the default input.extensions, each made as a library holds it: (encoding, subtitles kept).
-ADDED_CONTAINERS = {
-    ".m4v": ([*X264, "-c:s", "mov_text"], "mov_text"),
-    ".3gp": ([*X264, "-c:s", "mov_text"], "mov_text"),
-    ".ts": (X264, None),
-    ".mts": (X264, None),
-    ".m2ts": (["-c:v", "mpeg2video"], None),
-    ".mpg": (["-c:v", "mpeg2video"], None),
-    ".mpeg": (["-c:v", "mpeg1video"], None),
+# What a library holds: every codec of the decoder comparison (jobs.bench.decoders) and every container of the
+# default input.extensions beyond the first five, made as ffmpeg writes them: name -> (file, encoding, subtitles kept).
+LIBRARY_MEDIA = {
+    "h264.m4v": ([*X264, "-c:s", "mov_text"], "mov_text"),
+    "h264.3gp": ([*X264, "-c:s", "mov_text"], "mov_text"),
+    "h264.ts": (X264, None),
+    "h264.mts": (X264, None),
+    "h264-interlaced.mp4": ([*X264, "-flags", "+ildct+ilme", "-x264opts", "tff=1"], None),
+    "hevc.mp4": (["-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1", "-x265-params", "log-level=none"], None),
+    "hevc-10bit.mkv": (
+        ["-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=none"],
+        None,
+    ),  # fmt: skip
+    "av1.mp4": (["-c:v", "libaom-av1", "-cpu-used", "8"], None),
+    "av1.webm": (["-c:v", "libaom-av1", "-cpu-used", "8"], None),
+    "vp8.webm": (VP8, None),
+    "vp9.webm": (["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"], None),
+    "prores.mov": (["-c:v", "prores_ks", "-profile:v", "0"], None),
+    "dnxhr.mov": (["-c:v", "dnxhd", "-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p"], None),
+    "mpeg2.m2ts": (["-c:v", "mpeg2video"], None),
+    "mpeg2.mpg": (["-c:v", "mpeg2video"], None),
+    "mpeg1.mpeg": (["-c:v", "mpeg1video"], None),
+    "mpeg4-part2.avi": (["-c:v", "mpeg4"], None),
 }
 
 
-@pytest.mark.parametrize("suffix", ADDED_CONTAINERS)
-def test_the_added_containers_are_read_and_dubbed_with_the_video_untouched(tmp_path, tiny_config, decode_embed, suffix):
-    encoding, subtitles = ADDED_CONTAINERS[suffix]
+@pytest.mark.slow  # 17 in-process dubs: the full suite runs them, the inner loop (make test-fast) does not
+@pytest.mark.parametrize("name", LIBRARY_MEDIA)
+def test_every_codec_and_container_is_read_and_dubbed_with_the_video_untouched(
+    tmp_path, tiny_config, decode_embed, name
+):
+    encoding, subtitles = LIBRARY_MEDIA[name]
     srt, *_ = side_files(tmp_path / "side")
-    video = tmp_path / f"in{suffix}"
+    video = tmp_path / name
     with_subtitles = ["-i", srt, "-map", "0", "-map", "1"] if subtitles else []
-    ffmpeg(*lavfi("testsrc2=size=160x96:rate=25:duration=2"), *with_subtitles, *encoding, video)
+    ffmpeg(*lavfi("testsrc2=size=320x180:rate=25:duration=2"), *with_subtitles, *encoding, video)  # DNxHR's least
     [read] = rows_of(decode_embed(batch_of([new_row(InputItem(str(video), video.name), "o", tiny_config, DUB)])))
     assert read["status"] == PENDING and read["n_windows"] == 1, read["error"]
 
@@ -413,7 +433,8 @@ def test_the_added_containers_are_read_and_dubbed_with_the_video_untouched(tmp_p
     output = tmp_path / "out" / video.name
     assert row["notes"] == "" and packets_md5(output, "v:0") == packets_md5(video, "v:0")
     audio = generated_stream(output)
-    assert audio["codec_name"] == {"mp2": "mp2"}.get(tiny_config.output.audio_codecs[suffix], "aac")
+    encoders = {"aac": "aac", "mp2": "mp2", "libopus": "opus", "libmp3lame": "mp3"}  # encoder -> codec it writes
+    assert audio["codec_name"] == encoders[tiny_config.output.audio_codecs[video.suffix]]
     decoded_s = len(decoded_channels(output)) / int(audio["sample_rate"])  # TS and PS headers only estimate it
     assert abs(decoded_s - probe(video, measure_audio=False).duration_s) < 0.1
     assert [kind for kind in kinds(output) if kind[0] == "subtitle"] == ([("subtitle", subtitles)] if subtitles else [])

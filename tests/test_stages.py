@@ -6,15 +6,15 @@ import torch
 
 from conftest import one_window, row_for, run
 from foley.media.render import render_test_video
-from foley.media.windows import frame_indices, window_bounds_s
+from foley.media.windows import window_bounds_s
 from foley.pipeline.kinds import DUB
 from foley.pipeline.rows import FAILED, PENDING, new_row
 from foley.storage.inputs import InputItem
-from media_checks import plays, stream_duration, streams, video_packets_md5
+from media_checks import frames_on_screen, plays, stream_duration, streams, video_packets_md5
 
 
 def test_decode_embed_averages_the_sampled_frames_of_each_window(tmp_path, tiny_config, decode_embed):
-    import decord
+    from torchcodec.decoders import VideoDecoder
 
     video = render_test_video(tmp_path / "clip.mp4", 12.0, 320, 180, 25)
     [row] = run(decode_embed, [row_for(video, tiny_config)])
@@ -24,12 +24,13 @@ def test_decode_embed_averages_the_sampled_frames_of_each_window(tmp_path, tiny_
     assert embeddings.shape == (2, decode_embed.clip.embed_dim)
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
-    reader = decord.VideoReader(str(video))  # full resolution: the stage decodes small, so compare by cosine
+    reader = VideoDecoder(str(video), dimension_order="NHWC")  # full size: the stage decodes small, so by cosine
     for window, (start, end) in enumerate(
         window_bounds_s(12.0, tiny_config.window.seconds, tiny_config.window.overlap_seconds)
     ):
-        indices = frame_indices(start, end, reader.get_avg_fps(), len(reader), tiny_config.window.frames)
-        frames = decode_embed.clip.embed_frames(reader.get_batch(indices).asnumpy())
+        fps, count = reader.metadata.average_fps, reader.metadata.num_frames
+        indices = frames_on_screen(start, end, fps, count, tiny_config.window.frames)
+        frames = decode_embed.clip.embed_frames(reader.get_frames_at(indices).data.numpy())
         expected = torch.nn.functional.normalize(frames.mean(dim=0), dim=0).numpy()
         assert float(expected @ embeddings[window]) > 0.99
 

@@ -13,9 +13,10 @@ A still image (row `image`) is one shot of output.image_seconds; every window's 
 With window.cuts=detect, ffmpeg's scene-change score on frames scaled down finds the cuts first (foley.media.cuts),
 and windows are planned per shot, so no window mixes two shots.
 
-decord decodes only the K sampled frames per window, scaled in the decoder so the short side is CLIP's input
-size; only embeddings leave the actor (frames never enter the object store). Frames are picked by their
-timestamps, so variable-frame-rate videos are sampled at the right moments, and CLIP sees them upright.
+torchcodec (with the system's FFmpeg) decodes only the K sampled frames per window, scaled in the decoder so the
+short side is CLIP's input size; only embeddings leave the actor (frames never enter the object store). Frames are
+picked by their timestamps, so variable-frame-rate videos are sampled at the right moments, and CLIP sees them
+upright.
 """
 
 from __future__ import annotations
@@ -25,16 +26,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import decord
 import numpy as np
 import torch.nn.functional as F
 
 from foley.config import FoleyConfig
 from foley.media.cuts import detect_cuts
-from foley.media.frames import FrameSampler, quarter_turns_left
 from foley.media.probe import MediaError, VideoInfo, probe
 from foley.media.still import image_size, read_image
-from foley.media.windows import Window, plan_windows, shot_borders
+from foley.media.windows import Window, plan_windows, sample_times, shot_borders
 from foley.models.clip import load_clip
 from foley.models.device import pick_device
 from foley.pipeline.report_assets import POSTERS, chosen_posters, poster_strip
@@ -43,6 +42,10 @@ from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_range
 from foley.pipeline.stage import local_input, set_torch_threads
 from foley.storage.store import Storage
 from foley.storage.uris import join
+
+# torchcodec floors a moment to its stream's time base, so float error can move a moment that falls on a frame's
+# start (a 10.24-s window at 25 fps is 256 frames) into the frame before; a microsecond later it is that frame.
+ON_A_FRAMES_START_S = 1e-6
 
 
 class DecodeEmbed:
@@ -101,6 +104,7 @@ class DecodeEmbed:
             return [row]
         windows = self.plan_windows(path, info)
         record_windows(row, windows)
+        row["decoder"] = decoder_identity()
         return self.segment_rows(row, windows, lambda wanted: self.embed_windows(row, path, info, wanted, windows))
 
     def embed_windows(self, row: dict, path: Path, info: VideoInfo, wanted: list[Window], every: list[Window]):
@@ -190,36 +194,37 @@ class DecodeEmbed:
         return F.normalize(embeddings.mean(dim=1), dim=-1).cpu().numpy().astype(np.float32)
 
     def decode_window_frames(self, path: Path, info: VideoInfo, windows: list[Window]) -> Iterator[np.ndarray]:
-        """The K sampled frames of each window, for as many whole windows at a time as max_forward_batch allows.
+        """The K sampled frames of each window, upright, for as many whole windows at a time as max_forward_batch
+        allows.
 
-        By default decord decodes only those frames, scaled in the decoder; decode.frames=all and
-        decode.size=native are the slow ways, kept switchable so the benchmark can measure the difference.
+        torchcodec returns the frame on screen at each sample moment, found by the frames' own timestamps (so a
+        variable-frame-rate video is sampled at the right moments), turned as it is displayed. By default it decodes
+        only those frames, scaled in the decoder; decode.frames=all and decode.size=native are the slow ways, kept
+        switchable so the benchmark can measure the difference.
         """
-        reader = self.open_reader(path, info)
-        if len(reader) == 0:
-            raise MediaError("decord found no decodable frames in the video stream")
-        sampler = FrameSampler.for_reader(reader, info)
-        turns = quarter_turns_left(info)
+        decoder = self.open_decoder(path, info)
+        begin = decoder.metadata.begin_stream_seconds or 0.0
+        end = decoder.metadata.end_stream_seconds or begin + info.duration_s
+        last_moment = np.nextafter(end, begin)  # the last frame plays until `end`, exclusive
         per_window = self.config.window.frames
         windows_per_forward = max(1, self.resources.max_forward_batch // per_window)
         for first in range(0, len(windows), windows_per_forward):
             group = windows[first : first + windows_per_forward]
-            indices = [i for window in group for i in sampler.indices(window.start_s, window.end_s, per_window)]
+            relative = [t for window in group for t in sample_times(window.start_s, window.end_s, per_window)]
+            moments = np.clip(begin + np.asarray(relative) + ON_A_FRAMES_START_S, begin, last_moment).tolist()
             try:
                 if self.config.decode.frames == "all":  # every frame of the span, then the sampled ones
-                    span = list(range(min(indices), max(indices) + 1))
-                    decoded = reader.get_batch(span).asnumpy()
-                    frames = decoded[[i - span[0] for i in indices]]
+                    span = decoder.get_frames_played_in_range(min(moments), min(max(moments) + 1e-3, end))
+                    on_screen = np.searchsorted(span.pts_seconds.numpy(), moments, side="right") - 1
+                    frames = span.data.numpy()[np.clip(on_screen, 0, len(span.pts_seconds) - 1)]
                 else:
-                    frames = reader.get_batch(indices).asnumpy()
-            except MediaError:
-                raise
-            except Exception as exc:  # decord raises its own error types
+                    frames = decoder.get_frames_played_at(moments).data.numpy()
+            except (RuntimeError, ValueError, IndexError) as exc:
                 raise MediaError(
-                    f"its {info.video_codec} video stream could not be decoded by decord "
-                    f"({_first_line(exc)}); the file may be truncated or corrupt"
+                    f"its {info.video_codec} video stream could not be decoded ({_first_line(exc)}); the file may be "
+                    "truncated or corrupt"
                 ) from None
-            yield np.ascontiguousarray(np.rot90(frames, k=turns, axes=(1, 2))) if turns else frames
+            yield frames
 
     def check_limits(self, info: VideoInfo) -> None:
         limits = self.config.input
@@ -233,26 +238,41 @@ class DecodeEmbed:
         if info.width <= 0 or info.height <= 0:
             raise MediaError("its video stream reports no frame size")
 
-    def open_reader(self, path: Path, info: VideoInfo):
-        """A decord reader; with decode.size=clip it scales in the decoder so the short side is CLIP's input size.
+    def open_decoder(self, path: Path, info: VideoInfo):
+        """A torchcodec decoder (the system's FFmpeg); with decode.size=clip it scales in the decoder so the short
+        side is CLIP's input size, in the orientation displayed (torchcodec turns the frames before scaling)."""
+        from torchcodec.decoders import VideoDecoder  # noqa: PLC0415 - its ops pull in torch._dynamo, ~3 s the driver need not pay
+        from torchcodec.transforms import Resize  # noqa: PLC0415 - as above
 
-        The size is asked in the orientation decord returns: displayed if decord turns the frames itself,
-        else as coded (the frames are turned after decoding)."""
-        size = {}
-        if self.config.decode.size == "clip":  # the decoder scales: short side = CLIP's input size
-            width, height = (info.height, info.width) if quarter_turns_left(info) % 2 else (info.width, info.height)
-            scale = self.clip.image_size / min(width, height)
-            size = {
-                "width": max(self.clip.image_size, round(width * scale)),
-                "height": max(self.clip.image_size, round(height * scale)),
-            }
+        transforms = []
+        if self.config.decode.size == "clip":
+            size = self.clip.image_size
+            scale = size / min(info.width, info.height)
+            transforms = [Resize((max(size, round(info.height * scale)), max(size, round(info.width * scale))))]
         try:
-            return decord.VideoReader(str(path), num_threads=self.resources.threads(), **size)
-        except Exception as exc:  # decord raises its own error types
+            decoder = VideoDecoder(
+                str(path), dimension_order="NHWC", num_ffmpeg_threads=self.resources.threads(), transforms=transforms
+            )
+        except (RuntimeError, ValueError) as exc:
             raise MediaError(
-                f"decord cannot read its {info.video_codec} video stream ({_first_line(exc)}); "
-                "re-encode it (e.g. to H.264) or check that the file is complete"
+                f"its {info.video_codec} video stream cannot be read ({_first_line(exc)}); re-encode it (e.g. to "
+                "H.264) or check that the file is complete"
             ) from None
+        if not decoder.metadata.num_frames:
+            raise MediaError("its video stream holds no decodable frames; check that the file is complete")
+        return decoder
+
+
+def decoder_identity() -> str:
+    """torchcodec's version and the FFmpeg libraries it loaded, e.g. 'torchcodec 0.17.0, FFmpeg 5.1.9 ...'."""
+    import torchcodec  # noqa: PLC0415 - loaded with the decoder (open_decoder)
+    from torchcodec._core import get_ffmpeg_library_versions  # noqa: PLC0415 - the only place it reports them
+
+    versions = get_ffmpeg_library_versions()
+    codec = ".".join(map(str, versions["libavcodec"]))
+    return (
+        f"torchcodec {torchcodec.__version__.split('+')[0]}, FFmpeg {versions['ffmpeg_version']} (libavcodec {codec})"
+    )
 
 
 def record_windows(row: dict, windows: list[Window]) -> None:

@@ -67,11 +67,6 @@ def sample_times(start_s: float, end_s: float, frames: int) -> list[float]:
     return [start_s + (i + 0.5) * span / frames for i in range(frames)]
 
 
-def frame_indices(start_s: float, end_s: float, fps: float, frame_count: int, frames: int) -> list[int]:
-    """The frames of a constant-frame-rate video shown at a window's sample times."""
-    return [min(max(int(t * fps), 0), frame_count - 1) for t in sample_times(start_s, end_s, frames)]
-
-
 def window_seed(global_seed: int, video_id: str, window_index: int, stream: str, sample_index: int = 0) -> int:
     """A 63-bit seed from (global seed, video, window, what it seeds, sample): re-runs draw the same noise."""
     key = f"{global_seed}/{video_id}/{window_index}/{stream}/{sample_index}".encode()

@@ -82,6 +82,7 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("seed", pa.int64()),
             ("config_hash", pa.string()),
             ("model_identities", pa.string()),
+            ("decoder", pa.string()),  # what parsed and decoded the video: torchcodec and the FFmpeg it loaded
             *[(model, pa.string()) for model in kind.models],
             *[(f"seconds_{stage}", pa.float64()) for stage in kind.stages],
             ("started_at", pa.timestamp("ms", tz="UTC")),

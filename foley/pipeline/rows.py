@@ -50,6 +50,7 @@ def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind
         "cache_nodes": "",
         "notes": "",
         "relative_path": item.relative_path,
+        "decoder": "",  # torchcodec and the FFmpeg version that decoded the video (the decode stage fills it in)
         "status": PENDING,
         "error": "",
         "duration_s": 0.0,

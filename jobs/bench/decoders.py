@@ -23,9 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from foley.media.frames import FrameSampler
-from foley.media.probe import probe
-
 SIZE = 224  # CLIP's input: the short side the decoder scales to
 WINDOW_S, FRAMES, WINDOWS = 10.24, 4, 3
 X264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
@@ -96,14 +93,13 @@ class Decord:
         height, width = probe_reader[0].shape[:2]
         width, height = scaled(width, height)
         reader = self.decord.VideoReader(str(path), width=width, height=height, num_threads=1)
-        sampler = FrameSampler.for_reader(reader, probe(path))  # as the stage picks decord's frames today
-        last = len(sampler.starts) - 1
-        pick = (
-            (lambda t: min(int(t * sampler.fps), last))
-            if sampler.fps > 0
-            else (lambda t: int(np.searchsorted(sampler.starts, t, side="right") - 1))
-        )
-        return [reader.get_batch([pick(t) for t in window]).asnumpy() for window in times]
+        # As the stage picked decord's frames: by index x rate where the frames sit on that grid, else by timestamp.
+        fps, last = reader.get_avg_fps(), len(reader) - 1
+        starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+        starts = starts - starts[0]
+        if np.max(np.abs(starts - np.arange(len(reader)) / fps)) <= 0.25 / fps:
+            return [reader.get_batch([min(int(t * fps), last) for t in window]).asnumpy() for window in times]
+        return [reader.get_batch(np.searchsorted(starts, window, side="right") - 1).asnumpy() for window in times]
 
 
 class PyAV:
