@@ -1,6 +1,6 @@
 """Which video decoder the decode stage should use: decord, PyAV and torchcodec measured side by side in one run.
 
-    pip install av torchcodec decord   # the candidates; the project keeps only the one chosen
+    pip install av decord   # the other candidates; torchcodec, the one chosen, is a dependency
     python -m jobs.bench.decoders --out DIR [--repeats N]
 
 For a codec matrix made with ffmpeg here (H.264, HEVC 8 and 10 bit, AV1 in mp4 and webm, VP8, VP9, ProRes,
