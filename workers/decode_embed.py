@@ -61,6 +61,7 @@ class DecodeEmbed:
         self.storage = Storage(config.storage)
         self.device = pick_device(config.device, self.resources)
         self.clip = load_clip(config.clip, self.storage, self.device)
+        self.decoder = decoder_identity()  # the manifest's `decoder` column
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = []
@@ -104,7 +105,7 @@ class DecodeEmbed:
             return [row]
         windows = self.plan_windows(path, info)
         record_windows(row, windows)
-        row["decoder"] = decoder_identity()
+        row["decoder"] = self.decoder
         return self.segment_rows(row, windows, lambda wanted: self.embed_windows(row, path, info, wanted, windows))
 
     def embed_windows(self, row: dict, path: Path, info: VideoInfo, wanted: list[Window], every: list[Window]):
@@ -214,7 +215,8 @@ class DecodeEmbed:
             moments = np.clip(begin + np.asarray(relative) + ON_A_FRAMES_START_S, begin, last_moment).tolist()
             try:
                 if self.config.decode.frames == "all":  # every frame of the span, then the sampled ones
-                    span = decoder.get_frames_played_in_range(min(moments), min(max(moments) + 1e-3, end))
+                    stop = min(max(moments) + ON_A_FRAMES_START_S, end)  # the last sampled frame included
+                    span = decoder.get_frames_played_in_range(min(moments), stop)
                     on_screen = np.searchsorted(span.pts_seconds.numpy(), moments, side="right") - 1
                     frames = span.data.numpy()[np.clip(on_screen, 0, len(span.pts_seconds) - 1)]
                 else:
