@@ -8,7 +8,7 @@ compare with: a folder or prefix holding a file at each input's relative path, o
 the input videos themselves (dataset augmentation often has the originals). The windows of the generated and the
 reference audio are embedded by AudioLDM's own CLAP (clap.checkpoint) in a Ray Data stage (workers/clap_embed.py,
 the embed job's); scores only compare between runs that use the same CLAP. Results go to
-`<output>/_evaluation/`: windows.parquet (one row per window), videos.parquet (one per video) and summary.json.
+`<output>/_foley/evaluation/`: windows.parquet (one row per window), videos.parquet (one per video) and summary.json.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from foley.media.seams import seam_score
 from foley.media.stitch import TrackLayout
 from foley.media.windows import Window
 from foley.models.frechet import frechet_distance
-from foley.pipeline.evaluation import EVALUATION_DIR, cosines, mean_or_nan, read_conditions
+from foley.pipeline.evaluation import cosines, mean_or_nan, read_conditions
 from foley.pipeline.job import connect_ray, fail_setup, quiet_progress_when_logged
 from foley.pipeline.kinds import DUB, EMBED
+from foley.pipeline.layout import EVALUATION_DIR
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.outputs import SIDECAR_SUFFIX
 from foley.pipeline.rows import FAILED, OK, new_row

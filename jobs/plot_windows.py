@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from foley.media.probe import decode_audio
 from foley.media.spectrogram import spectrogram_png
 from foley.media.windows import Window
+from foley.pipeline.layout import MANIFEST_DIR
 
 SAMPLE_RATE = 16000  # AudioLDM's rate: the generated track holds nothing above 8 kHz
 FIGURE_INCHES = (9, 2.8)
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", required=True, help="the input's relative path, as in the manifest")
     parser.add_argument("--figure", required=True, type=Path)
     args = parser.parse_args(argv)
-    rows = pq.read_table(args.output / "_manifest" / "manifest.parquet").to_pylist()
+    rows = pq.read_table(args.output / MANIFEST_DIR / "manifest.parquet").to_pylist()
     row = next((row for row in rows if row["relative_path"] == args.video and row["status"] == "ok"), None)
     if row is None:
         print(f"error: the manifest under {args.output} has no finished row for {args.video}", file=sys.stderr)

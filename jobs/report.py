@@ -3,7 +3,7 @@
     python -m jobs.report --output DIR|s3://B/P/ [--config configs/foley.yaml] [key.path=value ...]
 
 jobs.dub writes it when it ends (unless report.enabled is false); run this to refresh it, e.g. after
-jobs.evaluate. Open `<output>/_report/index.html` from disk, or serve the bucket: every link is relative.
+jobs.evaluate. Open `<output>/_foley/report/index.html` from disk, or serve the bucket: every link is relative.
 """
 
 from __future__ import annotations

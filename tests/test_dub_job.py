@@ -49,7 +49,7 @@ def test_every_video_gets_one_matching_audio_track(dubbed):
 @pytest.mark.slow
 def test_manifest_has_one_ok_row_per_input(dubbed):
     root, _, _ = dubbed
-    table = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
+    table = pq.read_table(root / "out" / "_foley/manifest" / "manifest.parquet").to_pylist()
     assert sorted(row["relative_path"] for row in table) == sorted(relative for relative, *_ in CLIPS)
     assert {row["status"] for row in table} == {"ok"}
     long = next(row for row in table if row["relative_path"] == "nested/deeper/long.mp4")
@@ -81,7 +81,7 @@ def _outputs(root) -> dict[str, tuple[int, int]]:
 
 
 def _finished_at(root) -> dict:
-    rows = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
+    rows = pq.read_table(root / "out" / "_foley/manifest" / "manifest.parquet").to_pylist()
     return {row["relative_path"]: row["finished_at"] for row in rows}
 
 
@@ -98,7 +98,7 @@ def test_a_rerun_skips_finished_inputs_and_force_redoes_them(dubbed, ray_cluster
     assert "0 already done, 5 to process" in changed.stdout  # another config hash: outputs are stale
     assert changed.returncode == 0, changed.stdout + changed.stderr
     assert "5 ok, 0 failed, 0 skipped, 0 already done" in changed.stdout
-    rows = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
+    rows = pq.read_table(root / "out" / "_foley/manifest" / "manifest.parquet").to_pylist()
     assert len(rows) == 5 and len({row["config_hash"] for row in rows}) == 1
     after_change, finished_change = _outputs(root), _finished_at(root)
     assert all(after_change[name] != before[name] for name in before)
@@ -121,7 +121,7 @@ def test_a_rerun_skips_finished_inputs_and_force_redoes_them(dubbed, ray_cluster
         assert redone[relative] != after_change[relative], f"{relative} was not written again"
         assert finished_forced[relative] > finished_change[relative], relative
         assert plays(root / "out" / relative), relative
-    rows = pq.read_table(root / "out" / "_manifest" / "manifest.parquet").to_pylist()
+    rows = pq.read_table(root / "out" / "_foley/manifest" / "manifest.parquet").to_pylist()
     assert (
         len(rows) == 5 and {row["status"] for row in rows} == {"ok"} and len({row["config_hash"] for row in rows}) == 1
     )

@@ -75,7 +75,10 @@ def test_embed_writes_window_pairs_that_match_the_dub_path(tmp_path, tiny_models
     clip = np.stack(pairs.column("clip").to_numpy(zero_copy_only=False))
     assert np.allclose(clip, dub_row["clip_embeddings"], atol=1e-5)
 
-    rows = {row["relative_path"]: row for row in pq.read_table(tmp_path / "out/_manifest/manifest.parquet").to_pylist()}
+    rows = {
+        row["relative_path"]: row
+        for row in pq.read_table(tmp_path / "out/_foley/manifest/manifest.parquet").to_pylist()
+    }
     assert rows["silent.mp4"]["status"] == "skipped" and "no audio track" in rows["silent.mp4"]["error"]
     assert rows["broken.mp4"]["status"] == "failed" and "broken.mp4" in rows["broken.mp4"]["error"]
     assert set(rows["a.mp4"]) >= {"clip_model", "clap_model", "seconds_clap_embed"}

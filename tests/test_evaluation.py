@@ -59,17 +59,17 @@ def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_pat
     config = ["--config", "configs/tiny.yaml", *overrides]
 
     assert evaluate(["--output", str(out), "--reference", str(out), *config]) == 0
-    itself = json.loads((out / "_evaluation" / "summary.json").read_text())
+    itself = json.loads((out / "_foley/evaluation" / "summary.json").read_text())
     assert itself["videos"] == 3 and itself["fd_clap"] == pytest.approx(0.0, abs=1e-6)
     assert itself["clap_score_reference"] == pytest.approx(1.0, abs=1e-5)
     assert -1.0 <= itself["clap_score"] <= 1.0  # against the conditions the Mux stage kept
     assert itself["seam_score"] > 0  # long.mp4 has two windows in one shot
 
     assert evaluate(["--output", str(out), "--reference", "inputs", *config]) == 0
-    against_inputs = json.loads((out / "_evaluation" / "summary.json").read_text())
+    against_inputs = json.loads((out / "_foley/evaluation" / "summary.json").read_text())
     assert against_inputs["fd_clap"] > 1e-3 and against_inputs["clap_score_reference"] < 0.999
     import pyarrow.parquet as pq
 
-    windows = pq.read_table(out / "_evaluation" / "windows.parquet").to_pylist()
+    windows = pq.read_table(out / "_foley/evaluation" / "windows.parquet").to_pylist()
     assert len(windows) == 4 and {w["relative_path"] for w in windows} == {"long.mp4", "short.mp4", "third.mp4"}
     assert "FD_CLAP" in capsys.readouterr().out

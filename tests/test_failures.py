@@ -57,7 +57,10 @@ def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_mod
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "3 ok, 6 failed, 1 skipped" in result.stdout
-    rows = {row["relative_path"]: row for row in pq.read_table(tmp_path / "out/_manifest/manifest.parquet").to_pylist()}
+    rows = {
+        row["relative_path"]: row
+        for row in pq.read_table(tmp_path / "out/_foley/manifest/manifest.parquet").to_pylist()
+    }
     assert len(rows) == 10
     for name, words in expected_errors.items():
         assert rows[name]["status"] == "failed", name
@@ -122,12 +125,14 @@ def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config,
 
 def _journal(output: Path) -> list[Path]:
     """The journalled rows: whole files only, not the hidden staging file of a row being written."""
-    return sorted(path for path in (output / "_manifest" / "rows").glob("*.parquet") if not path.name.startswith("."))
+    return sorted(
+        path for path in (output / "_foley/manifest" / "rows").glob("*.parquet") if not path.name.startswith(".")
+    )
 
 
 def _recorded_rows(output: Path) -> dict[str, dict]:
     """Newest row per input from the journal and the compacted manifest, read as the next run will read them."""
-    compacted = output / "_manifest" / "manifest.parquet"
+    compacted = output / "_foley/manifest" / "manifest.parquet"
     records = pq.read_table(compacted).to_pylist() if compacted.exists() else []
     records += [record for path in _journal(output) for record in pq.read_table(path).to_pylist()]
     latest: dict[str, dict] = {}
@@ -154,7 +159,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
     try:
 
         def some_row_recorded():
-            if _journal(out) or (out / "_manifest" / "manifest.parquet").exists():
+            if _journal(out) or (out / "_foley/manifest" / "manifest.parquet").exists():
                 return True
             if job.poll() is not None:
                 raise AssertionError(
@@ -182,7 +187,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"8 inputs under {tmp_path / 'in'}: {done} already done, {8 - done} to process" in result.stdout
     assert f"{8 - done} ok, 0 failed, 0 skipped, {done} already done" in result.stdout, result.stdout
-    rows = pq.read_table(out / "_manifest/manifest.parquet").to_pylist()
+    rows = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()
     assert sorted(row["relative_path"] for row in rows) == names  # exactly one row per input
     assert {row["status"] for row in rows} == {"ok"} and not _journal(out)
     final = {row["relative_path"]: row for row in rows}

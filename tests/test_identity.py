@@ -108,7 +108,7 @@ def test_two_inputs_that_map_to_one_output_both_fail_and_nothing_is_written(
     result = run_dub(ray_cluster, f"s3://{name}/lib/", f"s3://{name}/out/", overrides)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "0 ok, 2 failed" in result.stdout, result.stdout
-    manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/out/_manifest/manifest.parquet")))
+    manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/out/_foley/manifest/manifest.parquet")))
     errors = manifest.column("error").to_pylist()
     assert len(errors) == 2 and all("map to the same output" in error for error in errors), errors
     assert not [uri for uri in storage.list_prefix(f"s3://{name}/out/") if uri.endswith(".mp4")]

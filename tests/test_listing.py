@@ -139,34 +139,55 @@ def test_one_s3_object_is_one_input(bucket):
 
 
 def test_report_links_keep_a_hash_and_a_question_mark_in_the_name():
-    assert relative_link("/out/a/take#2 what?.mp4", "/out", "a/take#2 what?.mp4") == "../a/take%232%20what%3F.mp4"
+    assert relative_link("/out/a/take#2 what?.mp4", "/out", "a/take#2 what?.mp4") == "../../a/take%232%20what%3F.mp4"
 
 
-def test_inputs_that_would_land_in_the_jobs_own_files_fail_and_stay_untouched(tmp_path, tiny_models, capsys):
-    """The job deletes stale staging and partial files: no input may ever be published where it would."""
+def test_inputs_that_would_land_in_the_jobs_own_files_fail_and_cleaning_touches_only_its_own(
+    tmp_path, tiny_models, capsys
+):
+    """The job deletes stale staging and partial files: no input may ever be published where it would, and what it
+    deletes is only what it made itself (its partial names, its staging under _foley/)."""
     from jobs.dub import main
 
-    library = tmp_path / "lib"
+    library, out = tmp_path / "lib", tmp_path / "out"
     # (A hidden file is no input of a folder, but a list can name one.)
-    listed = ["_segments/0123abcd/0.parquet.mp4", "_manifest/x.mp4", "_report/media/y.mp4", "sub/.x.partial-1a.mp4"]
+    listed = [
+        "_foley/segments/0123abcd/0.parquet.mp4",
+        "_foley/manifest/x.mp4",
+        "_foley/report/y.mp4",
+        "s/.x.partial-0123abcd.mp4",
+    ]
     for relative in listed:
         (library / relative).parent.mkdir(parents=True, exist_ok=True)
         (library / relative).write_bytes(b"someone's video")
+    # Already in the output: a published output, a person's own files with names near the job's, and what a killed
+    # run of the job left (a partial output and a segment staged for a result no input has).
+    kept = ["published.mp4", "notes.partial.txt", ".draft.partial-notes.mp4", "_manifest/old.txt", "_segments/a/b.npz"]
+    leftovers = [".published.partial-89abcdef.mp4", "_foley/segments/feedface/segment-00000-of-00002.npz"]
+    for relative in kept + leftovers:
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        (out / relative).write_bytes(b"made before this run")
     source = write_csv(tmp_path / "list.csv", [["uri"], *[[str(library / relative)] for relative in listed]])
-    arguments = ["--output", str(tmp_path / "out"), "--config", str(ROOT / "configs/tiny.yaml")]
+    arguments = ["--output", str(out), "--config", str(ROOT / "configs/tiny.yaml")]
     for _ in range(2):  # the second run would clear what the first one left
         assert main(["--input", str(source), *arguments, *tiny_overrides(tiny_models, tmp_path / "cache")]) == 1
-    rows = Manifest(str(tmp_path / "out"), Storage(StorageConfig()), DUB).current()
+    rows = Manifest(str(out), Storage(StorageConfig()), DUB).current()
     errors = {row["relative_path"]: row["error"] for row in rows.values()}
     assert {row["status"] for row in rows.values()} == {"failed"} and len(errors) == 4
     assert (
-        "would land in _segments/, the job's own folder under the output; rename or move the file"
-        in errors["_segments/0123abcd/0.parquet.mp4"]
+        "would land in _foley/, the job's own folder under the output; rename or move the file"
+        in errors["_foley/segments/0123abcd/0.parquet.mp4"]
     )
-    assert "is how the job names its unfinished files" in errors["sub/.x.partial-1a.mp4"]
+    assert "is how the job names its unfinished files" in errors["s/.x.partial-0123abcd.mp4"]
     assert all(error.startswith(str(library)) for error in errors.values())  # each message names its file
     assert all((library / relative).read_bytes() == b"someone's video" for relative in listed)
-    assert list((tmp_path / "out").rglob("*.mp4")) == []
+    assert all((out / relative).read_bytes() == b"made before this run" for relative in kept)
+    assert not any((out / relative).exists() for relative in leftovers)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4")) == [
+        ".draft.partial-notes.mp4",
+        "published.mp4",
+    ]
     summary = capsys.readouterr().out
     assert "4 inputs under" in summary and "0 to process" in summary
-    assert json.loads((tmp_path / "out" / "_manifest" / "listing.json").read_text()) == {"left_out": ""}
+    assert "removed 1 partial files" in summary and "removed 1 staged segments" in summary
+    assert json.loads((out / "_foley/manifest" / "listing.json").read_text()) == {"left_out": ""}

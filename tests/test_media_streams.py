@@ -380,7 +380,10 @@ def test_a_library_of_real_world_files_is_dubbed_with_nothing_lost(tmp_path, tin
     result = run_dub(ray_cluster, source, tmp_path / "out", overrides)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = {row["relative_path"]: row for row in pq.read_table(tmp_path / "out/_manifest/manifest.parquet").to_pylist()}
+    rows = {
+        row["relative_path"]: row
+        for row in pq.read_table(tmp_path / "out/_foley/manifest/manifest.parquet").to_pylist()
+    }
     assert {name: row["status"] for name, row in rows.items()} == dict.fromkeys(rows, "ok") and len(rows) == 3
     assert math.isnan(rows["disguised.webm"]["audio_level_dbfs"])
     assert rows["silent.mp4"]["audio_level_dbfs"] == DIGITAL_SILENCE_DBFS and not rows["silent.mp4"]["has_audio"]

@@ -62,7 +62,7 @@ def test_dub_on_two_nodes_with_s3_leaves_no_copies_behind(two_node_cluster, buck
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(storage.read_bytes(f"s3://{name}/out/{relative}"))
         assert plays(local) and streams(local) == ["video", "audio"], relative
-    manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/out/_manifest/manifest.parquet")))
+    manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/out/_foley/manifest/manifest.parquet")))
     assert manifest.column("status").to_pylist() == ["ok"] * 3
     for node, cache in caches.items():
         assert (cache / "inputs").is_dir(), f"{node} never fetched an input: the stages did not run apart"

@@ -177,7 +177,7 @@ def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models
         assert abs(stream_duration(result, "a:0") - stream_duration(result, "v:0")) < 0.1
     head = storage.s3.head_object(Bucket=name, Key="foley/a.mp4")
     assert head["ContentType"] == "video/mp4"
-    manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/foley/_manifest/manifest.parquet")))
+    manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/foley/_foley/manifest/manifest.parquet")))
     rows = manifest.to_pylist()
     assert sorted(row["relative_path"] for row in rows) == sorted(clips)
     assert {row["status"] for row in rows} == {"ok"}
@@ -191,7 +191,7 @@ def output_objects(storage, name: str) -> dict[str, tuple]:
     return {
         obj["Key"]: (obj["ETag"], obj["LastModified"])
         for obj in listing.get("Contents", [])
-        if not obj["Key"].startswith(("foley/_manifest/", "foley/_report/"))
+        if not obj["Key"].startswith(("foley/_foley/manifest/", "foley/_foley/report/"))
     }
 
 
@@ -201,7 +201,7 @@ def dubbed(outputs: dict[str, tuple]) -> list[str]:
 
 
 def manifest_rows(storage, name: str) -> dict[str, dict]:
-    table = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/foley/_manifest/manifest.parquet")))
+    table = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/foley/_foley/manifest/manifest.parquet")))
     return {row["relative_path"]: row for row in table.to_pylist()}
 
 

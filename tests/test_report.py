@@ -52,7 +52,7 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
 
     out, result = reported
     assert result.returncode == 1, result.stdout + result.stderr  # one input failed
-    page = out / "_report" / "index.html"
+    page = out / "_foley/report" / "index.html"
     assert f"report: {page}" in result.stdout
 
     browser.get(page.as_uri())

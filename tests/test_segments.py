@@ -76,17 +76,19 @@ def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, ti
     two_actors = ["stages.synthesize.concurrency=2", "stages.synthesize.batch_size=1"]
     split = run_dub(ray_cluster, tmp_path / "in", tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
     assert split.returncode == 0, split.stdout + split.stderr
-    [row] = pq.read_table(tmp_path / "split/_manifest/manifest.parquet").to_pylist()
+    [row] = pq.read_table(tmp_path / "split/_foley/manifest/manifest.parquet").to_pylist()
     assert row["n_windows"] == 9 and len(row["segments"]) == 5
     counts = synthesized_windows(row)
     assert len(counts) == 2 and max(counts.values()) <= 0.6 * 9, counts
-    assert not (tmp_path / "split" / "_segments").exists() or not any((tmp_path / "split" / "_segments").iterdir())
+    assert not (tmp_path / "split" / "_foley/segments").exists() or not any(
+        (tmp_path / "split" / "_foley/segments").iterdir()
+    )
 
     whole = run_dub(
         ray_cluster, tmp_path / "in", tmp_path / "whole", [*overrides, *SEGMENTED, "window.segment_windows=100"]
     )
     assert whole.returncode == 0, whole.stdout + whole.stderr
-    [unsplit] = pq.read_table(tmp_path / "whole/_manifest/manifest.parquet").to_pylist()
+    [unsplit] = pq.read_table(tmp_path / "whole/_foley/manifest/manifest.parquet").to_pylist()
     assert unsplit["segments"] is None and unsplit["config_hash"] == row["config_hash"]
     a, b = decoded_audio(tmp_path / "split/film.mkv"), decoded_audio(tmp_path / "whole/film.mkv")
     assert len(a) == len(b) and np.array_equal(a, b), float(np.max(np.abs(a - b)))
@@ -99,7 +101,7 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_clu
     out = tmp_path / "out"
 
     def staged() -> list[Path]:
-        return sorted((out / "_segments").rglob("segment-*.npz"))
+        return sorted((out / "_foley/segments").rglob("segment-*.npz"))
 
     job = start_dub(tmp_path / "in", out, overrides, tmp_path / "first-run.log")
     try:
@@ -112,7 +114,7 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_clu
 
     result = run_dub(ray_cluster, tmp_path / "in", out, overrides)
     assert result.returncode == 0, result.stdout + result.stderr
-    [row] = pq.read_table(out / "_manifest/manifest.parquet").to_pylist()
+    [row] = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()
     assert row["status"] == "ok" and plays(out / "film.mkv")
     made_by = Counter(segment["run_id"] for segment in row["segments"])
     assert sorted(made_by.values()) == [5 - kept, kept], made_by  # the re-run made only the missing segments

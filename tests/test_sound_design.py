@@ -207,7 +207,7 @@ def test_alternates_sidecars_and_images_end_to_end(tmp_path, tiny_config, tiny_m
         assert abs(duration_of(out / video.with_suffix(".flac").name) - duration_of(video)) < 0.05
     assert abs(duration_of(out / "photo.mp4") - 3.0) < 0.1 and audio_titles(out / "photo.mp4") == ["Generated Foley"]
 
-    manifest = {r["relative_path"]: r for r in pq.read_table(out / "_manifest" / "manifest.parquet").to_pylist()}
+    manifest = {r["relative_path"]: r for r in pq.read_table(out / "_foley/manifest" / "manifest.parquet").to_pylist()}
     assert manifest["clip.mp4"]["outputs"] == [str(out / "clip.mp4"), str(out / "clip.flac")]
     assert json.loads(manifest["windy.mkv"]["conditions"])["prompt"] == "wind"
     assert all(len(note["scores"]) == 2 for note in manifest["clip.mp4"]["window_notes"])

@@ -123,9 +123,9 @@ def test_a_video_is_claimed_for_publication_exactly_once(where, tmp_path, reques
 
     if where == "s3":
         name, storage = request.getfixturevalue("bucket")
-        root = f"s3://{name}/out/_segments/result"
+        root = f"s3://{name}/out/_foley/segments/result"
     else:
-        storage, root = Storage(StorageConfig()), str(tmp_path / "_segments" / "result")
+        storage, root = Storage(StorageConfig()), str(tmp_path / "_foley/segments" / "result")
     staging = SegmentStaging(storage, root, count=8)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         won = list(pool.map(lambda segment: staging.claim(f"run/{segment}"), range(8)))

@@ -2,7 +2,7 @@
 report, computed on AudioLDM's own CLAP audio embeddings.
 
 - CLAP score: the cosine between a window's generated audio embedding and its condition (what AudioLDM read, kept
-  by the Mux stage under `<output>/_conditions/<result id>/`), and with the reference audio's window where one is
+  by the Mux stage under `<output>/_foley/conditions/<result id>/`), and with the reference audio's window where one is
   given;
 - FD_CLAP: the Fréchet distance between the generated and the reference windows' embeddings;
 - seam score: spectral flux at the crossfades between windows of one shot over the flux elsewhere.
@@ -16,11 +16,10 @@ import re
 
 import numpy as np
 
+from foley.pipeline.layout import CONDITIONS_DIR
 from foley.storage.store import Storage
 from foley.storage.uris import join
 
-CONDITIONS_DIR = "_conditions"
-EVALUATION_DIR = "_evaluation"
 _PART = re.compile(r"from-window-(\d{5})\.npy$")
 
 

@@ -19,20 +19,18 @@ from collections.abc import Callable
 from foley.config import ConfigError, FoleyConfig, ProgressConfig
 from foley.models.identity import ModelIdentities
 from foley.pipeline.conditions import CONDITION_COLUMNS, ConditionError, video_conditions, video_config_hash
-from foley.pipeline.evaluation import CONDITIONS_DIR, EVALUATION_DIR
 from foley.pipeline.kinds import JobKind, container_settings, image_settings, result_id
-from foley.pipeline.manifest import MANIFEST_DIR, Manifest
-from foley.pipeline.report_assets import REPORT_DIR, media_uri
+from foley.pipeline.layout import BOOKKEEPING_DIR, SEGMENTS_DIR
+from foley.pipeline.manifest import Manifest
+from foley.pipeline.report_assets import media_uri
 from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, new_row
-from foley.pipeline.segments import SEGMENTS_DIR, clear_stale_staging
+from foley.pipeline.segments import clear_stale_staging
 from foley.storage.inputs import LIST_SUFFIXES, InputItem, is_image
 from foley.storage.publish import is_partial_name
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, UnsafePathError, is_s3, join
 
 log = logging.getLogger("foley.job")
-# The folders the job keeps its own files in, beside the outputs: an input whose output would land in one fails.
-BOOKKEEPING_FOLDERS = (MANIFEST_DIR, SEGMENTS_DIR, REPORT_DIR, CONDITIONS_DIR, EVALUATION_DIR)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +115,7 @@ def quiet_progress_when_logged(progress: ProgressConfig) -> None:
 def own_name_problem(relative_path: str) -> str:
     """Why an input's output would collide with the job's own files (which it deletes or rewrites), or ''."""
     first, name = relative_path.split("/", 1)[0], relative_path.rsplit("/", 1)[-1]
-    if first in BOOKKEEPING_FOLDERS:
+    if first == BOOKKEEPING_DIR:
         return f"its path {relative_path} would land in {first}/, the job's own folder under the output"
     if is_partial_name(name):
         return f"its name {name} is how the job names its unfinished files, which it deletes"

@@ -1,4 +1,4 @@
-"""The job manifest: one Parquet row per input under `<output>/_manifest/`.
+"""The job manifest: one Parquet row per input under `<output>/_foley/manifest/`.
 
 The last stage journals each video's row the moment its output is published (`rows/<id>.parquet`, one small file
 per input, rewritten on a redo), so a job killed at any point loses no finished work. At the end the driver folds
@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foley.pipeline.kinds import JobKind
+from foley.pipeline.layout import LEGACY_MANIFEST_DIR, MANIFEST_DIR
 from foley.storage.store import Storage
 from foley.storage.uris import join
 
-MANIFEST_DIR = "_manifest"
 # One entry per window: the part of the video it looks at and the shot it lies in.
 WINDOWS_TYPE = pa.list_(pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("shot", pa.int64())]))
 # One entry per segment of a long video: its windows, the synthesis actor and the run that made them, and how long
@@ -118,6 +118,7 @@ class Manifest:
         self.compacted_uri = join(self.root, "manifest.parquet")
         self.journal_root = join(self.root, "rows")
         self.listing_uri = join(self.root, "listing.json")
+        self.legacy_root = join(output_root, LEGACY_MANIFEST_DIR)
 
     def _journal_uri(self, input_uri: str) -> str:
         return join(self.journal_root, hashlib.sha256(input_uri.encode()).hexdigest()[:32] + ".parquet")
@@ -137,21 +138,32 @@ class Manifest:
             return ""
         return json.loads(self.storage.read_bytes(self.listing_uri))["left_out"]
 
-    def _journal(self) -> dict[str, dict]:
+    def _journal(self, root: str) -> dict[str, dict]:
         rows = {}
-        for uri in self.storage.list_prefix(self.journal_root + "/"):
+        for uri in self.storage.list_prefix(join(root, "rows") + "/"):
             if uri.endswith(".parquet"):
                 for record in pq.read_table(io.BytesIO(self.storage.read_bytes(uri))).to_pylist():
                     rows[uri] = record
         return rows
 
+    def _folded(self, root: str) -> list[dict]:
+        uri = join(root, "manifest.parquet")
+        if not self.storage.exists(uri):
+            return []
+        return pq.read_table(io.BytesIO(self.storage.read_bytes(uri))).to_pylist()
+
+    def _legacy(self) -> list[dict]:
+        """The rows a job from before the reserved folder left in `_manifest/`, until the first fold here holds
+        them (they are left in place: the job never deletes what an older version of it published)."""
+        if self.storage.exists(self.compacted_uri):
+            return []
+        return self._folded(self.legacy_root) + list(self._journal(self.legacy_root).values())
+
     def current(self) -> dict[str, dict]:
         """The newest row of every input that has one, keyed by input URI."""
         latest: dict[str, dict] = {}
-        records = []
-        if self.storage.exists(self.compacted_uri):
-            records = pq.read_table(io.BytesIO(self.storage.read_bytes(self.compacted_uri))).to_pylist()
-        for record in records + list(self._journal().values()):
+        records = self._legacy() + self._folded(self.root)
+        for record in records + list(self._journal(self.root).values()):
             known = latest.get(record["input_uri"])
             if known is None or record["finished_at"] >= known["finished_at"]:
                 latest[record["input_uri"]] = record
@@ -159,7 +171,7 @@ class Manifest:
 
     def compact(self) -> list[dict]:
         """Fold the journal into manifest.parquet (written whole, in one step), then drop the folded files."""
-        journal_uris = list(self._journal())
+        journal_uris = list(self._journal(self.root))
         rows = sorted(self.current().values(), key=lambda record: record["relative_path"])
         self.storage.write_bytes(self.compacted_uri, self._to_parquet(rows))
         for uri in journal_uris:

@@ -1,4 +1,4 @@
-"""The static report of a dub job under `<output>/_report/`: one page that opens from disk or from a bucket.
+"""The static report of a dub job under `<output>/_foley/report/`: one page that opens from disk or from a bucket.
 
 index.html holds no data: it loads data/summary.js, then data/page-NNNNN.js, `report.page_size` rows each, one
 after the other, so a library of 100,000 inputs shows its first rows at once. (Data come as scripts because a page
@@ -18,11 +18,11 @@ from urllib.parse import quote
 import pyarrow.parquet as pq
 
 from foley.config import FoleyConfig
-from foley.pipeline.evaluation import EVALUATION_DIR
 from foley.pipeline.kinds import DUB
+from foley.pipeline.layout import EVALUATION_DIR, REPORT_DIR, REPORT_TO_OUTPUT_ROOT
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.outputs import with_suffix
-from foley.pipeline.report_assets import POSTERS, REPORT_DIR, SPECTROGRAM
+from foley.pipeline.report_assets import POSTERS, SPECTROGRAM
 from foley.storage.store import Storage
 from foley.storage.uris import join
 
@@ -31,11 +31,13 @@ THROUGHPUT_BINS = 40
 
 
 def relative_link(uri: str, output_root: str, relative_path: str) -> str:
-    """A link from _report/index.html to an output: its path under the output root (for a folder moved since the
+    """A link from the report's index.html to an output: its path under the output root (for a folder moved since the
     job ran: the input's relative path with the output's suffix, as outputs are named)."""
     root = output_root.rstrip("/") + "/"
     inside = uri[len(root) :] if uri.startswith(root) else with_suffix(relative_path, PurePosixPath(uri).suffix)
-    return "../" + quote(inside)  # a '#' or '?' in a name is part of the path, not a fragment or a query
+    return REPORT_TO_OUTPUT_ROOT + quote(
+        inside
+    )  # a '#' or '?' in a name is part of the path, not a fragment or a query
 
 
 def describe_conditions(conditions_json: str) -> str:

@@ -1,6 +1,6 @@
 """The pictures of each video in the report, made by the stages that hold what they show: the poster frames by the
 decode stage (from the frames it decodes for CLIP anyway), the spectrogram by the Mux stage (from the track in its
-memory). Neither decodes anything again. They sit under `<output>/_report/media/<result id>/`.
+memory). Neither decodes anything again. They sit under `<output>/_foley/report/media/<result id>/`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 
 from foley.config import ReportConfig
+from foley.pipeline.layout import REPORT_DIR
 from foley.storage.uris import join
 
-REPORT_DIR = "_report"
 POSTERS, SPECTROGRAM = "posters.jpg", "spectrogram.png"
 
 

@@ -1,7 +1,7 @@
 """Long videos travel as segments: runs of consecutive windows that go through the model stages as rows of their
 own, so one film's windows spread over every actor.
 
-The last stage stages each finished segment under `<output>/_segments/<result id>/` (the waveforms and what made
+The last stage stages each finished segment under `<output>/_foley/segments/<result id>/` (the waveforms and what made
 them); the segment that completes the set claims the video (an exclusive create, so exactly one of several racing
 actors wins), assembles the track from the staged segments and publishes it; the staging is removed once the
 video's manifest row is written. A killed job keeps its staged segments, so its re-run makes only the missing
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from foley.pipeline.layout import SEGMENTS_DIR
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3, join
 
-SEGMENTS_DIR = "_segments"
 CLAIM_NAME = "publish.claim"
 ASSEMBLE_ONLY = -1  # the segment index of a row that carries no windows: every segment is staged already
 _NAME = re.compile(r"segment-(\d{5})-of-(\d{5})\.npz$")

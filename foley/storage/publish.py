@@ -7,9 +7,9 @@ leaves a partial object at a final key.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import uuid
@@ -40,17 +40,20 @@ CONTENT_TYPES = {
 }
 
 
-PARTIAL_NAMES = ".*.partial-*"  # what temporary_sibling names, and all that remove_partials deletes
+# What temporary_sibling names: hidden, then the target's stem, ".partial-" and 8 hex digits, then its extension.
+# remove_partials deletes only names of exactly this form, so a person's own file in the output tree stays.
+PARTIAL_NAME = re.compile(r"\..+\.partial-[0-9a-f]{8}(\.[^.]+)?")
+PARTIAL_TOKEN_HEX = 8
 
 
 def temporary_sibling(path: Path) -> Path:
     """A hidden name next to `path` that keeps its extension (ffmpeg picks the container from it)."""
-    return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+    return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:PARTIAL_TOKEN_HEX]}{path.suffix}")
 
 
 def is_partial_name(name: str) -> bool:
     """Whether a file name is one the job deletes as a partial file left by a killed run."""
-    return fnmatch.fnmatchcase(name, PARTIAL_NAMES)
+    return PARTIAL_NAME.fullmatch(name) is not None
 
 
 class StagedPublishing:
@@ -126,7 +129,7 @@ class StagedPublishing:
         are atomic). Assumes one job writes to a root at a time."""
         if is_s3(root) or not Path(root).is_dir():
             return 0
-        stale = [path for path in Path(root).rglob(PARTIAL_NAMES) if path.is_file()]
+        stale = [path for path in Path(root).rglob(".*.partial-*") if path.is_file() and is_partial_name(path.name)]
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from foley.config import FoleyConfig
 from foley.pipeline.job import connect_ray
 from foley.pipeline.kinds import DUB
+from foley.pipeline.layout import MANIFEST_DIR
 from foley.pipeline.rows import batch_of, new_row
 from foley.storage.inputs import InputItem
 from jobs import dub
@@ -77,7 +78,7 @@ def measure_pipeline(config_path: Path, overrides: list[str], videos_folder: Pat
         raise RuntimeError(f"jobs.dub exited with {code}")
     # The manifest's times split the run into start-up (actors start and load their models, all at once) and the
     # rest (from the first video's decode to the last video's output).
-    rows = pq.read_table(output / "_manifest" / "manifest.parquet", columns=["started_at", "finished_at"])
+    rows = pq.read_table(output / MANIFEST_DIR / "manifest.parquet", columns=["started_at", "finished_at"])
     first_started = min(value.timestamp() for value in rows.column("started_at").to_pylist())
     last_finished = max(value.timestamp() for value in rows.column("finished_at").to_pylist())
     return {

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from foley.config import FoleyConfig
 from foley.pipeline.kinds import DUB
-from foley.pipeline.manifest import MANIFEST_DIR, manifest_schema
+from foley.pipeline.layout import MANIFEST_DIR, REPORT_DIR
+from foley.pipeline.manifest import manifest_schema
 from foley.pipeline.report import write_report
 
 WINDOWS = [{"start_s": 0.0, "end_s": 10.24, "shot": 0}, {"start_s": 9.6, "end_s": 12.0, "shot": 0}]
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         count = browser.find_element(By.ID, "count").text
     finally:
         browser.quit()
-    data_mb = sum(f.stat().st_size for f in (args.out / "_report" / "data").iterdir()) / 1e6
+    data_mb = sum(f.stat().st_size for f in (args.out / REPORT_DIR / "data").iterdir()) / 1e6
     print(
         f"{args.rows} rows: report written in {written:.1f} s ({data_mb:.0f} MB of data scripts); first rows shown "
         f"after {first:.2f} s, every row loaded after {every:.1f} s; filtering by status took {filtered:.2f} s "
