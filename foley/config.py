@@ -112,6 +112,11 @@ class DecodeConfig(Strict):
 
     frames: Literal["sampled", "all"] = Field("sampled", description="decode only the K sampled frames, or all")
     size: Literal["clip", "native"] = Field("clip", description="scale in the decoder to CLIP's size, or not")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="cuda: decode on the decode stage's GPU with NVDEC (needs stages.decode_embed.num_gpus > 0); "
+        "its colour conversion differs slightly from FFmpeg's, so it is part of a result's identity",
+    )
 
 
 class ClipConfig(Strict):
@@ -318,7 +323,7 @@ class OutputConfig(Strict):
 
 
 class ReportConfig(Strict):
-    """The static report under <output>/_report/ (jobs.report; jobs.dub writes it at the end) and its pictures."""
+    """The static report under <output>/_foley/report/ (jobs.report; jobs.dub writes it at the end) and its pictures."""
 
     enabled: bool = Field(True, description="jobs.dub writes the report when it ends, and its stages the pictures")
     page_size: int = Field(500, ge=1, description="rows per data file the page loads, so 100,000 inputs open fast")
@@ -378,6 +383,15 @@ class FoleyConfig(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     stages: Stages = Stages()
+
+    @model_validator(mode="after")
+    def _decoder_has_a_gpu(self) -> FoleyConfig:
+        if self.decode.device == "cuda" and self.stages.decode_embed.num_gpus <= 0:
+            raise ValueError(
+                "decode.device=cuda decodes on the decode stage's GPU, but stages.decode_embed.num_gpus is 0; give "
+                "that stage a GPU or set decode.device=cpu"
+            )
+        return self
 
     def with_overrides(self, *overrides: str) -> FoleyConfig:
         """This config with more `key.path=value` settings, validated like the command line's."""

@@ -71,6 +71,21 @@ def test_config_hash_follows_what_changes_the_result_only():
     assert dub_hash() == dub_hash("audioldm.model=/elsewhere/audioldm", "clip.model=local-dir:/elsewhere/clip")
 
 
+def test_decoding_on_the_gpu_needs_a_gpu_and_is_part_of_the_result():
+    from foley.pipeline.kinds import DUB, decode_settings
+
+    models = {"clip_model": "sha256:c", "mapper_model": "sha256:m", "audioldm_model": "sha256:a", "clap_model": "l"}
+    assert decode_settings(load_config(ROOT / "configs/tiny.yaml")) == {
+        "frames": "sampled",
+        "size": "clip",
+    }  # as before
+    on_a_gpu = [f"stages.{stage}.num_gpus=1" for stage in ("decode_embed", "map", "synthesize")]
+    cpu, nvdec = (load_config(ROOT / "configs/tiny.yaml", [*on_a_gpu, f"decode.device={d}"]) for d in ("cpu", "cuda"))
+    assert DUB.config_hash(cpu, models) != DUB.config_hash(nvdec, models)
+    with pytest.raises(ConfigError, match=r"decode.device=cuda .* but stages.decode_embed.num_gpus is 0"):
+        load_config(ROOT / "configs/tiny.yaml", ["decode.device=cuda"])
+
+
 def test_relative_weight_paths_become_absolute(tmp_path, monkeypatch):
     """Existing relative paths resolve against the project root; hub ids stay hub ids."""
     project = tmp_path / "project"

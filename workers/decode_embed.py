@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from foley.config import FoleyConfig
@@ -61,7 +62,8 @@ class DecodeEmbed:
         self.storage = Storage(config.storage)
         self.device = pick_device(config.device, self.resources)
         self.clip = load_clip(config.clip, self.storage, self.device)
-        self.decoder = decoder_identity()  # the manifest's `decoder` column
+        self.decode_device = pick_device(config.decode.device, self.resources)
+        self.decoder = decoder_identity(self.decode_device)  # the manifest's `decoder` column
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = []
@@ -218,9 +220,9 @@ class DecodeEmbed:
                     stop = min(max(moments) + ON_A_FRAMES_START_S, end)  # the last sampled frame included
                     span = decoder.get_frames_played_in_range(min(moments), stop)
                     on_screen = np.searchsorted(span.pts_seconds.numpy(), moments, side="right") - 1
-                    frames = span.data.numpy()[np.clip(on_screen, 0, len(span.pts_seconds) - 1)]
+                    frames = span.data.cpu().numpy()[np.clip(on_screen, 0, len(span.pts_seconds) - 1)]
                 else:
-                    frames = decoder.get_frames_played_at(moments).data.numpy()
+                    frames = decoder.get_frames_played_at(moments).data.cpu().numpy()
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise MediaError(
                     f"its {info.video_codec} video stream could not be decoded ({_first_line(exc)}); the file may be "
@@ -253,7 +255,11 @@ class DecodeEmbed:
             transforms = [Resize((max(size, round(info.height * scale)), max(size, round(info.width * scale))))]
         try:
             decoder = VideoDecoder(
-                str(path), dimension_order="NHWC", num_ffmpeg_threads=self.resources.threads(), transforms=transforms
+                str(path),
+                dimension_order="NHWC",
+                num_ffmpeg_threads=self.resources.threads(),
+                transforms=transforms,
+                device=self.decode_device,
             )
         except (RuntimeError, ValueError) as exc:
             raise MediaError(
@@ -265,15 +271,18 @@ class DecodeEmbed:
         return decoder
 
 
-def decoder_identity() -> str:
-    """torchcodec's version and the FFmpeg libraries it loaded, e.g. 'torchcodec 0.17.0, FFmpeg 5.1.9 ...'."""
+def decoder_identity(device: torch.device) -> str:
+    """torchcodec's version and the FFmpeg libraries it loaded, e.g. 'torchcodec 0.17.0, FFmpeg 5.1.9 ...', and
+    NVDEC where it decodes on the GPU (FFmpeg then parses the container, the GPU decodes)."""
     import torchcodec  # noqa: PLC0415 - loaded with the decoder (open_decoder)
     from torchcodec._core import get_ffmpeg_library_versions  # noqa: PLC0415 - the only place it reports them
 
     versions = get_ffmpeg_library_versions()
     codec = ".".join(map(str, versions["libavcodec"]))
+    where = ", NVDEC on the GPU" if device.type == "cuda" else ""
     return (
         f"torchcodec {torchcodec.__version__.split('+')[0]}, FFmpeg {versions['ffmpeg_version']} (libavcodec {codec})"
+        + where
     )
 
 

@@ -92,6 +92,12 @@ def stage_devices(config: FoleyConfig, stages: tuple[str, ...]) -> dict[str, str
     return {stage: getattr(config.stages, stage).device(config.device) for stage in stages}
 
 
+def decode_settings(config: FoleyConfig) -> dict:
+    """How frames are decoded; the device only when it is the GPU, so results decoded on the CPU keep the identity
+    they had before the setting existed."""
+    return config.decode.model_dump(exclude=set() if config.decode.device == "cuda" else {"device"})
+
+
 CUT_SETTINGS = {"cut_threshold", "min_shot_seconds", "cut_crossfade_seconds", "cut_detect_width"}
 
 
@@ -122,7 +128,7 @@ def dub_settings(config: FoleyConfig) -> dict:
         "seed": config.seed,
         "devices": devices,
         "window": window_settings(config),
-        "decode": config.decode.model_dump(),
+        "decode": decode_settings(config),
         "mapper": mapper_settings,
         "audioldm": audioldm_settings,
         "input": input_settings,
@@ -182,7 +188,7 @@ def embed_settings(config: FoleyConfig) -> dict:
     return {
         "devices": stage_devices(config, ("decode_embed", "clap_embed")),
         "window": window_settings(config),
-        "decode": config.decode.model_dump(),
+        "decode": decode_settings(config),
         "clap": config.clap.model_dump(exclude={"checkpoint"}),
         "input": {"silence_threshold_dbfs": config.input.silence_threshold_dbfs},
     }
