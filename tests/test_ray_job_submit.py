@@ -177,6 +177,17 @@ def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models
         assert abs(stream_duration(result, "a:0") - stream_duration(result, "v:0")) < 0.1
     head = storage.s3.head_object(Bucket=name, Key="foley/a.mp4")
     assert head["ContentType"] == "video/mp4"
+    report = storage.s3.list_objects_v2(Bucket=name, Prefix="foley/_foley/report/")["Contents"]
+    served = {
+        obj["Key"].rsplit(".", 1)[-1]: storage.s3.get_object(Bucket=name, Key=obj["Key"])["ContentType"]
+        for obj in report
+    }
+    assert served == {
+        "html": "text/html; charset=utf-8",
+        "js": "text/javascript; charset=utf-8",
+        "jpg": "image/jpeg",
+        "png": "image/png",
+    }  # the report opens in a browser straight from the bucket
     manifest = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{name}/foley/_foley/manifest/manifest.parquet")))
     rows = manifest.to_pylist()
     assert sorted(row["relative_path"] for row in rows) == sorted(clips)

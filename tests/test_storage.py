@@ -78,6 +78,39 @@ def test_s3_output_appears_only_when_complete_with_its_content_type(bucket):
     assert head["ContentType"] == "video/mp4" and head["ContentLength"] == len(big)
 
 
+# What a browser needs to show, play or run each kind of file the job writes, instead of downloading it.
+SERVED_AS = {
+    "_foley/report/index.html": "text/html; charset=utf-8",
+    "_foley/report/data/page-00000.js": "text/javascript; charset=utf-8",
+    "_foley/report/media/0123/posters.jpg": "image/jpeg",
+    "_foley/report/media/0123/spectrogram.png": "image/png",
+    "_foley/evaluation/summary.json": "application/json; charset=utf-8",
+    "_foley/manifest/manifest.parquet": "application/vnd.apache.parquet",
+    "a/sidecar.flac": "audio/flac",
+    "a/sidecar.wav": "audio/x-wav",
+    "a/video.mp4": "video/mp4",
+    "a/video.mov": "video/quicktime",
+    "a/video.mkv": "video/x-matroska",
+    "a/video.webm": "video/webm",
+    "a/video.avi": "video/x-msvideo",
+    "a/video.m4v": "video/x-m4v",
+    "a/video.3gp": "video/3gpp",
+    "a/video.TS": "video/mp2t",
+    "a/video.mts": "video/mp2t",
+    "a/video.m2ts": "video/mp2t",
+    "a/video.mpg": "video/mpeg",
+    "a/video.mpeg": "video/mpeg",
+}
+
+
+def test_every_file_the_job_writes_to_s3_is_served_with_its_content_type(bucket):
+    name, storage = bucket
+    for key in SERVED_AS:
+        storage.write_bytes(f"s3://{name}/out/{key}", b"x")
+    served = {key: storage.s3.get_object(Bucket=name, Key=f"out/{key}")["ContentType"] for key in SERVED_AS}
+    assert served == SERVED_AS
+
+
 def test_local_output_is_renamed_into_place(tmp_path):
     storage = Storage(StorageConfig())
     target = tmp_path / "deep" / "out.mp4"

@@ -7,6 +7,7 @@ leaves a partial object at a final key.
 from __future__ import annotations
 
 import contextlib
+import mimetypes
 import os
 import posixpath
 import re
@@ -20,24 +21,28 @@ from foley.storage.s3 import s3_errors
 from foley.storage.uris import StorageError, is_s3, split_s3
 
 CONDITIONAL_PUT_ATTEMPTS = 5
+# Python's own table (not the machine's /etc/mime.types, which differs between hosts) names most files the job
+# writes; these are what it lacks or names otherwise. Text is UTF-8, so a browser shows any script in a name.
 CONTENT_TYPES = {
-    ".mp4": "video/mp4",
-    ".mov": "video/quicktime",
     ".mkv": "video/x-matroska",
-    ".webm": "video/webm",
-    ".avi": "video/x-msvideo",
     ".m4v": "video/x-m4v",
     ".3gp": "video/3gpp",
     ".ts": "video/mp2t",
     ".mts": "video/mp2t",
     ".m2ts": "video/mp2t",
-    ".mpg": "video/mpeg",
-    ".mpeg": "video/mpeg",
+    ".flac": "audio/flac",
     ".parquet": "application/vnd.apache.parquet",
-    ".json": "application/json",
-    ".png": "image/png",
-    ".safetensors": "application/octet-stream",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".json": "application/json; charset=utf-8",
 }
+BUILT_IN_TYPES = mimetypes.MimeTypes(filenames=())
+
+
+def content_type(key: str) -> str:
+    """The Content-Type a browser needs to show, play or run a published file rather than download it."""
+    suffix = posixpath.splitext(key)[1].lower()
+    return CONTENT_TYPES.get(suffix) or BUILT_IN_TYPES.guess_type(key)[0] or "application/octet-stream"
 
 
 # What temporary_sibling names: hidden, then the target's stem, ".partial-" and 8 hex digits, then its extension.
@@ -88,9 +93,8 @@ class StagedPublishing:
                 os.replace(tmp.name, final)
             return
         bucket, key = split_s3(uri)
-        content_type = CONTENT_TYPES.get(Path(key).suffix.lower(), "application/octet-stream")
         with s3_errors("uploading", uri):
-            self.s3.upload_file(str(local), bucket, key, ExtraArgs={"ContentType": content_type})
+            self.s3.upload_file(str(local), bucket, key, ExtraArgs={"ContentType": content_type(key)})
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         with self.staged_output(uri) as temporary:
