@@ -6,6 +6,7 @@ work starts; a bad key or value raises ConfigError naming the key, the bad value
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -340,6 +341,11 @@ class EvaluationConfig(Strict):
     seam_sample_rate: int = Field(16000, ge=8000, description="rate the generated track is decoded at (AudioLDM's)")
     seam_frame: int = Field(512, ge=16, description="STFT frame of the spectral flux, in samples of the track")
     seam_hop: int = Field(128, ge=1, description="STFT hop of the spectral flux, in samples")
+    reference_extensions: tuple[str, ...] = Field(
+        (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".mov", ".mkv", ".webm", ".avi"),
+        description="files that count as a video's reference under --reference, found by the video's relative path "
+        "with any of these extensions",
+    )
 
 
 class ProgressConfig(Strict):
@@ -422,8 +428,12 @@ def _describe_error(error: dict[str, Any], root: type[BaseModel]) -> str:
         for part in error["loc"][:-1]:
             field = parent.model_fields.get(str(part))
             parent = field.annotation if field is not None else parent
-        allowed = ", ".join(sorted(parent.model_fields)) if isinstance(parent, type) else "?"
-        return f"unknown key '{key}'; allowed keys here: {allowed}"
+        if not isinstance(parent, type):
+            return f"unknown key '{key}'"
+        allowed = ", ".join(sorted(parent.model_fields))
+        close = difflib.get_close_matches(str(error["loc"][-1]), parent.model_fields, n=1)
+        guess = f"did you mean '{'.'.join([*map(str, error['loc'][:-1]), close[0]])}'? " if close else ""
+        return f"unknown key '{key}'; {guess}allowed keys here: {allowed}"
     if isinstance(error.get("input"), dict):  # a check across several keys of one section
         return f"{key}: {error['msg'].removeprefix('Value error, ')}"
     return f"{key} = {error.get('input')!r}: {error['msg']}"
@@ -467,10 +477,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         config = FoleyConfig.model_validate(tree)
     except ValidationError as exc:
-        where = f" in {path}" if path else ""
-        details = "\n  ".join(_describe_error(e, FoleyConfig) for e in exc.errors())
-        raise ConfigError(f"invalid configuration{where}:\n  {details}") from None
+        overridden = [parse_override(text)[0] for text in overrides]
+        details = "\n  ".join(
+            _describe_error(e, FoleyConfig) + _where_set(e["loc"], overridden, path) for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration:\n  {details}") from None
     return _absolute_local_paths(config, base=Path(path).parent.parent if path else Path.cwd())
+
+
+def _where_set(location: tuple, overridden: list[str], path: Path | None) -> str:
+    """Where the key at fault was set: on the command line (key.path=value) or in the preset file."""
+    key = ".".join(map(str, location))
+    if not key:  # a check across sections: its message names the keys
+        return ""
+    if any(key == o or key.startswith(o + ".") or o.startswith(key + ".") for o in overridden):
+        return " (set on the command line)"
+    return f" (in {path})" if path else ""
 
 
 def _absolute(location: str | None, base: Path) -> str | None:

@@ -17,12 +17,14 @@ import logging
 import sys
 
 from foley.config import ConfigError, FoleyConfig, load_config
+from foley.models.fit import misfit_models
 from foley.models.weights import missing_weights
 from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
 from foley.pipeline.kinds import DUB
 from foley.pipeline.outputs import dub_outputs
 from foley.pipeline.report import write_report
 from foley.pipeline.stage import stage_options
+from foley.storage.store import Storage
 from foley.storage.uris import StorageError
 
 ONE_ROW_PER_BLOCK = 1  # bytes: any row is larger, so each becomes a block of its own
@@ -52,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
                 + "\n  ".join(problems)
                 + "\n  (train a mapper with jobs.train_mapper, make AudioLDM's CLAP with jobs.convert_audioldm_clap, "
                 "or point the keys at existing weights)"
+            )
+        if misfits := misfit_models(config, Storage(config.storage)):
+            raise ConfigError("models that do not fit each other:\n  " + "\n  ".join(misfits))
+        if (reference := config.conditions.reference_audio) and not Storage(config.storage).exists(reference):
+            raise ConfigError(
+                f"conditions.reference_audio = {reference!r}: no such file, and every video would need it; point it "
+                "at a sound file (local or s3://) or leave it out"
             )
         # 1. The work left: every input whose result (settings, model content, input content, output location)
         #    the manifest does not already have. Nothing starts if an output could land on an input.

@@ -4,8 +4,11 @@
         [--config configs/foley.yaml] [key.path=value ...]
 
 Reads the job's manifest and scores every ok video (foley.pipeline.evaluation). `--reference` gives the audio to
-compare with: a folder or prefix holding a file at each input's relative path, or `inputs` for the audio track of
-the input videos themselves (dataset augmentation often has the originals). The windows of the generated and the
+compare with: a folder or prefix holding a file at each input's relative path, with any audio or video extension
+(evaluation.reference_extensions: `street.flac` for `street.mp4`), or `inputs` for the audio track of the input
+videos themselves (dataset augmentation often has the originals). What can be checked is checked before Ray starts
+(the CLAP, the reference folder). A number that cannot be computed is `null` in summary.json, with its reason
+under `reasons`. The windows of the generated and the
 reference audio are embedded by AudioLDM's own CLAP (clap.checkpoint) in a Ray Data stage (workers/clap_embed.py,
 the embed job's); scores only compare between runs that use the same CLAP. Results go to
 `<output>/_foley/evaluation/`: windows.parquet (one row per window), videos.parquet (one per video) and summary.json.
@@ -18,7 +21,9 @@ import io
 import json
 import logging
 import math
+import posixpath
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +36,7 @@ from foley.media.stitch import TrackLayout
 from foley.media.windows import Window
 from foley.models.frechet import frechet_distance
 from foley.pipeline.evaluation import cosines, mean_or_nan, read_conditions
-from foley.pipeline.job import connect_ray, fail_setup, quiet_progress_when_logged
+from foley.pipeline.job import clap_identity, connect_ray, fail_setup, quiet_progress_when_logged
 from foley.pipeline.kinds import DUB, EMBED
 from foley.pipeline.layout import EVALUATION_DIR
 from foley.pipeline.manifest import Manifest
@@ -40,9 +45,21 @@ from foley.pipeline.rows import FAILED, OK, new_row
 from foley.pipeline.stage import remove_input_copies, stage_options
 from foley.storage.inputs import InputItem
 from foley.storage.store import Storage
-from foley.storage.uris import StorageError, join
+from foley.storage.uris import StorageError, is_s3, join
 
 GENERATED, REFERENCE = "generated", "reference"
+SCORES = ("clap_score", "clap_score_reference", "fd_clap", "seam_score")
+
+
+def why_unscored(score: str, reference: str | None) -> str:
+    """Why a number of the summary could not be computed, said where it is null."""
+    if score == "clap_score":
+        return "no window has the condition AudioLDM read kept under _foley/conditions/"
+    if score == "seam_score":
+        return "no video has two windows in one shot, so there is no seam between windows to score"
+    if not reference:
+        return "no reference audio: run with --reference FOLDER, s3://BUCKET/PREFIX/ or inputs"
+    return "fewer than 2 windows have both generated and reference audio (see problems)"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,27 +121,50 @@ def video_seam_score(config: FoleyConfig, storage: Storage, record: dict) -> flo
     return seam_score(track, layout, config.evaluation.seam_frame, config.evaluation.seam_hop)
 
 
+def reference_audio(config: FoleyConfig, storage: Storage, reference: str, records: list[dict]) -> tuple[dict, list]:
+    """Each video's reference sound (relative path -> URI), and why the others have none. A still has no original."""
+    videos = [r for r in records if not r["relative_path"].lower().endswith(config.input.image_extensions)]
+    if reference == "inputs":
+        silent = [r for r in videos if r["has_audio"] is False]  # None: a row from before the column, try it
+        return {r["relative_path"]: r["input_uri"] for r in videos if r not in silent}, [
+            f"{r['relative_path']}: reference audio: the input {r['input_uri']} has no audio track, so there is "
+            "nothing to compare with; give --reference a folder that holds the original sound"
+            for r in silent
+        ]
+    root = (reference if is_s3(reference) else str(Path(reference))).rstrip("/") + "/"
+    listed = [uri for uri in storage.list_prefix(root) if uri.lower().endswith(config.evaluation.reference_extensions)]
+    by_name = {posixpath.splitext(uri[len(root) :])[0]: uri for uri in listed}
+    by_name |= {uri[len(root) :]: uri for uri in listed}  # a file at the input's own name comes first
+    if not by_name:
+        raise StorageError(
+            f"--reference {reference} holds no audio or video file (evaluation.reference_extensions); give the "
+            "folder or prefix that holds the original sound at each input's relative path"
+        )
+    found = {
+        path: by_name.get(path) or by_name.get(posixpath.splitext(path)[0])
+        for path in (r["relative_path"] for r in videos)
+    }
+    return {path: uri for path, uri in found.items() if uri}, [
+        f"{path}: reference audio: no file {posixpath.splitext(path)[0]}.* under {reference} (any of "
+        "evaluation.reference_extensions)"
+        for path, uri in found.items()
+        if not uri
+    ]
+
+
 def evaluate(config: FoleyConfig, output: str, reference: str | None) -> dict:
     storage = Storage(config.storage)
     records = [r for r in Manifest(output, storage, DUB).current().values() if r["status"] == OK]
     if not records:
         raise StorageError(f"{output} holds no finished video to evaluate (no ok row in its manifest)")
+    clap_identity(storage, config, "jobs.evaluate")  # before Ray starts: a missing CLAP would fail every window
+    references, problems = reference_audio(config, storage, reference, records) if reference else ({}, [])
     rows = [window_row(config, storage, audio_of(record), record, GENERATED) for record in records]
-    if reference:
-        rows += [
-            window_row(
-                config,
-                storage,
-                record["input_uri"] if reference == "inputs" else join(reference, record["relative_path"]),
-                record,
-                REFERENCE,
-            )
-            for record in records
-            if not record["relative_path"].lower().endswith(config.input.image_extensions)  # a still has no original
-        ]
+    by_path = {record["relative_path"]: record for record in records}
+    rows += [window_row(config, storage, uri, by_path[path], REFERENCE) for path, uri in references.items()]
     embedded = embed_windows(config, rows, storage)
 
-    window_table, video_table, problems = [], [], []
+    window_table, video_table = [], []
     generated_all, reference_all = [], []
     for record in records:
         path = record["relative_path"]
@@ -165,15 +205,17 @@ def evaluate(config: FoleyConfig, output: str, reference: str | None) -> dict:
     fd = math.nan
     if sum(len(embeddings) for embeddings in generated_all) >= 2:  # a Gaussian needs two points at least
         fd = frechet_distance(np.concatenate(generated_all), np.concatenate(reference_all))
-    elif reference:
-        problems.append("FD_CLAP: fewer than 2 windows have both generated and reference audio")
-    summary = {
-        "videos": len(video_table),
-        "windows": len(window_table),
+    scores = {
         "clap_score": mean_or_nan(w["clap_score"] for w in window_table),
         "clap_score_reference": mean_or_nan(w["clap_score_reference"] for w in window_table),
         "fd_clap": fd,
         "seam_score": mean_or_nan(v["seam_score"] for v in video_table),
+    }
+    summary = {
+        "videos": len(video_table),
+        "windows": len(window_table),
+        **{name: None if math.isnan(value) else value for name, value in scores.items()},
+        "reasons": {name: why_unscored(name, reference) for name, value in scores.items() if math.isnan(value)},
         "reference": reference,
         "clap_model": f"{config.clap.audio_model}:{config.clap.checkpoint}",
         "problems": problems,
@@ -187,7 +229,7 @@ def write_results(storage: Storage, output: str, windows: list[dict], videos: li
         sink = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(table), sink)
         storage.write_bytes(join(output, f"{EVALUATION_DIR}/{name}"), sink.getvalue())
-    text = json.dumps(summary, indent=2, default=lambda value: None)
+    text = json.dumps(summary, indent=2, allow_nan=False)
     storage.write_bytes(join(output, f"{EVALUATION_DIR}/summary.json"), text.encode())
 
 
@@ -199,12 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate(config, args.output, args.reference)
     except (ConfigError, StorageError) as exc:
         return fail_setup(exc)
+    shown = {name: "n/a" if summary[name] is None else f"{summary[name]:.4g}" for name in SCORES}
     print(
-        f"{summary['videos']} videos, {summary['windows']} windows: CLAP score {summary['clap_score']:.4f}, "
-        f"with the reference {summary['clap_score_reference']:.4f}, FD_CLAP {summary['fd_clap']:.4f}, "
-        f"seam score {summary['seam_score']:.3f}; {join(args.output, EVALUATION_DIR)}/summary.json",
+        f"{summary['videos']} videos, {summary['windows']} windows: CLAP score {shown['clap_score']}, "
+        f"with the reference {shown['clap_score_reference']}, FD_CLAP {shown['fd_clap']}, "
+        f"seam score {shown['seam_score']}; {join(args.output, EVALUATION_DIR)}/summary.json",
         flush=True,
     )
+    for name, reason in summary["reasons"].items():
+        print(f"{name} n/a: {reason}", flush=True)
     for problem in summary["problems"]:
         print(f"not scored: {problem}", file=sys.stderr)
     return 1 if summary["problems"] else 0

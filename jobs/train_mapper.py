@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{checkpoints.root} holds a checkpoint of another architecture "
                 f"({checkpoints.spec(resume)}); use another --output, or --fresh to start over"
             )
+        if resume is None or resume["epoch"] < config.train.epochs:
+            connect_ray()  # here, so that a Ray that cannot start is an error line, not a traceback
     except (ConfigError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,14 +27,23 @@ def test_bad_keys_and_values_are_named_with_what_is_allowed():
         load_config(ROOT / "configs/tiny.yaml", ["audioldm.stepz=3", "audioldm.scheduler=euler", "window.frames=0"])
     message = str(caught.value)
     assert (
-        "unknown key 'audioldm.stepz'" in message
+        "unknown key 'audioldm.stepz'; did you mean 'audioldm.steps'?" in message
         and "allowed keys here: attention, candidates, dtype, guidance_scale, model" in message
     )
     assert "audioldm.scheduler = 'euler'" in message and "'ddim' or 'dpmsolver++'" in message
     assert "window.frames = 0" in message and "greater than or equal to 1" in message
-    assert "configs/tiny.yaml" in message
+    assert message.count("(set on the command line)") == 3 and "tiny.yaml" not in message
     with pytest.raises(ConfigError, match=r"window: overlap_seconds \(6.0\) must be at most half of seconds"):
         load_config(ROOT / "configs/tiny.yaml", ["window.overlap_seconds=6"])
+
+
+def test_a_bad_key_in_a_preset_is_blamed_on_the_preset(tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("audioldm:\n  step: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(preset, ["seed=2"])
+    assert "unknown key 'audioldm.step'; did you mean 'audioldm.steps'?" in str(caught.value)
+    assert str(caught.value).endswith(f"(in {preset})")
 
 
 def test_missing_file_and_malformed_override_are_clear():
@@ -100,3 +109,28 @@ def test_relative_weight_paths_become_absolute(tmp_path, monkeypatch):
     assert config.mapper.checkpoint == str(project / "models/mapper")
     assert config.audioldm.model == str(project / "models/audioldm")
     assert load_config(None).audioldm.model == "cvssp/audioldm-s-full-v2"  # a hub id stays a hub id
+
+
+def test_models_that_do_not_fit_and_a_missing_reference_are_refused_before_ray_starts(tmp_path, tiny_models, capsys):
+    import ray
+
+    from conftest import tiny_overrides
+    from foley.testing.random_models import save_tiny_clip
+    from jobs.dub import main
+
+    wider = save_tiny_clip(tmp_path / "clip-128", embed_dim=128)
+    (tmp_path / "in").mkdir()
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), f"clip.model=local-dir:{wider}"]
+    arguments = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--config", "configs/tiny.yaml"]
+    assert main([*arguments, *overrides]) == 2
+    error = capsys.readouterr().err
+    assert f"mapper.checkpoint = '{tiny_models['mapper']}' maps 64-d CLIP embeddings" in error
+    assert f"clip.model = 'local-dir:{wider}' makes 128-d ones; use the CLIP the mapper was trained with" in error
+    assert (
+        main([*arguments, *tiny_overrides(tiny_models, tmp_path / "cache"), "conditions.reference_audio=no.wav"]) == 2
+    )
+    assert (
+        "conditions.reference_audio = 'no.wav': no such file, and every video would need it" in capsys.readouterr().err
+    )
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+    assert main([*arguments, *tiny_overrides(tiny_models, tmp_path / "cache")]) == 0  # the fitting pair: nothing to do

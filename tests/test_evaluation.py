@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -47,29 +48,77 @@ def test_a_clicky_stitch_raises_the_seam_score():
     assert seam_score(clicky, layout, settings.seam_frame, settings.seam_hop) > 3 * smooth
 
 
+def strict_json(text: str) -> dict:
+    """JSON as the standard has it: a bare NaN or Infinity is an error, not a number."""
+    return json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} is not JSON"))
+
+
 @pytest.mark.slow
 def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_path, tiny_models, ray_joined, capsys):
+    import ray
+
     library = tmp_path / "library"
     for name, seconds in (("long.mp4", 15.0), ("short.mp4", 4.0), ("third.mp4", 6.0)):
         render_test_video(library / name, seconds, 160, 96, 24, with_audio=True)
+    render_test_video(library / "silent.mp4", 4.0, 160, 96, 24)
     overrides = tiny_overrides(tiny_models, tmp_path / "cache")
     out = tmp_path / "out"
     result = run_dub(ray_joined, library, out, [*overrides, "input.existing_audio=replace", "window.cuts=off"])
     assert result.returncode == 0, result.stdout + result.stderr
     config = ["--config", "configs/tiny.yaml", *overrides]
+    summary_file = out / "_foley/evaluation" / "summary.json"
+
+    # Checked before Ray starts, exit 2 with what to fix: a reference folder with no sound, a missing CLAP.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "long.txt").write_text("not a sound")
+    assert evaluate(["--output", str(out), "--reference", str(tmp_path / "notes"), *config]) == 2
+    assert evaluate(["--output", str(out), *config, f"clap.checkpoint={tmp_path / 'no-clap'}"]) == 2
+    errors = capsys.readouterr().err
+    assert f"--reference {tmp_path / 'notes'} holds no audio or video file" in errors
+    assert f"clap.checkpoint={tmp_path / 'no-clap'} does not exist; make it with" in errors
+    assert not ray.is_initialized() and not summary_file.exists()
 
     assert evaluate(["--output", str(out), "--reference", str(out), *config]) == 0
-    itself = json.loads((out / "_foley/evaluation" / "summary.json").read_text())
-    assert itself["videos"] == 3 and itself["fd_clap"] == pytest.approx(0.0, abs=1e-6)
+    itself = strict_json(summary_file.read_text())
+    assert itself["videos"] == 4 and itself["fd_clap"] == pytest.approx(0.0, abs=1e-6)
     assert itself["clap_score_reference"] == pytest.approx(1.0, abs=1e-5)
     assert -1.0 <= itself["clap_score"] <= 1.0  # against the conditions the Mux stage kept
     assert itself["seam_score"] > 0  # long.mp4 has two windows in one shot
+    assert itself["reasons"] == {}
 
-    assert evaluate(["--output", str(out), "--reference", "inputs", *config]) == 0
-    against_inputs = json.loads((out / "_foley/evaluation" / "summary.json").read_text())
+    # The inputs' own sound: the silent one is named as having none, the others are compared.
+    assert evaluate(["--output", str(out), "--reference", "inputs", *config]) == 1
+    against_inputs = strict_json(summary_file.read_text())
     assert against_inputs["fd_clap"] > 1e-3 and against_inputs["clap_score_reference"] < 0.999
+    assert against_inputs["problems"] == [
+        f"silent.mp4: reference audio: the input {library / 'silent.mp4'} has no audio track, so there is nothing "
+        "to compare with; give --reference a folder that holds the original sound"
+    ]
     import pyarrow.parquet as pq
 
     windows = pq.read_table(out / "_foley/evaluation" / "windows.parquet").to_pylist()
-    assert len(windows) == 4 and {w["relative_path"] for w in windows} == {"long.mp4", "short.mp4", "third.mp4"}
+    assert len(windows) == 5 and {w["relative_path"] for w in windows} == {
+        "long.mp4",
+        "short.mp4",
+        "third.mp4",
+        "silent.mp4",
+    }
     assert "FD_CLAP" in capsys.readouterr().out
+
+    # A reference folder of sound files found by name whatever their extension; one missing is named.
+    references = tmp_path / "originals"
+    references.mkdir()
+    for name, suffix in (("long", ".flac"), ("short", ".wav")):
+        audio = ["-vn", "-c:a", "flac" if suffix == ".flac" else "pcm_s16le", str(references / f"{name}{suffix}")]
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(library / f"{name}.mp4"), *audio], check=True)
+    assert evaluate(["--output", str(out), "--reference", str(references), *config]) == 1
+    by_name = strict_json(summary_file.read_text())
+    assert by_name["fd_clap"] > 1e-3 and len(by_name["problems"]) == 2
+    assert any(f"third.mp4: reference audio: no file third.* under {references}" in p for p in by_name["problems"])
+
+    # Without any reference, what needs one is null with its reason, in the JSON and on the console.
+    assert evaluate(["--output", str(out), *config]) == 0
+    alone = strict_json(summary_file.read_text())
+    assert alone["fd_clap"] is None and alone["clap_score_reference"] is None
+    assert alone["reasons"]["fd_clap"].startswith("no reference audio: run with --reference")
+    assert "FD_CLAP n/a" in capsys.readouterr().out

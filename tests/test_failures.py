@@ -91,6 +91,20 @@ def test_max_failures_stops_the_job_early(tmp_path, tiny_models, ray_cluster):
     assert "stopped early: more than --max-failures=1" in result.stderr
 
 
+def test_a_ray_that_cannot_start_is_exit_2_with_the_reason_not_a_traceback(tmp_path, tiny_models):
+    """On a loaded machine a local Ray may fail to start; here it fails for a real reason of the same kind: a
+    temporary folder too deep for the Unix sockets Ray makes in it."""
+    render_test_video(tmp_path / "in" / "a.mp4", 2.0, 160, 96, 12)
+    too_deep = tmp_path / ("t" * 120)
+    too_deep.mkdir()
+    env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_ADDRESS": "", "RAY_TMPDIR": str(too_deep)}
+    command = dub_command(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "cache"))
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: could not start a local Ray (OSError: " in result.stderr
+    assert "AF_UNIX path length" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("policy", ["replace", "mix"])
 def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config, policy):
     from foley.pipeline.kinds import DUB

@@ -91,12 +91,25 @@ def check_gpus(config: FoleyConfig, kind: JobKind, cluster_gpus: float) -> None:
             raise ConfigError(message)
 
 
+class RayStartError(ConfigError):
+    """This machine could not start or join Ray: the job cannot run as set up (exit 2, like a bad setting)."""
+
+
 def connect_ray():
     """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a local Ray."""
     import ray  # noqa: PLC0415 - only once there is work: a run with nothing left to do never starts or loads Ray
 
     if not ray.is_initialized():
-        ray.init(log_to_driver=True)
+        try:
+            ray.init(log_to_driver=True)
+        except Exception as exc:  # noqa: BLE001 - whatever stops Ray, the job cannot start; say why, not a traceback
+            address = os.environ.get("RAY_ADDRESS")
+            where = f"join the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray"
+            raise RayStartError(
+                f"could not {where} ({type(exc).__name__}: {_first_line(exc)}); check that the machine has free "
+                "memory and space under /tmp (or RAY_TMPDIR, whose path must be short), that no other Ray holds its "
+                "ports, and try again"
+            ) from None
     return ray
 
 
@@ -244,15 +257,10 @@ class JobRun:
         return any(json.loads(row["conditions"] or "{}").get("reference_audio") for row in rows)
 
     def clap_identity(self) -> str:
-        """The identity of AudioLDM's CLAP, for videos with a reference sound of their own."""
+        """The identity of AudioLDM's CLAP, for videos with a reference sound of their own (where it is missing, the
+        videos that need it fail, the others go on)."""
         if self._clap_identity is None:
-            try:
-                self._clap_identity = ModelIdentities(self.storage).of(self.config.clap.checkpoint)
-            except ConfigError:  # neither there nor a hub model: the videos that need it fail, the others go on
-                raise StorageError(
-                    f"a reference sound needs AudioLDM's CLAP, but clap.checkpoint={self.config.clap.checkpoint} "
-                    "does not exist; make it with python -m jobs.convert_audioldm_clap"
-                ) from None
+            self._clap_identity = clap_identity(self.storage, self.config, "a reference sound")
         return self._clap_identity
 
     def clear_leftovers(self, results: set[str]) -> None:
@@ -332,6 +340,21 @@ def clock(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def clap_identity(storage: Storage, config: FoleyConfig, needed_by: str) -> str:
+    """The identity of AudioLDM's CLAP (clap.checkpoint), or a StorageError that says how to make it."""
+    try:
+        return ModelIdentities(storage).of(config.clap.checkpoint)
+    except ConfigError:  # neither there nor a hub model
+        raise StorageError(
+            f"{needed_by} needs AudioLDM's CLAP, but clap.checkpoint={config.clap.checkpoint} does not exist; make it "
+            "with python -m jobs.convert_audioldm_clap, or set clap.checkpoint to where it is"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def fail_setup(exc: Exception) -> int:
