@@ -65,13 +65,15 @@ def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_mod
     for name, words in expected_errors.items():
         assert rows[name]["status"] == "failed", name
         assert str(tmp_path / "in" / name) in rows[name]["error"] and words in rows[name]["error"], rows[name]["error"]
-        assert not (tmp_path / "out" / name).exists()
+        assert not (tmp_path / "out" / name).exists() and rows[name]["outputs"] == []  # only files written
     assert (
         rows["with_sound.mp4"]["status"] == "skipped"
         and "already has an audio track" in rows["with_sound.mp4"]["error"]
+        and rows["with_sound.mp4"]["outputs"] == []
     )
     for name in ("good.mp4", odd_name, "av1.mkv"):
         assert rows[name]["status"] == "ok" and plays(tmp_path / "out" / name)
+        assert rows[name]["outputs"] == [str(tmp_path / "out" / name)]
     assert video_packets_md5(tmp_path / "out" / "av1.mkv") == video_packets_md5(tmp_path / "in" / "av1.mkv")
     assert not list(ROOT.glob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
 

@@ -96,13 +96,14 @@ class DecodeEmbed:
                 if info.audio_streams
                 else "no audio track"
             )
-            row.update(status=SKIPPED, error=f"{row['input_uri']} has {reason} to learn from")
+            row.update(status=SKIPPED, error=f"{row['input_uri']} has {reason} to learn from", output_uris="[]")
             return [row]
         if has_sound and not self.audio_required and self.config.input.existing_audio == "skip":
             row.update(
                 status=SKIPPED,
                 error=f"{row['input_uri']} already has an audio track (peak {info.audio_peak_dbfs:.1f} dBFS; "
                 "input.existing_audio=skip; use replace or mix to dub it anyway)",
+                output_uris="[]",  # nothing written
             )
             return [row]
         windows = self.plan_windows(path, info)

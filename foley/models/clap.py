@@ -16,6 +16,7 @@ arbitrary objects.
 from __future__ import annotations
 
 import contextlib
+import warnings
 import hashlib
 import json
 import pickle
@@ -166,15 +167,20 @@ def offline_text_branch(text_config):
     """While laion_clap builds a CLAP_Module: the text branch from `text_config`, a local tokenizer."""
     # laion_clap is imported only when a CLAP module is built: its import builds hub tokenizers (see module doc).
     # transformers' models too (~4 s): a job's driver imports this module with its stages and builds no model.
-    from laion_clap import hook  # noqa: PLC0415
-    from laion_clap.clap_module import model as clap_model  # noqa: PLC0415
-    from transformers import RobertaModel  # noqa: PLC0415
+    with warnings.catch_warnings():
+        # Known and harmless, printed on every load: laion_clap imports timm's old module path, and its HTSAT
+        # builds the Swin attention grid with torch.meshgrid's default indexing, the one it means.
+        warnings.filterwarnings("ignore", "Importing from timm.models.layers is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", "torch.meshgrid: in an upcoming release", UserWarning)
+        from laion_clap import hook  # noqa: PLC0415
+        from laion_clap.clap_module import model as clap_model  # noqa: PLC0415
+        from transformers import RobertaModel  # noqa: PLC0415
 
-    with (
-        mock.patch.object(clap_model.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)),
-        mock.patch.object(hook.RobertaTokenizer, "from_pretrained", lambda *_, **__: byte_level_tokenizer()),
-    ):
-        yield
+        with (
+            mock.patch.object(clap_model.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)),
+            mock.patch.object(hook.RobertaTokenizer, "from_pretrained", lambda *_, **__: byte_level_tokenizer()),
+        ):
+            yield
 
 
 def build_clap_module(config: ClapConfig, text_config, device: torch.device):

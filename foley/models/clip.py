@@ -32,6 +32,7 @@ class ClipEncoder:
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 with short side >= image_size -> (N, D) unit-length embeddings."""
+        frames = np.require(frames, requirements="W")  # torch wants a writable array (a Ray batch's is read-only)
         pixels = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         height, width = pixels.shape[-2:]
         if min(height, width) != self.image_size:

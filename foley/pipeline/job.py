@@ -214,7 +214,9 @@ class JobRun:
             if self.kind.sound_design and self.config.report.enabled:
                 row["report_uri"] = media_uri(self.args.output, row["result_id"])
             if item.uri in refused:  # recorded as failed, never written
-                self.manifest.record(row | {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}"})
+                self.manifest.record(
+                    row | {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}", "output_uris": "[]"}
+                )
                 self.results.append({"status": FAILED})
             elif is_current(current.get(item.uri), row["result_id"]):
                 self.already_done += 1
@@ -307,7 +309,8 @@ class JobRun:
             finished.add(result["input_uri"])
             self.results.append(result)
             failures += result["status"] == FAILED
-            detail = result["error"] if result["status"] != OK else f"{result['n_windows']} windows"
+            windows = int(result["n_windows"])
+            detail = result["error"] if result["status"] != OK else f"{windows} window{'' if windows == 1 else 's'}"
             pace = pace_line(len(finished), total, time.perf_counter() - streaming)
             print(f"[{len(finished)}/{total}] {result['status']:<7} {path}  ({detail})  {pace}", flush=True)
             if max_failures is not None and failures > max_failures:

@@ -69,7 +69,8 @@ def describe_window(index: int, window: dict, notes: dict) -> dict:
         "shot": window["shot"],
         "labels": labels,
         "weights": weights,
-        "scores": ", ".join(f"{score:.3f}" for score in scores) + (f" (kept {notes['kept'] + 1})" if scores else ""),
+        # Three significant digits, so close candidates still read apart; `kept` indexes them as the manifest does.
+        "scores": ", ".join(f"{score:.3g}" for score in scores) + (f" (kept #{notes['kept']})" if scores else ""),
     }
 
 
@@ -85,8 +86,8 @@ def video_entry(record: dict, output_root: str, pictures: set[str], scores: dict
         "path": record["relative_path"],
         "status": record["status"],
         "error": record["error"] or "",
-        "duration": record["duration_s"] or 0.0,
-        "windows": record["n_windows"] or 0,
+        "duration": record["duration_s"] or None,  # None: a failed video's length, not known
+        "windows": record["n_windows"] or None,
         "score": scores.get(record["relative_path"], sum(kept) / len(kept) if kept else None),
         "media": media,
         "posters": done and media + POSTERS in pictures,

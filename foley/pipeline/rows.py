@@ -108,6 +108,7 @@ def fail(row: dict, stage: str, exc: BaseException) -> None:
     reason = str(exc) if expected and str(exc) else f"{type(exc).__name__}: {exc}"
     row["status"] = FAILED
     row["error"] = f"{stage}: {row['input_uri']}: {reason}"
+    row["output_uris"] = "[]"  # nothing of this result was written
     if not expected:
         log.warning("unexpected error in %s for %s\n%s", stage, row["input_uri"], traceback.format_exc())
 
