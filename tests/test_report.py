@@ -66,6 +66,9 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
     }
     assert rows == {STREET: "ok", "broken.mp4": "failed", "has-sound.mp4": "skipped"}
 
+    axes = [label.text for label in browser.find_elements(By.CSS_SELECTOR, "#throughput svg text")]
+    assert "videos/min" in axes and "minutes since the first video finished" in axes  # a chart with units
+
     browser.find_element(By.CSS_SELECTOR, f'tr.video[data-path="{STREET}"]').click()
     audio = wait.until(lambda driver: driver.find_element(By.CSS_SELECTOR, "tr.detail audio"))
     wait.until(lambda driver: driver.execute_script("return arguments[0].readyState >= 1", audio))

@@ -103,7 +103,7 @@ class Mux(FinalStage):
                 tracks[0],
                 layout.sample_rate,
                 row_windows(row),
-                str(row["relative_path"]),
+                "",  # the page names the video in the browser's fonts, any script; matplotlib's would show boxes
                 report.spectrogram_inches,
                 report.spectrogram_columns,
             )
