@@ -351,11 +351,16 @@ class EvaluationConfig(Strict):
 class ProgressConfig(Strict):
     """What a job prints while it runs, besides its own line per finished video (with the rate and an ETA)."""
 
+    non_tty_ray_data_lines: bool = Field(
+        False,
+        description="when stdout is not a terminal: also print Ray Data's own INFO lines (execution plans, progress "
+        "dumps); they always go to ray-data.log in the Ray session's logs",
+    )
     non_tty_interval_s: int = Field(
-        120, ge=1, description="when stdout is not a terminal: seconds between Ray Data's progress log lines"
+        120, ge=1, description="with non_tty_ray_data_lines: seconds between Ray Data's progress log lines"
     )
     non_tty_operator_lines: bool = Field(
-        False, description="when stdout is not a terminal: also log a line per pipeline stage, not only the total"
+        False, description="with non_tty_ray_data_lines: also log a line per pipeline stage, not only the total"
     )
 
 

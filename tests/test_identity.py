@@ -144,6 +144,12 @@ def test_moved_code_redoes_nothing_and_a_replaced_input_redoes_only_itself(tmp_p
     render_test_video(library / "b.mp4", 3.5, 96, 64, 12)  # new content under the same name
     third = run_dub(OWN_RAY, library, tmp_path / "out", overrides, checkout=checkout)
     assert third.returncode == 0 and "1 already done, 1 to process" in third.stdout, third.stdout + third.stderr
+    # Its log, not to a terminal, reads cleanly: the plan, a line per video, the summary, the report; on stderr
+    # only Ray's start-up lines (token authentication, the local instance, an actor-restart notice).
+    plan, video, done, report = third.stdout.splitlines()
+    assert plan.startswith("2 inputs under") and video.startswith("[1/1] ok      b.mp4  (1 window)")
+    assert done.startswith("done in") and report.startswith("report: ")
+    assert len([line for line in third.stderr.splitlines() if line.strip()]) <= 3, third.stderr
     assert (tmp_path / "out" / "a.mp4").stat().st_mtime_ns == published["a.mp4"]
     assert (tmp_path / "out" / "b.mp4").stat().st_mtime_ns != published["b.mp4"]
 

@@ -114,12 +114,19 @@ def connect_ray():
 
 
 def quiet_progress_when_logged(progress: ProgressConfig) -> None:
-    """In a terminal Ray Data draws progress bars, which stay. Into a log file or a job's log it prints every
-    stage's progress every 10 s instead, screens of it for a short job: one total line per interval is enough
-    beside this job's own line per video. (Ray Data reads its interval from the environment when it first logs.)"""
+    """In a terminal Ray Data draws progress bars, which stay. Into a log file or a job's log it prints its
+    execution plans and every stage's progress every 10 s instead, screens of it for a short job, while this job
+    prints a line per video with the rate and an ETA. So its INFO lines go only to its own log file (ray-data.log in
+    the session's logs), unless progress.non_tty_ray_data_lines asks for them, then one total line per interval.
+    (Ray Data reads its interval from the environment when it first logs.)"""
     from ray.data import DataContext  # noqa: PLC0415 - Ray is imported only once there is work
 
     if sys.stdout.isatty():
+        return
+    if not progress.non_tty_ray_data_lines:
+        for handler in logging.getLogger("ray.data").handlers:
+            if isinstance(handler, logging.StreamHandler):  # the console; its file handler keeps every line
+                handler.setLevel(logging.WARNING)
         return
     os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", str(progress.non_tty_interval_s))
     DataContext.get_current().enable_operator_progress_bars = progress.non_tty_operator_lines
