@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                 "model weights not found:\n  "
                 + "\n  ".join(problems)
                 + "\n  (train a mapper with jobs.train_mapper, make AudioLDM's CLAP with jobs.convert_audioldm_clap, "
-                "or point the keys at existing weights)"
+                "or point the keys at existing weights; under `ray job submit --working-dir`, git-ignored folders "
+                "such as models/ are not uploaded: name the weights by s3:// or hub id)"
             )
         if misfits := misfit_models(config, Storage(config.storage)):
             raise ConfigError("models that do not fit each other:\n  " + "\n  ".join(misfits))
