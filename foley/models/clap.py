@@ -184,9 +184,9 @@ def offline_text_branch(text_config):
 
 
 def build_clap_module(config: ClapConfig, text_config, device: torch.device):
-    import laion_clap  # noqa: PLC0415 - see offline_text_branch
-
     with offline_text_branch(text_config):
+        import laion_clap  # noqa: PLC0415 - see offline_text_branch (which also quiets its import)
+
         return laion_clap.CLAP_Module(
             enable_fusion=config.enable_fusion, device=device, amodel=config.audio_model, tmodel="roberta"
         )
