@@ -30,7 +30,7 @@ from ray.train.torch import TorchTrainer
 
 from foley.config import ConfigError, FoleyConfig, MapperConfig, load_config
 from foley.models.mapper import CONFIG_NAME, WEIGHTS_NAME, MapperSpec, V2AMapper, mapper_to_bytes
-from foley.pipeline.job import connect_ray
+from foley.pipeline.job import connect_ray, quiet_progress_when_logged
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, join
 from foley.training.checkpoints import CheckpointStore
@@ -207,6 +207,7 @@ def train(
     resume: dict | None,
 ) -> None:
     connect_ray()
+    quiet_progress_when_logged(config.progress)  # in a log: Ray Data's lines per epoch go to its own log file
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch metrics are the progress here
     datasets = {}
     for name, files in (("train", train_files), ("val", val_files)):
