@@ -298,6 +298,13 @@ class OutputConfig(Strict):
     audio_bitrate: str = "128k"
     audio_sample_rate: int = Field(48000, ge=8000)
     peak_dbfs: float | None = Field(-1.0, le=0, description="normalise each track to this peak; null keeps levels")
+    max_dc_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a generated track whose energy is more than this share constant offset (DC) fails its video "
+        "instead of being published",
+    )
     audio_language: str = Field("und", description="ISO 639-2 language tag of the generated track")
     audio_title: str = Field("Generated Foley", description="title of the generated track")
     mode: Literal["mux", "audio", "both"] = Field(

@@ -139,6 +139,47 @@ def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config,
     assert (tone > 0.05 * hum) == (policy == "mix")  # the original's 440 Hz tone is kept only by mix
 
 
+@pytest.mark.parametrize(
+    ("name", "waveform", "words"),
+    [
+        ("nan", np.full(163840, np.nan), "not finite numbers"),
+        ("inf", np.r_[np.zeros(1000), np.inf, np.zeros(162839)], "not finite numbers"),
+        ("dc", 0.3 + 0.01 * np.sin(np.arange(163840)), "constant offset (a DC line, not sound)"),
+    ],
+)
+def test_a_track_that_is_no_sound_fails_its_video_and_is_never_published(tmp_path, tiny_config, name, waveform, words):
+    """What a condition weight of 1e39 or a broken model makes: the video fails, named, and nothing is written."""
+    from foley.pipeline.kinds import DUB
+    from foley.pipeline.rows import batch_of, new_row, rows_of
+    from foley.storage.inputs import InputItem
+    from workers.mux import Mux
+
+    video = render_test_video(tmp_path / f"{name}.mp4", 4.0, 160, 120, 25)
+    output = tmp_path / "out" / f"{name}.mp4"
+    row = new_row(InputItem(str(video), f"{name}.mp4"), str(output), tiny_config, DUB)
+    row.update(
+        duration_s=4.0,
+        n_windows=1,
+        windows=one_window(4.0),
+        sample_rate=16000,
+        has_audio=False,
+        local_path=str(video),
+        waveforms=waveform[None].astype(np.float32),
+    )
+    [result] = rows_of(Mux(tiny_config, str(tmp_path / "out"))(batch_of([row])))
+    assert result["status"] == "failed" and str(video) in result["error"] and words in result["error"]
+    assert "nothing was written" in result["error"] and not output.exists()
+
+
+def test_real_sound_passes_the_track_check():
+    from foley.media.stitch import track_problem
+
+    rng = np.random.default_rng(0)
+    assert track_problem(rng.standard_normal(16000).astype(np.float32), 0.5) == ""
+    assert track_problem(np.zeros(16000, np.float32), 0.5) == ""  # silence is quiet, not broken
+    assert track_problem((0.2 + np.sin(np.arange(16000) / 5)).astype(np.float32), 0.5) == ""  # an offset under sound
+
+
 def _journal(output: Path) -> list[Path]:
     """The journalled rows: whole files only, not the hidden staging file of a row being written."""
     return sorted(

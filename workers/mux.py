@@ -27,7 +27,7 @@ from foley.media.audio_file import AUDIO_FILE_CODECS, write_audio_file
 from foley.media.mux import mux_track
 from foley.media.spectrogram import spectrogram_png
 from foley.media.still import render_still_video
-from foley.media.stitch import TrackBuilder, TrackLayout, normalize_peak
+from foley.media.stitch import TrackBuilder, TrackLayout, normalize_peak, track_problem
 from foley.pipeline.evaluation import conditions_uri
 from foley.pipeline.kinds import DUB
 from foley.pipeline.report_assets import SPECTROGRAM
@@ -93,7 +93,14 @@ class Mux(FinalStage):
         )
         if int(row["segment_count"]) == 1:
             self.keep_conditions(row)
-        tracks = [normalize_peak(track, self.config.output.peak_dbfs) for track in self.assemble(row, layout)]
+        tracks = self.assemble(row, layout)
+        for track in tracks:
+            if problem := track_problem(track, self.config.output.max_dc_fraction):
+                raise ValueError(
+                    f"{problem}; nothing was written. Check the condition weights (conditions.*_weight) and the "
+                    "models, then run again"
+                )
+        tracks = [normalize_peak(track, self.config.output.peak_dbfs) for track in tracks]
         for output_uri in json.loads(str(row["output_uris"])):
             with self.storage.staged_output(output_uri) as staged:
                 self.write(row, tracks, layout.sample_rate, staged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,20 @@ class TrackBuilder:
 
     def result(self) -> np.ndarray:
         return self.track[: self.layout.total]
+
+
+def track_problem(track: np.ndarray, max_dc_fraction: float) -> str:
+    """Why a generated track is no sound to publish, or '': samples that are not finite numbers (a NaN, an inf, or
+    values beyond float32's range), or a track that is mostly a constant offset (a DC line, which peak
+    normalisation would turn into a full-scale flat line). One pass over the track, no copy of it."""
+    energy = float(np.dot(track, track)) if track.size else 0.0
+    if not math.isfinite(energy):
+        return "the generated audio holds samples that are not finite numbers (NaN, inf or overflow)"
+    if energy > 0.0:
+        dc_fraction = float(track.mean(dtype=np.float64)) ** 2 * track.size / energy
+        if dc_fraction > max_dc_fraction:
+            return f"the generated audio is {dc_fraction:.0%} constant offset (a DC line, not sound)"
+    return ""
 
 
 def normalize_peak(track: np.ndarray, peak_dbfs: float | None) -> np.ndarray:

@@ -148,6 +148,8 @@ SOUND_DESIGN_OUTPUT = {
     "image_video_codec",
 }
 
+OUTPUT_CHECKS = {"max_dc_fraction"}  # decide whether a track is published, never what it sounds like
+
 
 # The containers of the first release: their audio codecs stay in every video's hash, as when the results made then
 # were identified. A container added since counts only in the hash of its own videos (container_settings).
@@ -157,7 +159,7 @@ JOB_WIDE_CONTAINERS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 def output_settings(config: FoleyConfig) -> dict:
     """How outputs are written; a setting only counts where it applies (image settings count per image)."""
     output = config.output
-    settings = output.model_dump(exclude=SOUND_DESIGN_OUTPUT)
+    settings = output.model_dump(exclude=SOUND_DESIGN_OUTPUT | OUTPUT_CHECKS)
     settings["audio_codecs"] = {
         suffix: codec for suffix, codec in output.audio_codecs.items() if suffix in JOB_WIDE_CONTAINERS
     }
