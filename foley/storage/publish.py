@@ -47,8 +47,8 @@ def content_type(key: str) -> str:
 
 # What temporary_sibling names: hidden, then the target's stem, ".partial-" and 8 hex digits, then its extension.
 # remove_partials deletes only names of exactly this form, so a person's own file in the output tree stays.
-PARTIAL_NAME = re.compile(r"\..+\.partial-[0-9a-f]{8}(\.[^.]+)?")
 PARTIAL_TOKEN_HEX = 8
+PARTIAL_NAME = re.compile(rf"\..+\.partial-[0-9a-f]{{{PARTIAL_TOKEN_HEX}}}(\.[^.]+)?")
 
 
 def temporary_sibling(path: Path) -> Path:
