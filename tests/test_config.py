@@ -78,6 +78,10 @@ def test_config_hash_follows_what_changes_the_result_only():
     assert dub_hash("mapper.checkpoint=null") == dub_hash("mapper.checkpoint=null", "mapper.steps=3")
     assert dub_hash() != dub_hash("mapper.steps=3")
     assert dub_hash() == dub_hash("audioldm.model=/elsewhere/audioldm", "clip.model=local-dir:/elsewhere/clip")
+    # How AudioLDM's CLAP reads a sound counts where it ranks candidates, and only there.
+    assert dub_hash("clap.seconds=5") == dub_hash() != dub_hash("audioldm.candidates=2")
+    for clap in ("clap.seconds=5", "clap.sample_rate=44100", "clap.enable_fusion=true"):
+        assert dub_hash("audioldm.candidates=2", clap) != dub_hash("audioldm.candidates=2"), clap
 
 
 def test_decoding_on_the_gpu_needs_a_gpu_and_is_part_of_the_result():

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from foley.config import ConfigError, FoleyConfig, ProgressConfig
 from foley.models.identity import ModelIdentities
 from foley.pipeline.conditions import CONDITION_COLUMNS, ConditionError, video_conditions, video_config_hash
-from foley.pipeline.kinds import JobKind, container_settings, image_settings, result_id
+from foley.pipeline.kinds import JobKind, clap_settings, container_settings, image_settings, result_id
 from foley.pipeline.layout import BOOKKEEPING_DIR, SEGMENTS_DIR
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.report_assets import media_uri
@@ -255,6 +255,7 @@ class JobRun:
                 raise StorageError(f"its reference_audio {reference} does not exist; fix the path or URI")
             if not self.config.uses_clap():  # the CLAP that embeds it is a model of this video only
                 own["clap_model"] = self.clap_identity()
+                own["clap"] = clap_settings(self.config)
         if is_image(item.relative_path, self.config.input.image_extensions):
             row["image"] = True
             own["image"] = image_settings(self.config)

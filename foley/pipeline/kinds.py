@@ -134,6 +134,8 @@ def dub_settings(config: FoleyConfig) -> dict:
         "input": input_settings,
         "output": output_settings(config),
         **({"conditions": config.conditions.used()} if config.conditions.used() != DEFAULT_CONDITIONS else {}),
+        # Where the CLAP ranks candidates or embeds the job's reference, how it reads a sound changes the result.
+        **({"clap": clap_settings(config)} if config.uses_clap() else {}),
     }
 
 
@@ -186,12 +188,17 @@ def image_settings(config: FoleyConfig) -> dict:
     return config.output.model_dump(include=include)
 
 
+def clap_settings(config: FoleyConfig) -> dict:
+    """How AudioLDM's CLAP reads a sound (its crop, rate, fusion, branch); its weights count as a model."""
+    return config.clap.model_dump(exclude={"checkpoint"})
+
+
 def embed_settings(config: FoleyConfig) -> dict:
     return {
         "devices": stage_devices(config, ("decode_embed", "clap_embed")),
         "window": window_settings(config),
         "decode": decode_settings(config),
-        "clap": config.clap.model_dump(exclude={"checkpoint"}),
+        "clap": clap_settings(config),
         "input": {"silence_threshold_dbfs": config.input.silence_threshold_dbfs},
     }
 
