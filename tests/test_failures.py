@@ -107,30 +107,39 @@ def test_a_ray_that_cannot_start_is_exit_2_with_the_reason_not_a_traceback(tmp_p
     assert "AF_UNIX path length" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("policy", ["replace", "mix"])
-def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config, policy):
+WINDOW_SAMPLES = 163840  # one 10.24-s window at AudioLDM's 16 kHz
+
+
+def mux_one_window(config, video: Path, output: Path, waveform: np.ndarray, has_audio: bool) -> dict:
+    """Run the real Mux stage on a 4-s video whose one window AudioLDM made as `waveform`; the row it returns."""
     from foley.pipeline.kinds import DUB
     from foley.pipeline.rows import batch_of, new_row, rows_of
     from foley.storage.inputs import InputItem
     from workers.mux import Mux
 
-    config = tiny_config.model_copy(
-        update={"input": tiny_config.input.model_copy(update={"existing_audio": policy, "mix_gain_db": -6.0})}
-    )
-    video = render_test_video(tmp_path / "in.mp4", 4.0, 160, 120, 25, with_audio=True)  # a 440 Hz tone
-    output = tmp_path / "out" / "in.mp4"
-    row = new_row(InputItem(str(video), "in.mp4"), str(output), config, DUB)
-    low_hum = 0.5 * np.sin(2 * np.pi * 100 * np.arange(163840) / 16000)
+    row = new_row(InputItem(str(video), output.name), str(output), config, DUB)
     row.update(
         duration_s=4.0,
         n_windows=1,
         windows=one_window(4.0),
         sample_rate=16000,
-        has_audio=True,
+        has_audio=has_audio,
         local_path=str(video),
-        waveforms=low_hum[None].astype(np.float32),
+        waveforms=np.asarray(waveform, dtype=np.float32)[None],
     )
-    [result] = rows_of(Mux(config, str(tmp_path / "out"))(batch_of([row])))
+    [result] = rows_of(Mux(config, str(output.parent))(batch_of([row])))
+    return result
+
+
+@pytest.mark.parametrize("policy", ["replace", "mix"])
+def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config, policy):
+    config = tiny_config.model_copy(
+        update={"input": tiny_config.input.model_copy(update={"existing_audio": policy, "mix_gain_db": -6.0})}
+    )
+    video = render_test_video(tmp_path / "in.mp4", 4.0, 160, 120, 25, with_audio=True)  # a 440 Hz tone
+    output = tmp_path / "out" / "in.mp4"
+    low_hum = 0.5 * np.sin(2 * np.pi * 100 * np.arange(WINDOW_SAMPLES) / 16000)
+    result = mux_one_window(config, video, output, low_hum, has_audio=True)
     assert result["status"] == "ok", result["error"]
     assert streams(output) == ["video", "audio"] and video_packets_md5(output) == video_packets_md5(video)
     spectrum = np.abs(np.fft.rfft(decoded_audio(output)[:16000]))
@@ -142,31 +151,16 @@ def test_inputs_with_sound_can_be_replaced_or_mixed_under(tmp_path, tiny_config,
 @pytest.mark.parametrize(
     ("name", "waveform", "words"),
     [
-        ("nan", np.full(163840, np.nan), "not finite numbers"),
-        ("inf", np.r_[np.zeros(1000), np.inf, np.zeros(162839)], "not finite numbers"),
-        ("dc", 0.3 + 0.01 * np.sin(np.arange(163840)), "constant offset (a DC line, not sound)"),
+        ("nan", np.full(WINDOW_SAMPLES, np.nan), "not finite numbers"),
+        ("inf", np.r_[np.zeros(1000), np.inf, np.zeros(WINDOW_SAMPLES - 1001)], "not finite numbers"),
+        ("dc", 0.3 + 0.01 * np.sin(np.arange(WINDOW_SAMPLES)), "constant offset (a DC line, not sound)"),
     ],
 )
 def test_a_track_that_is_no_sound_fails_its_video_and_is_never_published(tmp_path, tiny_config, name, waveform, words):
     """What a condition weight of 1e39 or a broken model makes: the video fails, named, and nothing is written."""
-    from foley.pipeline.kinds import DUB
-    from foley.pipeline.rows import batch_of, new_row, rows_of
-    from foley.storage.inputs import InputItem
-    from workers.mux import Mux
-
     video = render_test_video(tmp_path / f"{name}.mp4", 4.0, 160, 120, 25)
     output = tmp_path / "out" / f"{name}.mp4"
-    row = new_row(InputItem(str(video), f"{name}.mp4"), str(output), tiny_config, DUB)
-    row.update(
-        duration_s=4.0,
-        n_windows=1,
-        windows=one_window(4.0),
-        sample_rate=16000,
-        has_audio=False,
-        local_path=str(video),
-        waveforms=waveform[None].astype(np.float32),
-    )
-    [result] = rows_of(Mux(tiny_config, str(tmp_path / "out"))(batch_of([row])))
+    result = mux_one_window(tiny_config, video, output, waveform, has_audio=False)
     assert result["status"] == "failed" and str(video) in result["error"] and words in result["error"]
     assert "nothing was written" in result["error"] and not output.exists()
 
