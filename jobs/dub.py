@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
                 "or point the keys at existing weights; under `ray job submit --working-dir`, git-ignored folders "
                 "such as models/ are not uploaded: name the weights by s3:// or hub id)"
             )
-        if misfits := misfit_models(config, Storage(config.storage)):
+        storage = Storage(config.storage)
+        if misfits := misfit_models(config, storage):
             raise ConfigError("models that do not fit each other:\n  " + "\n  ".join(misfits))
-        if (reference := config.conditions.reference_audio) and not Storage(config.storage).exists(reference):
+        if (reference := config.conditions.reference_audio) and not storage.exists(reference):
             raise ConfigError(
                 f"conditions.reference_audio = {reference!r}: no such file, and every video would need it; point it "
                 "at a sound file (local or s3://) or leave it out"

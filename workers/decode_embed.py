@@ -38,7 +38,7 @@ from foley.media.windows import Window, plan_windows, sample_times, shot_borders
 from foley.models.clip import load_clip
 from foley.models.device import pick_device
 from foley.pipeline.report_assets import POSTERS, chosen_posters, poster_strip
-from foley.pipeline.rows import EMPTY_MATRIX, SKIPPED, batch_of, fail, is_pending, rows_of
+from foley.pipeline.rows import EMPTY_MATRIX, SKIPPED, batch_of, fail, first_line, is_pending, rows_of
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_ranges
 from foley.pipeline.stage import local_input, set_torch_threads
 from foley.storage.store import Storage
@@ -226,7 +226,7 @@ class DecodeEmbed:
                     frames = decoder.get_frames_played_at(moments).data.cpu().numpy()
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise MediaError(
-                    f"its {info.video_codec} video stream could not be decoded ({_first_line(exc)}); the file may be "
+                    f"its {info.video_codec} video stream could not be decoded ({first_line(exc)}); the file may be "
                     "truncated or corrupt"
                 ) from None
             yield frames
@@ -264,7 +264,7 @@ class DecodeEmbed:
             )
         except (RuntimeError, ValueError) as exc:
             raise MediaError(
-                f"its {info.video_codec} video stream cannot be read ({_first_line(exc)}); re-encode it (e.g. to "
+                f"its {info.video_codec} video stream cannot be read ({first_line(exc)}); re-encode it (e.g. to "
                 "H.264) or check that the file is complete"
             ) from None
         if not decoder.metadata.num_frames:
@@ -290,7 +290,3 @@ def decoder_identity(device: torch.device) -> str:
 def record_windows(row: dict, windows: list[Window]) -> None:
     row["windows"] = json.dumps([window.as_dict() for window in windows])
     row["n_windows"] = len(windows)
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -23,7 +23,7 @@ from foley.pipeline.kinds import JobKind, clap_settings, container_settings, ima
 from foley.pipeline.layout import BOOKKEEPING_DIR, SEGMENTS_DIR
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.report_assets import media_uri
-from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, new_row
+from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, first_line, new_row
 from foley.pipeline.segments import clear_stale_staging
 from foley.storage.inputs import LIST_SUFFIXES, InputItem, is_image
 from foley.storage.publish import is_partial_name
@@ -106,7 +106,7 @@ def connect_ray():
             address = os.environ.get("RAY_ADDRESS")
             where = f"join the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray"
             raise RayStartError(
-                f"could not {where} ({type(exc).__name__}: {_first_line(exc)}); check that the machine has free "
+                f"could not {where} ({type(exc).__name__}: {first_line(exc)}); check that the machine has free "
                 "memory and space under /tmp (or RAY_TMPDIR, whose path must be short), that no other Ray holds its "
                 "ports, and try again"
             ) from None
@@ -362,10 +362,6 @@ def clap_identity(storage: Storage, config: FoleyConfig, needed_by: str) -> str:
             f"{needed_by} needs AudioLDM's CLAP, but clap.checkpoint={config.clap.checkpoint} does not exist; make it "
             "with python -m jobs.convert_audioldm_clap, or set clap.checkpoint to where it is"
         ) from None
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def fail_setup(exc: Exception) -> int:

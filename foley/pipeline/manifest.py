@@ -22,6 +22,7 @@ from foley.storage.store import Storage
 from foley.storage.uris import join
 
 # One entry per window: the part of the video it looks at and the shot it lies in.
+FOLDED_NAME, JOURNAL_DIR = "manifest.parquet", "rows"  # under the manifest folder (and the legacy one)
 WINDOWS_TYPE = pa.list_(pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("shot", pa.int64())]))
 # One entry per segment of a long video: its windows, the synthesis actor and the run that made them, and how long
 # synthesis took.
@@ -115,8 +116,8 @@ class Manifest:
         self.storage = storage
         self.schema = manifest_schema(kind)
         self.root = join(output_root, MANIFEST_DIR)
-        self.compacted_uri = join(self.root, "manifest.parquet")
-        self.journal_root = join(self.root, "rows")
+        self.compacted_uri = join(self.root, FOLDED_NAME)
+        self.journal_root = join(self.root, JOURNAL_DIR)
         self.listing_uri = join(self.root, "listing.json")
         self.legacy_root = join(output_root, LEGACY_MANIFEST_DIR)
 
@@ -140,14 +141,14 @@ class Manifest:
 
     def _journal(self, root: str) -> dict[str, dict]:
         rows = {}
-        for uri in self.storage.list_prefix(join(root, "rows") + "/"):
+        for uri in self.storage.list_prefix(join(root, JOURNAL_DIR) + "/"):
             if uri.endswith(".parquet"):
                 for record in pq.read_table(io.BytesIO(self.storage.read_bytes(uri))).to_pylist():
                     rows[uri] = record
         return rows
 
     def _folded(self, root: str) -> list[dict]:
-        uri = join(root, "manifest.parquet")
+        uri = join(root, FOLDED_NAME)
         if not self.storage.exists(uri):
             return []
         return pq.read_table(io.BytesIO(self.storage.read_bytes(uri))).to_pylist()

@@ -102,6 +102,11 @@ def batch_of(rows: list[dict]) -> dict[str, np.ndarray]:
     return batch
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type when it has none), short enough for a manifest row."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def fail(row: dict, stage: str, exc: BaseException) -> None:
     """Record a per-video failure as data. Expected problems keep their message; bugs also get their type."""
     expected = isinstance(exc, (ValueError, RuntimeError, OSError))
