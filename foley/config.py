@@ -27,6 +27,12 @@ class StageResources(Strict):
 
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per actor")
     num_gpus: float = Field(0.0, ge=0, description="GPU fraction per actor (0 on CPU-only machines)")
+    memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="host memory Ray reserves per actor, so it places no more actors on a node than fit; default: "
+        "none reserved (Ray Data then warns in the log once an actor uses more than its CPU share's default)",
+    )
     concurrency: int | tuple[int, int] = Field(1, description="actor pool size, or [min, max] to autoscale")
     batch_size: int = Field(1, ge=1, description="videos per Ray Data batch")
     max_forward_batch: int = Field(8, ge=1, description="frames (CLIP) or windows (mapper, AudioLDM) per forward pass")

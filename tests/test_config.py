@@ -22,6 +22,15 @@ def test_overrides_reach_nested_keys_and_parse_yaml_values():
     assert config.output.peak_dbfs is None
 
 
+def test_a_stage_reserves_the_host_memory_its_preset_gives_it_and_none_by_default():
+    from foley.pipeline.stage import stage_options
+
+    tiny = load_config(ROOT / "configs/tiny.yaml", ["stages.synthesize.memory_gb=2.5"])
+    assert stage_options(tiny.stages.synthesize)["memory"] == 2.5 * 2**30
+    assert stage_options(tiny.stages.map)["memory"] == 2**30
+    assert "memory" not in stage_options(load_config(ROOT / "configs/foley.yaml").stages.synthesize)
+
+
 def test_bad_keys_and_values_are_named_with_what_is_allowed():
     with pytest.raises(ConfigError) as caught:
         load_config(ROOT / "configs/tiny.yaml", ["audioldm.stepz=3", "audioldm.scheduler=euler", "window.frames=0"])
@@ -65,6 +74,7 @@ def test_config_hash_follows_what_changes_the_result_only():
     assert dub_hash() != dub_hash("seed=1") and dub_hash() != dub_hash("audioldm.steps=9")
     assert dub_hash() != dub_hash("input.existing_audio=mix")
     assert dub_hash() == dub_hash("stages.synthesize.batch_size=16") == dub_hash("input.max_width=100")
+    assert dub_hash() == dub_hash("stages.map.memory_gb=3")  # scheduling, not the result
     embed = EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml"), models)
     assert embed == EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml", ["seed=3"]), models)
     assert embed != EMBED.config_hash(load_config(ROOT / "configs/tiny.yaml", ["window.frames=2"]), models)

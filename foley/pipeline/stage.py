@@ -37,7 +37,7 @@ def stage_options(resources: StageResources) -> dict:
         pool = ActorPoolStrategy(min_size=resources.concurrency[0], max_size=resources.concurrency[1])
     else:
         pool = ActorPoolStrategy(size=resources.concurrency)
-    return dict(
+    options = dict(
         batch_size=resources.batch_size,
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,
@@ -45,6 +45,9 @@ def stage_options(resources: StageResources) -> dict:
         compute=pool,
         batch_format="numpy",
     )
+    if resources.memory_gb is not None:
+        options["memory"] = int(resources.memory_gb * 2**30)
+    return options
 
 
 def set_torch_threads(resources: StageResources) -> None:
