@@ -163,7 +163,7 @@ def test_inputs_that_would_land_in_the_jobs_own_files_fail_and_cleaning_touches_
     # Already in the output: a published output, a person's own files with names near the job's, and what a killed
     # run of the job left (a partial output and a segment staged for a result no input has).
     kept = ["published.mp4", "notes.partial.txt", ".draft.partial-notes.mp4", "_manifest/old.txt", "_segments/a/b.npz"]
-    leftovers = [".published.partial-89abcdef.mp4", "_foley/segments/feedface/segment-00000-of-00002.npz"]
+    leftovers = [".published.partial-89abcdef.mp4", "_foley/segments/feedface/windows-000000-to-000002.npz"]
     for relative in kept + leftovers:
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
         (out / relative).write_bytes(b"made before this run")

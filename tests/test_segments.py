@@ -101,7 +101,7 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_clu
     out = tmp_path / "out"
 
     def staged() -> list[Path]:
-        return sorted((out / "_foley/segments").rglob("segment-*.npz"))
+        return sorted((out / "_foley/segments").rglob("windows-*.npz"))
 
     job = start_dub(tmp_path / "in", out, overrides, tmp_path / "first-run.log")
     try:
@@ -119,3 +119,26 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_clu
     made_by = Counter(segment["run_id"] for segment in row["segments"])
     assert sorted(made_by.values()) == [5 - kept, kept], made_by  # the re-run made only the missing segments
     assert not staged()
+
+
+def test_staged_segments_are_reused_by_their_windows_not_their_index(tmp_path):
+    """A re-run cut into segments of another size (window.segment_windows is not in the result id) takes only the
+    staged segments that hold exactly its own windows: 10 windows in 2 of 6 are never read as 2 of 5."""
+    from foley.config import StorageConfig
+    from foley.pipeline.segments import SegmentStaging, segment_ranges
+    from foley.storage.store import Storage
+
+    storage, root = Storage(StorageConfig()), str(tmp_path / "_foley/segments/result")
+
+    def staging(size: int) -> SegmentStaging:
+        return SegmentStaging(storage, root, segment_ranges(10, size))
+
+    by_six = staging(6)
+    for index, (first, end) in enumerate(by_six.ranges):
+        by_six.stage(index, np.full((end - first, 4), first, dtype=np.float32), {"first_window": first})
+    assert by_six.staged() == {0, 1} and staging(5).staged() == set() and staging(3).staged() == set()
+    by_five = staging(5)
+    by_five.stage(1, np.zeros((5, 4), dtype=np.float32), {"first_window": 5})
+    assert by_five.staged() == {1} and staging(6).staged() == {0, 1}
+    waveforms, info = staging(6).load(1)
+    assert info == {"first_window": 6} and waveforms.shape == (4, 4) and (waveforms == 6).all()

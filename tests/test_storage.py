@@ -159,7 +159,7 @@ def test_a_video_is_claimed_for_publication_exactly_once(where, tmp_path, reques
         root = f"s3://{name}/out/_foley/segments/result"
     else:
         storage, root = Storage(StorageConfig()), str(tmp_path / "_foley/segments" / "result")
-    staging = SegmentStaging(storage, root, count=8)
+    staging = SegmentStaging(storage, root, [(index, index + 1) for index in range(8)])
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         won = list(pool.map(lambda segment: staging.claim(f"run/{segment}"), range(8)))
     assert won.count(True) == 1

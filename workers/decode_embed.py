@@ -149,20 +149,22 @@ class DecodeEmbed:
     def segment_rows(self, row: dict, windows: list[Window], embed: Callable[[list[Window]], np.ndarray]) -> list[dict]:
         """One row per segment an earlier run has not staged yet, with its windows' CLIP embeddings (`embed` makes
         them for only those windows); a video short enough is one segment."""
-        ranges = segment_ranges(len(windows), self.segment_windows)
-        staged = SegmentStaging(self.storage, str(row["staging_uri"]), len(ranges)).staged() if ranges[1:] else set()
+        ranges, size = segment_ranges(len(windows), self.segment_windows), self.segment_windows or 0
+        staged = SegmentStaging(self.storage, str(row["staging_uri"]), ranges).staged() if ranges[1:] else set()
         todo = [index for index in range(len(ranges)) if index not in staged]
         wanted = [window for index in todo for window in windows[slice(*ranges[index])]]
         embeddings = embed(wanted) if wanted else EMPTY_MATRIX
         segments, taken = [], 0
         for index in todo:
             first, end = ranges[index]
-            segment = dict(row, segment=index, segment_count=len(ranges), first_window=first)
+            segment = dict(row, segment=index, segment_count=len(ranges), segment_windows=size, first_window=first)
             segment["clip_embeddings"] = embeddings[taken : taken + end - first]
             taken += end - first
             segments.append(segment)
         # Every segment staged by an earlier run: one row without windows lets the last stage publish the video.
-        return segments or [dict(row, segment=ASSEMBLE_ONLY, segment_count=len(ranges), first_window=0)]
+        return segments or [
+            dict(row, segment=ASSEMBLE_ONLY, segment_count=len(ranges), segment_windows=size, first_window=0)
+        ]
 
     def probe_input(self, row: dict) -> tuple[Path, VideoInfo]:
         """The node-local input and its facts (recorded in the row), checked against the configured limits.

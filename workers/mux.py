@@ -32,7 +32,7 @@ from foley.pipeline.evaluation import conditions_uri
 from foley.pipeline.kinds import DUB
 from foley.pipeline.report_assets import SPECTROGRAM
 from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of, window_notes
-from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging
+from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_ranges
 from foley.pipeline.stage import FinalStage, local_input, summary
 from foley.storage.uris import join
 
@@ -80,7 +80,8 @@ class Mux(FinalStage):
         return staging.claim(f"{row['run_id']}/{segment}")
 
     def staging(self, row: dict) -> SegmentStaging:
-        return SegmentStaging(self.storage, str(row["staging_uri"]), int(row["segment_count"]))
+        ranges = segment_ranges(int(row["n_windows"]), int(row["segment_windows"]) or None)
+        return SegmentStaging(self.storage, str(row["staging_uri"]), ranges)
 
     def publish(self, row: dict) -> None:
         window = self.config.window

@@ -63,6 +63,7 @@ def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind
         "windows": "",  # JSON: [{start_s, end_s, shot}] of every window of the video (foley.media.windows.Window)
         "segment": 0,  # which run of windows this row carries (foley.pipeline.segments), of `segment_count`
         "segment_count": 1,
+        "segment_windows": 0,  # the windows per segment it was cut with (0: one segment), so its ranges are known
         "first_window": 0,  # the video's index of the row's first window: seeds and stitching use video indices
         "staging_uri": "",  # where finished segments wait for the rest of their video
         "report_uri": "",  # where the stages put the video's pictures for the report (foley.pipeline.report)

@@ -5,7 +5,9 @@ The last stage stages each finished segment under `<output>/_foley/segments/<res
 them); the segment that completes the set claims the video (an exclusive create, so exactly one of several racing
 actors wins), assembles the track from the staged segments and publishes it; the staging is removed once the
 video's manifest row is written. A killed job keeps its staged segments, so its re-run makes only the missing
-ones. Staging belongs to one result id: other settings or models never mix their segments in.
+ones. Staging belongs to one result id: other settings or models never mix their segments in. A staged segment is
+named by the windows it holds, so a re-run cut into segments of another size reuses exactly the segments whose
+windows match and never mistakes one for another.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from foley.storage.uris import is_s3, join
 
 CLAIM_NAME = "publish.claim"
 ASSEMBLE_ONLY = -1  # the segment index of a row that carries no windows: every segment is staged already
-_NAME = re.compile(r"segment-(\d{5})-of-(\d{5})\.npz$")
+_NAME = re.compile(r"windows-(\d{6})-to-(\d{6})\.npz$")  # [first, end) of the video's windows
 
 
 def segment_ranges(n_windows: int, segment_windows: int | None) -> list[tuple[int, int]]:
@@ -34,18 +36,24 @@ def segment_ranges(n_windows: int, segment_windows: int | None) -> list[tuple[in
 
 
 class SegmentStaging:
-    """The staged segments of one video (one result id), `count` in all."""
+    """The staged segments of one video (one result id), cut into the [first, end) window `ranges`."""
 
-    def __init__(self, storage: Storage, staging_uri: str, count: int):
-        self.storage, self.root, self.count = storage, staging_uri, count
+    def __init__(self, storage: Storage, staging_uri: str, ranges: list[tuple[int, int]]):
+        self.storage, self.root, self.ranges = storage, staging_uri, ranges
+
+    @property
+    def count(self) -> int:
+        return len(self.ranges)
 
     def uri(self, index: int) -> str:
-        return join(self.root, f"segment-{index:05d}-of-{self.count:05d}.npz")
+        first, end = self.ranges[index]
+        return join(self.root, f"windows-{first:06d}-to-{end:06d}.npz")
 
     def staged(self) -> set[int]:
-        """Indices of the segments staged under this segmentation (files of another one are ignored)."""
+        """Indices of this segmentation's segments that are staged; files of other windows are ignored."""
         found = (_NAME.search(uri) for uri in self.storage.list_prefix(self.root + "/"))
-        return {int(m.group(1)) for m in found if m and int(m.group(2)) == self.count}
+        ranges = {(int(m.group(1)), int(m.group(2))) for m in found if m}
+        return {index for index, window_range in enumerate(self.ranges) if window_range in ranges}
 
     def stage(self, index: int, waveforms: np.ndarray, info: dict) -> None:
         buffer = io.BytesIO()

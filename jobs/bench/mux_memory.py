@@ -68,12 +68,12 @@ def publish_once(config: FoleyConfig, video: Path, out: Path, design: str, segme
     mux = Mux(config, str(out / design))
     if design == "segments":  # the earlier segments were staged by other rows; this one completes the video
         ranges = segment_ranges(len(windows), segment_windows)
-        staging = SegmentStaging(Storage(config.storage), row["staging_uri"], len(ranges))
+        staging = SegmentStaging(Storage(config.storage), row["staging_uri"], ranges)
         for index, (first, end) in enumerate(ranges):
             info = {"first_window": first, "windows": end - first, "synthesize_worker": "bench", "run_id": design}
             info |= {f"seconds_{stage}": 0.0 for stage in ("decode_embed", "map", "synthesize")}
             staging.stage(index, noise(rng, end - first, length), info)
-        row.update(segment=ASSEMBLE_ONLY, segment_count=len(ranges))
+        row.update(segment=ASSEMBLE_ONLY, segment_count=len(ranges), segment_windows=segment_windows)
         before = peak_rss_mb()
     else:
         before = peak_rss_mb()
