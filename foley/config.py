@@ -166,23 +166,28 @@ class ClapConfig(Strict):
     seconds: float = Field(10.0, gt=0, description="CLAP's input length; longer windows are centre-cropped")
 
 
+# A condition's weight in the mix. The mix is normalised, so only the weights' ratios count and [0, 1] expresses every
+# mix; a larger or non-finite weight (1e39 overflows float32) would make no sound, only NaN or a DC offset.
+WEIGHT = {"ge": 0, "le": 1, "allow_inf_nan": False}
+
+
 class ConditionsConfig(Strict):
     """What every video should sound like besides what it shows: conditions composed per window in CLAP space
     (weighted sum of unit embeddings, then normalised). Per-video values come from columns of the input list with
     the same names; an empty cell keeps the value here."""
 
     prompt: str | None = Field(None, description="text condition (AudioLDM's CLAP text embedding), e.g. 'seaside'")
-    prompt_weight: float = Field(0.5, ge=0, description="weight of the prompt at the start of the video")
+    prompt_weight: float = Field(0.5, **WEIGHT, description="weight of the prompt at the start of the video")
     prompt_weight_end: float | None = Field(
-        None, ge=0, description="weight of the prompt at the end: it fades linearly between (null: constant)"
+        None, **WEIGHT, description="weight of the prompt at the end: it fades linearly between (null: constant)"
     )
     negative_prompt: str = Field(
         "", description="text for the unconditional branch of classifier-free guidance, e.g. 'speech, music'"
     )
     reference_audio: str | None = Field(None, description="a sound file (local or s3://) whose CLAP embedding mixes in")
-    reference_weight: float = Field(0.5, ge=0, description="weight of the reference audio")
+    reference_weight: float = Field(0.5, **WEIGHT, description="weight of the reference audio")
     visual_weight: float | None = Field(
-        None, ge=0, description="weight of what the video shows (the mapper's output); null: 1 minus the others, >= 0"
+        None, **WEIGHT, description="weight of what the video shows (the mapper's output); null: 1 minus the others"
     )
 
     @property
@@ -209,6 +214,11 @@ class ConditionsConfig(Strict):
         if self.reference_audio:
             used |= self.model_dump(include={"reference_audio", "reference_weight"})
         return used
+
+    def hashed(self) -> dict:
+        """What of used() goes into a result's hash: not the reference sound's path, since the job adds the
+        sound's content digest (two working directories reading one relative path are one sound)."""
+        return {name: value for name, value in self.used().items() if name != "reference_audio"}
 
     @model_validator(mode="after")
     def _some_weight(self) -> ConditionsConfig:

@@ -195,3 +195,114 @@ def test_another_input_root_redoes_at_the_new_paths_and_skipped_rows_are_final(t
     assert plan(library) == []  # ok and skipped are both final under the same result
     again = plan(library.parent)  # the same files, listed from one folder up
     assert [row["relative_path"] for row in again] == ["shows/a.mp4", "shows/b.mp4"]
+
+
+def plan_dub(input_root, output_root, config, *extra) -> list[dict]:
+    """The dub job's plan, with its arguments parsed as on the command line: the rows it would process."""
+    from foley.pipeline.job import JobRun
+    from foley.pipeline.kinds import DUB
+    from foley.pipeline.outputs import dub_outputs
+    from jobs.dub import parse_args
+
+    args = parse_args(["--input", str(input_root), "--output", str(output_root), *extra])
+    return JobRun(args, config, DUB).plan(outputs_for=lambda item: dub_outputs(args.output, item, config))
+
+
+def finish_rows(output_root, config, rows: list[dict]) -> None:
+    """Journal rows as the Mux stage does once their outputs are published."""
+    import argparse
+
+    from foley.pipeline.job import JobRun
+    from foley.pipeline.kinds import DUB
+
+    manifest = JobRun(argparse.Namespace(output=str(output_root)), config, DUB).manifest
+    for row in rows:
+        manifest.record(row | {"status": "ok"})
+
+
+def test_a_moved_library_redoes_nothing_and_the_manifest_follows_it(tmp_path, tiny_config):
+    """Done work is found by result id (settings, model and input content, output location), not by the input's
+    path: a library moved to another folder is all done, and its rows name the new paths."""
+    from foley.pipeline.kinds import DUB
+    from foley.pipeline.manifest import Manifest
+
+    library = tmp_path / "library"
+    for name in ("a.mp4", "sub/b.mp4"):
+        render_test_video(library / name, 1.0, 64, 48, 10)
+    finish_rows(tmp_path / "out", tiny_config, plan_dub(library, tmp_path / "out", tiny_config))
+
+    (tmp_path / "archive").mkdir()
+    moved = library.rename(tmp_path / "archive" / "library-2026")
+    assert plan_dub(moved, tmp_path / "out", tiny_config) == []
+    current = Manifest(str(tmp_path / "out"), Storage(tiny_config.storage), DUB).compact()
+    assert sorted(row["input_uri"] for row in current) == [str(moved / "a.mp4"), str(moved / "sub/b.mp4")]
+    assert {row["status"] for row in current} == {"ok"}
+
+
+def test_one_output_folder_spelled_two_ways_is_one_location(tmp_path, tiny_config, monkeypatch):
+    library = tmp_path / "library"
+    render_test_video(library / "a.mp4", 1.0, 64, 48, 10)
+    monkeypatch.chdir(tmp_path)
+    first = plan_dub(library, "out", tiny_config)
+    assert first[0]["output_uri"] == str(tmp_path / "out" / "a.mp4")
+    finish_rows(tmp_path / "out", tiny_config, first)
+    assert plan_dub(library, tmp_path / "out", tiny_config) == []
+    assert plan_dub(library, "./sub/../out", tiny_config) == []
+
+
+def test_a_reference_sound_is_identified_by_its_content_not_its_path(tmp_path, tiny_models, monkeypatch):
+    """A relative conditions.reference_audio read from two working directories (two checkouts, two `ray job submit`
+    working dirs) names two copies of one sound: one result. Other content under the same name is another."""
+    from foley.config import load_config
+
+    library = tmp_path / "library"
+    render_test_video(library / "a.mp4", 1.0, 64, 48, 10)
+    config = load_config(
+        ROOT / "configs/tiny.yaml",
+        [*tiny_overrides(tiny_models, tmp_path / "cache"), "conditions.reference_audio=sounds/rain.wav"],
+    )
+    ids = []
+    for checkout, hz in (("one", 440), ("two", 440), ("three", 880)):
+        (tmp_path / checkout / "sounds").mkdir(parents=True)
+        sound = tmp_path / checkout / "sounds" / "rain.wav"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"sine=frequency={hz}:duration=1", str(sound)], check=True
+        )
+        os.utime(sound, ns=(10**18 + len(ids), 10**18 + len(ids)))  # copies made at different times
+        monkeypatch.chdir(tmp_path / checkout)
+        (row,) = plan_dub(library, tmp_path / "out", config)
+        ids.append(row["result_id"])
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_a_list_line_added_from_another_folder_redoes_only_that_line(tmp_path, tiny_config):
+    """With a relative_path column each line names its own output, so a line from elsewhere moves nothing else;
+    without it the outputs mirror the folder common to all lines (README, Running it)."""
+    shows, extras = tmp_path / "library" / "shows", tmp_path / "elsewhere"
+    videos = [render_test_video(shows / name, 1.0, 64, 48, 10) for name in ("a.mp4", "b.mp4")]
+    extra = render_test_video(extras / "c.mp4", 1.0, 64, 48, 10)
+
+    def write(name: str, lines: list[tuple]) -> Path:
+        (tmp_path / name).write_text("uri,relative_path\n" + "".join(f"{uri},{relative}\n" for uri, relative in lines))
+        return tmp_path / name
+
+    first = plan_dub(write("first.csv", [(v, f"shows/{v.name}") for v in videos]), tmp_path / "out", tiny_config)
+    assert [row["output_uri"] for row in first] == [str(tmp_path / "out/shows" / v.name) for v in videos]
+    finish_rows(tmp_path / "out", tiny_config, first)
+    grown = write("grown.csv", [*((v, f"shows/{v.name}") for v in videos), (extra, "extras/c.mp4")])
+    assert [row["relative_path"] for row in plan_dub(grown, tmp_path / "out", tiny_config)] == ["extras/c.mp4"]
+
+    bad = write("bad.csv", [(videos[0], ""), (videos[1], "b.mov"), (extra, "../c.mp4")])
+    assert plan_dub(bad, tmp_path / "out", tiny_config) == []
+    from foley.pipeline.kinds import DUB
+    from foley.pipeline.manifest import Manifest
+
+    errors = sorted(
+        row["error"]
+        for row in Manifest(str(tmp_path / "out"), Storage(tiny_config.storage), DUB).current().values()
+        if row["status"] == "failed"
+    )
+    assert len(errors) == 3, errors
+    assert "bad.csv line 2: its 'relative_path' cell is empty" in errors[0]
+    assert "bad.csv line 3: its relative_path 'b.mov' has another extension" in errors[1]
+    assert "c.mp4" in errors[2] and ".." in errors[2], errors[2]

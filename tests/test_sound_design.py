@@ -166,12 +166,15 @@ def test_a_prompt_column_changes_only_its_video_and_its_hash(tmp_path, tiny_conf
     # A line that cannot be read fails that video before any work, naming the file, the column and the problem.
     missing = tmp_path / "nowhere.wav"
     bad = [{"uri": str(videos[0]), "prompt_weight": "loud"}, {"uri": str(videos[1]), "reference_audio": missing}]
+    # A weight no float32 mix can hold (it would make NaN or a DC track) is refused as out of range.
+    bad.append({"uri": str(render_test_video(library / "c.mp4", 1.0, 64, 48, 12)), "visual_weight": "1e39"})
     assert plan(write_list(tmp_path / "bad.csv", bad)) == []
     failed = {
         r["relative_path"]: r["error"] for r in storage_run.manifest.current().values() if r["status"] == "failed"
     }
     assert "a.mp4" in failed["a.mp4"] and "prompt_weight" in failed["a.mp4"]
     assert f"reference_audio {missing} does not exist" in failed["b.mp4"]
+    assert "column visual_weight: Input should be less than or equal to 1" in failed["c.mp4"]
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ log = logging.getLogger("foley.job")
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="folder, s3:// prefix, or .csv/.parquet list of URIs")
-    parser.add_argument("--output", required=True, help="folder or s3:// prefix")
+    parser.add_argument("--output", required=True, type=location, help="folder or s3:// prefix")
     parser.add_argument("--config", default="configs/foley.yaml", help="preset YAML (default: configs/foley.yaml)")
     parser.add_argument("--force", action="store_true", help="redo inputs the manifest already has as ok")
     parser.add_argument(
@@ -46,7 +46,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def location(uri: str) -> str:
     """A location normalised for comparison: the real path of a local file (links and '..' resolved), or the
-    s3://bucket/key itself."""
+    s3://bucket/key itself. The output root is read so: `out`, `./out` and `/abs/out` are one location, in the
+    result ids as everywhere."""
     return uri if is_s3(uri) else os.path.realpath(uri)
 
 
@@ -157,9 +158,10 @@ def shared_outputs(outputs: dict[str, tuple[str, ...]]) -> dict[str, str]:
     }
 
 
-def is_current(row: dict | None, result_id: str) -> bool:
-    """A finished row whose result is what this run would make: ok, or skipped (a decision that is final too)."""
-    return row is not None and row.get("status") in (OK, SKIPPED) and row.get("result_id") == result_id
+def finished_results(current: dict[str, dict]) -> dict[str, dict]:
+    """The manifest's finished rows by result id: ok, or skipped (a decision that is final too). Done work is
+    found by what it is, not by where its input sits, so a moved library finds its results."""
+    return {row["result_id"]: row for row in current.values() if row.get("status") in (OK, SKIPPED)}
 
 
 class JobRun:
@@ -175,6 +177,7 @@ class JobRun:
         self.already_done = 0
         self.aborted = False
         self._clap_identity: str | None = None
+        self.identities = ModelIdentities(self.storage)  # content digests, cached per node by size and mtime
 
     def plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
         """The rows of the inputs still to do, after refusing any layout that could write an input.
@@ -203,7 +206,7 @@ class JobRun:
 
         models = self.identify_models()
         config_hash = self.kind.config_hash(self.config, models)
-        current = {} if self.args.force else self.manifest.current()
+        finished = {} if self.args.force else finished_results(self.manifest.current())
         rows = []
         for item in inputs:
             written = outputs.get(item.uri, ("",))
@@ -225,10 +228,13 @@ class JobRun:
                     row | {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}", "output_uris": "[]"}
                 )
                 self.results.append({"status": FAILED})
-            elif is_current(current.get(item.uri), row["result_id"]):
+            elif done := finished.get(row["result_id"]):
                 self.already_done += 1
+                if done["input_uri"] != item.uri:  # the library moved: its row follows the input
+                    self.manifest.record_moved(done, item.uri)
             else:
                 rows.append(row)
+        self.identities.save()  # the reference sounds' digests too
         self.clear_leftovers({row["result_id"] for row in rows})
         self.manifest.record_left_out(left_out := listing.left_out_line())
         if left_out:
@@ -247,12 +253,12 @@ class JobRun:
             return {}
         conditions, own = video_conditions(self.config.conditions, item), {}
         row["conditions"] = json.dumps(conditions.used(), sort_keys=True)
-        if conditions.used() != self.config.conditions.used():
-            own["conditions"] = conditions.used()
+        if conditions.hashed() != self.config.conditions.hashed():
+            own["conditions"] = conditions.hashed()
         if reference := conditions.reference_audio:
-            own["reference_audio"] = self.storage.identity(reference)
-            if not own["reference_audio"]:
+            if not self.storage.identity(reference):
                 raise StorageError(f"its reference_audio {reference} does not exist; fix the path or URI")
+            own["reference_audio"] = self.identities.of(reference)  # its content: a copy elsewhere is one sound
             if not self.config.uses_clap():  # the CLAP that embeds it is a model of this video only
                 own["clap_model"] = self.clap_identity()
                 own["clap"] = clap_settings(self.config)
@@ -284,9 +290,8 @@ class JobRun:
     def identify_models(self) -> dict[str, str]:
         """Each model's identity; an unpinned hub model is pinned to the commit it resolved to, so that every worker
         loads exactly what the hash names."""
-        identities = ModelIdentities(self.storage)
-        models = self.kind.model_identities(self.config, identities)
-        identities.save()
+        models = self.kind.model_identities(self.config, self.identities)
+        self.identities.save()
         audioldm = models.get("audioldm_model", "")
         if audioldm.startswith("hub:") and not self.config.audioldm.revision:
             self.config = self.config.with_overrides(f"audioldm.revision={audioldm.rsplit('@', 1)[1]}")

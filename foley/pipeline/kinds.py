@@ -133,13 +133,13 @@ def dub_settings(config: FoleyConfig) -> dict:
         "audioldm": audioldm_settings,
         "input": input_settings,
         "output": output_settings(config),
-        **({"conditions": config.conditions.used()} if config.conditions.used() != DEFAULT_CONDITIONS else {}),
+        **({"conditions": config.conditions.hashed()} if config.conditions.hashed() != DEFAULT_CONDITIONS else {}),
         # Where the CLAP ranks candidates or embeds the job's reference, how it reads a sound changes the result.
         **({"clap": clap_settings(config)} if config.uses_clap() else {}),
     }
 
 
-DEFAULT_CONDITIONS = ConditionsConfig().used()
+DEFAULT_CONDITIONS = ConditionsConfig().hashed()
 SOUND_DESIGN_OUTPUT = {
     "mode",
     "alternates",

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.layout import LEGACY_MANIFEST_DIR, MANIFEST_DIR
+from foley.pipeline.rows import OK, SKIPPED
 from foley.storage.store import Storage
 from foley.storage.uris import join
 
@@ -130,6 +131,12 @@ class Manifest:
         record["finished_at"] = record["finished_at"] or utc_now()
         self.storage.write_bytes(self._journal_uri(record["input_uri"]), self._to_parquet([record]))
 
+    def record_moved(self, record: dict, input_uri: str) -> None:
+        """Journal a finished row again under the input's new location (the same result: same content, settings
+        and output); it replaces the row of the old location (current() keeps one row per result)."""
+        moved = record | {"input_uri": input_uri, "finished_at": utc_now()}
+        self.storage.write_bytes(self._journal_uri(input_uri), self._to_parquet([moved]))
+
     def record_left_out(self, left_out: str) -> None:
         """What the last run's listing left out of the input ('' for nothing), for the report to say."""
         self.storage.write_bytes(self.listing_uri, json.dumps({"left_out": left_out}).encode())
@@ -161,14 +168,22 @@ class Manifest:
         return self._folded(self.legacy_root) + list(self._journal(self.legacy_root).values())
 
     def current(self) -> dict[str, dict]:
-        """The newest row of every input that has one, keyed by input URI."""
+        """The newest row of every input that has one, keyed by input URI; of finished rows of one result (an
+        input that moved), only the newest."""
         latest: dict[str, dict] = {}
         records = self._legacy() + self._folded(self.root)
         for record in records + list(self._journal(self.root).values()):
             known = latest.get(record["input_uri"])
             if known is None or record["finished_at"] >= known["finished_at"]:
                 latest[record["input_uri"]] = record
-        return latest
+        newest: dict[str, dict] = {}
+        for record in latest.values():
+            finished = record["status"] in (OK, SKIPPED) and record.get("result_id")
+            key = f"result:{record['result_id']}" if finished else f"input:{record['input_uri']}"
+            known = newest.get(key)
+            if known is None or record["finished_at"] >= known["finished_at"]:
+                newest[key] = record
+        return {record["input_uri"]: record for record in newest.values()}
 
     def compact(self) -> list[dict]:
         """Fold the journal into manifest.parquet (written whole, in one step), then drop the folded files."""

@@ -2,8 +2,9 @@
 .csv/.parquet list.
 
 Each input gets its relative path, which names its output and seeds its noise, so the same library gives the same
-outputs wherever it is listed from. A list's other columns (a CSV with a header row, or Parquet) travel with each
-input: per-video settings such as a prompt (foley.pipeline.conditions).
+outputs wherever it is listed from. In a list, a `relative_path` column gives each line's own; without one, the
+paths below the deepest folder holding every line's video are used. A list's other columns (a CSV with a header
+row, or Parquet) travel with each input: per-video settings such as a prompt (foley.pipeline.conditions).
 
 What cannot be an input is said, never dropped without a word. A problem of one file or one list line (a broken
 link, a cell that is no location) fails that input alone: its item carries the problem, and it becomes a failed row.
@@ -30,6 +31,7 @@ from foley.storage.uris import StorageError, is_s3, local_identity
 
 LIST_SUFFIXES = (".csv", ".parquet")
 URI_COLUMN = "uri"
+RELATIVE_COLUMN = "relative_path"  # optional: each line's output path under the output root
 FOLDER_LINK = "links to folders"  # what Listing.left_out calls the links to folders it did not enter
 
 
@@ -115,14 +117,19 @@ class InputListing:
         # are caught later. A line that names no usable location fails alone, under its line number.
         failed, by_uri = [], {}
         for line in lines:
-            if problem := line.problem or location_problem(line.location):
+            if problem := line.problem or location_problem(line.location) or relative_path_problem(line):
                 where = f"{source} line {line.number}"
                 failed.append(InputItem(where, f"line-{line.number}", "", line.cells, problem))
             else:
                 location = line.location if is_s3(line.location) else Path(line.location).resolve().as_posix()
-                by_uri.setdefault(location, line.cells)
+                by_uri.setdefault(location, line)
+        # Without a relative_path column, outputs mirror the paths under the deepest folder holding every line's
+        # video: a line added from another folder moves that folder, and with it every output.
         base = _common_directory(list(by_uri))
-        items = [InputItem(uri, uri[len(base) :], self.identity(uri), cells) for uri, cells in by_uri.items()]
+        items = [
+            InputItem(uri, line.relative_path or uri[len(base) :], self.identity(uri), line.cells)
+            for uri, line in by_uri.items()
+        ]
         return sorted(items, key=lambda item: item.relative_path) + failed
 
 
@@ -177,12 +184,27 @@ def location_problem(location: str) -> str:
     return ""
 
 
+def relative_path_problem(line: ListLine) -> str:
+    """What is wrong with a line's relative_path cell, in a list that has the column ('' when nothing is)."""
+    if line.relative_path is None:
+        return ""
+    if not line.relative_path:
+        return f"its '{RELATIVE_COLUMN}' cell is empty; in a list with that column, give every line its output path"
+    if _extension(line.relative_path) != _extension(line.location):
+        return (
+            f"its {RELATIVE_COLUMN} {line.relative_path!r} has another extension than {line.location!r}; keep "
+            f"{_extension(line.location)} (the output keeps its video's container)"
+        )
+    return ""
+
+
 @dataclass(frozen=True)
 class ListLine:
     number: int  # as a spreadsheet numbers it (the header is line 1)
     location: str  # the 'uri' cell
     cells: tuple[tuple[str, str], ...]  # the other non-empty cells: (column, text)
     problem: str = ""  # what is wrong with the line as a whole
+    relative_path: str | None = None  # its relative_path cell; None when the list has no such column
 
 
 def read_list(source: str, data: bytes, columns: tuple[str, ...]) -> list[ListLine]:
@@ -200,8 +222,8 @@ def read_list(source: str, data: bytes, columns: tuple[str, ...]) -> list[ListLi
             f"column of video locations '{URI_COLUMN}'"
         )
     used = {name for index, name in enumerate(header) if name or any(_cell(row, index) for row in body)}
-    if unknown := sorted(used - {URI_COLUMN, *columns}):
-        known = ", ".join([URI_COLUMN, *columns])
+    if unknown := sorted(used - {URI_COLUMN, RELATIVE_COLUMN, *columns}):
+        known = ", ".join([URI_COLUMN, RELATIVE_COLUMN, *columns])
         raise StorageError(
             f"input list {source} has columns this job does not know: {', '.join(n or '(no name)' for n in unknown)}"
             f"; the columns it knows: {known}"
@@ -211,11 +233,11 @@ def read_list(source: str, data: bytes, columns: tuple[str, ...]) -> list[ListLi
         if not any(_cell(row, index) for index in range(len(row))):
             continue  # a blank line
         cells = {name: _cell(row, index) for index, name in enumerate(header) if name}
-        location = cells.pop(URI_COLUMN)
+        location, relative = cells.pop(URI_COLUMN), cells.pop(RELATIVE_COLUMN, None)
         others = tuple((name, text) for name, text in cells.items() if text)
         filled = len([cell for cell in row if cell not in (None, "")])
         problem = f"it has {filled} cells, but the header names {len(header)} columns" if filled > len(header) else ""
-        lines.append(ListLine(number, location, others, problem))
+        lines.append(ListLine(number, location, others, problem, relative))
     return lines
 
 
