@@ -34,6 +34,12 @@ class StageResources(Strict):
         "none reserved (Ray Data then warns in the log once an actor uses more than its CPU share's default)",
     )
     concurrency: int | tuple[int, int] = Field(1, description="actor pool size, or [min, max] to autoscale")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="times a batch is retried on a restarted actor after its worker process died (a crash, out of "
+        "memory); then its videos fail, named, and the job goes on",
+    )
     batch_size: int = Field(1, ge=1, description="videos per Ray Data batch")
     max_forward_batch: int = Field(8, ge=1, description="frames (CLIP) or windows (mapper, AudioLDM) per forward pass")
     torch_threads: int | None = Field(
@@ -387,10 +393,40 @@ class ProgressConfig(Strict):
     )
 
 
+class LeaseConfig(Strict):
+    """The lease a run holds on its output root, so that one job at a time writes there (foley.pipeline.lease)."""
+
+    renew_s: float = Field(30.0, gt=0, description="seconds between renewals while the run goes on")
+    expire_s: float = Field(
+        600.0,
+        gt=0,
+        description="a lease not renewed for this long (by the clock of the machine reading it) is taken over by a "
+        "run from another host; from the holder's own host, a lease whose process has ended is taken at once",
+    )
+
+    @model_validator(mode="after")
+    def _renewed_before_expiry(self) -> LeaseConfig:
+        if self.expire_s <= 2 * self.renew_s:
+            raise ValueError(f"lease.expire_s ({self.expire_s}) must exceed twice lease.renew_s ({self.renew_s})")
+        return self
+
+
 class StorageConfig(Strict):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint; default from AWS_ENDPOINT_URL(_S3)")
     region: str | None = Field(None, description="default from AWS_REGION / AWS_DEFAULT_REGION")
     max_attempts: int = Field(8, ge=1, description="adaptive retry attempts per S3 call")
+    parallel_requests: int = Field(16, ge=1, description="S3 requests the driver makes at once where it makes many")
+    list_folder_from: int = Field(
+        20,
+        ge=1,
+        description="an input list's S3 URIs: a folder holding at least this many of them is listed for their "
+        "identities (a request per 1,000 objects) instead of a HEAD request each",
+    )
+    shared_local_output: bool = Field(
+        False,
+        description="every node of the cluster mounts the local --output folder at the same path (NFS, a shared "
+        "volume); without it, a local output on a cluster of more than one node is refused before any work",
+    )
     cache_dir: str = Field(
         "/tmp/foley-cache",
         description="node-local cache of weights and inputs; FOLEY_CACHE_DIR in a node's environment wins",
@@ -417,6 +453,7 @@ class FoleyConfig(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     stages: Stages = Stages()
+    lease: LeaseConfig = LeaseConfig()
 
     @model_validator(mode="after")
     def _decoder_has_a_gpu(self) -> FoleyConfig:

@@ -219,6 +219,13 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
                 )
             return False
 
+        # A second run on the same output while this one works (its lease taken, its 8 videos minutes away) is
+        # refused before it writes anything: it would remove this run's unfinished files as leftovers.
+        wait_for(lambda: (out / "_foley/lease.json").exists() or job.poll() is not None, 300, "the first run's lease")
+        second = run_dub(ray_cluster, tmp_path / "in", out, overrides)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"{out} is in use by another run: run " in second.stderr and "(process " in second.stderr
+        assert job.poll() is None, "the first run ended while the second one was refused"
         wait_for(some_row_recorded, 300, "the first journalled video")
     finally:
         # The driver, its local Ray (GCS, raylet) and every worker at once: nothing gets to clean up or compact.
@@ -236,6 +243,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
 
     result = run_dub(ray_cluster, tmp_path / "in", out, overrides)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "on this host has ended" in result.stderr  # the killed run's lease, taken over at once
     assert f"8 inputs under {tmp_path / 'in'}: {done} already done, {8 - done} to process" in result.stdout
     assert f"{8 - done} ok, 0 failed, 0 skipped, {done} already done" in result.stdout, result.stdout
     rows = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()

@@ -185,7 +185,9 @@ def test_another_input_root_redoes_at_the_new_paths_and_skipped_rows_are_final(t
     def plan(input_root) -> list[dict]:
         args = argparse.Namespace(input=str(input_root), output=str(tmp_path / "out"), force=False, max_failures=None)
         run = JobRun(args, tiny_config, DUB)
-        return run.plan(outputs_for=lambda item: (join(args.output, item.relative_path),))
+        rows = run.plan(outputs_for=lambda item: (join(args.output, item.relative_path),))
+        run.lease.give_back()  # the plan alone is this run: the next one takes the output root
+        return rows
 
     first = plan(library)
     assert [row["relative_path"] for row in first] == ["a.mp4", "b.mp4"]
@@ -205,7 +207,10 @@ def plan_dub(input_root, output_root, config, *extra) -> list[dict]:
     from jobs.dub import parse_args
 
     args = parse_args(["--input", str(input_root), "--output", str(output_root), *extra])
-    return JobRun(args, config, DUB).plan(outputs_for=lambda item: dub_outputs(args.output, item, config))
+    run = JobRun(args, config, DUB)
+    rows = run.plan(outputs_for=lambda item: dub_outputs(args.output, item, config))
+    run.lease.give_back()  # the plan alone is this run: the next one takes the output root
+    return rows
 
 
 def finish_rows(output_root, config, rows: list[dict]) -> None:
@@ -306,3 +311,26 @@ def test_a_list_line_added_from_another_folder_redoes_only_that_line(tmp_path, t
     assert "bad.csv line 2: its 'relative_path' cell is empty" in errors[0]
     assert "bad.csv line 3: its relative_path 'b.mov' has another extension" in errors[1]
     assert "c.mp4" in errors[2] and ".." in errors[2], errors[2]
+
+
+def test_an_input_without_a_result_at_the_end_fails_by_name_and_the_job_exits_non_zero(tmp_path, tiny_config, capsys):
+    """Whatever lost it (a worker that died on every try, a result that never came back), an input this run
+    streamed has a row of this run at the end: a failed one that says so, named on stderr, and the exit is 1."""
+    from foley.pipeline.job import JobRun
+    from foley.pipeline.kinds import DUB
+    from foley.pipeline.outputs import dub_outputs
+    from jobs.dub import parse_args
+
+    library = tmp_path / "library"
+    for name in ("a.mp4", "b.mp4"):
+        render_test_video(library / name, 1.0, 64, 48, 10)
+    finish_rows(tmp_path / "out", tiny_config, [plan_dub(library, tmp_path / "out", tiny_config)[1] | {"run_id": "x"}])
+    args = parse_args(["--input", str(library), "--output", str(tmp_path / "out"), "--force"])
+    run = JobRun(args, tiny_config, DUB)
+    rows = run.plan(outputs_for=lambda item: dub_outputs(args.output, item, tiny_config))
+    run.manifest.record(rows[0] | {"status": "ok"})  # a finished, b lost (its row of an earlier run does not count)
+    assert run.finish() == 1
+    final = {row["relative_path"]: row for row in run.manifest.current().values()}
+    assert final["a.mp4"]["status"] == "ok" and final["b.mp4"]["status"] == "failed"
+    assert final["b.mp4"]["run_id"] == run.id and "ended without a result for it" in final["b.mp4"]["error"]
+    assert "1 input ended without a result: b.mp4" in capsys.readouterr().err

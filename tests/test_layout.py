@@ -46,3 +46,21 @@ def test_a_manifest_from_before_the_reserved_folder_still_counts_and_is_left_in_
     assert {path: path.read_bytes() for path in legacy.rglob("*.parquet")} == before  # never deleted or rewritten
     (legacy / "manifest.parquet").unlink()  # once folded here, the old folder is no longer read
     assert sorted(manifest.current()) == ["/lib/a.mp4", "/lib/b.mp4", "/lib/c.mp4"]
+
+
+def test_the_newest_row_is_the_later_runs_whatever_the_node_clocks_say(tmp_path):
+    """Rows are ordered by the run that wrote them (run_seq; runs on one output follow each other under the lease),
+    and by finish time only within a run: a node whose clock is an hour behind cannot resurrect an older row."""
+    manifest = Manifest(str(tmp_path / "out"), Storage(StorageConfig()), DUB)
+
+    def row(run_seq: int, hour: int, status: str) -> dict:
+        return legacy_row("a.mp4", hour) | {"run_seq": run_seq, "status": status, "result_id": f"id-{run_seq}"}
+
+    manifest.record(row(3, 10, "failed"))
+    manifest.compact()  # run 3's row, folded
+    manifest.record(row(4, 9, "ok"))  # run 4, on a node whose clock is behind
+    assert manifest.current()["/lib/a.mp4"]["run_seq"] == 4
+    manifest.compact()
+    manifest.record(row(2, 11, "failed"))  # a late row of an earlier run, with a clock ahead
+    assert manifest.current()["/lib/a.mp4"]["run_seq"] == 4
+    assert [r["run_seq"] for r in manifest.compact()] == [4]

@@ -68,3 +68,18 @@ def test_dub_on_two_nodes_with_s3_leaves_no_copies_behind(two_node_cluster, buck
         assert (cache / "inputs").is_dir(), f"{node} never fetched an input: the stages did not run apart"
         leftovers = [path for path in (cache / "inputs").rglob("*") if path.is_file()]
         assert not leftovers, f"{node} kept {leftovers}"
+
+    # A local output folder on a cluster of several nodes would be written on whichever node runs Mux, and a long
+    # video's segments staged on different nodes would never meet: refused before any work, unless it is shared.
+    render_test_video(tmp_path / "local-in" / "a.mp4", 1.0, 64, 48, 10)
+    refused = subprocess.run(
+        dub_command(tmp_path / "local-in", tmp_path / "local-out", overrides),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"RAY_ADDRESS": address},
+    )
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert f"--output {tmp_path / 'local-out'} is a local folder, but the Ray cluster has 3 nodes" in refused.stderr
+    assert "storage.shared_local_output=true" in refused.stderr
+    assert not (tmp_path / "local-out" / "a.mp4").exists()

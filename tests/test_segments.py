@@ -13,7 +13,7 @@ from foley.media.cuts import detect_cuts
 from foley.media.render import render_film
 from foley.pipeline.rows import row_windows
 from media_checks import decoded_audio, plays
-from processes import kill_whole_session, wait_for
+from processes import cmdline, kill_whole_session, session_processes, wait_for
 
 FPS = 25
 THREE_SHOTS = [("testsrc2", 3.0), ("smptebars", 4.0), ("mandelbrot", 3.0)]  # cuts at 3 s and 7 s
@@ -119,6 +119,31 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_clu
     made_by = Counter(segment["run_id"] for segment in row["segments"])
     assert sorted(made_by.values()) == [5 - kept, kept], made_by  # the re-run made only the missing segments
     assert not staged()
+
+
+@pytest.mark.slow
+def test_a_batch_whose_worker_dies_on_every_try_fails_its_video_by_name(tmp_path, tiny_models):
+    """stages.synthesize.max_retries=0: the synthesis actor killed in the middle of a segment (as a decoder crash or
+    the out-of-memory killer would) is not retried without end. The job goes on, and at its end the video without
+    a result is a failed row that says why, and the exit code is 1. Its staged segments stay for the re-run."""
+    render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED, *SLOW_SYNTHESIS]
+    out, log = tmp_path / "out", tmp_path / "run.log"
+    job = start_dub(tmp_path / "in", out, [*overrides, "stages.synthesize.max_retries=0"], log)
+    try:
+        # The first segment staged: the synthesis actor is at work on the next ones (1.5 s a window).
+        wait_for(lambda: any((out / "_foley/segments").rglob("windows-*.npz")) or job.poll() is not None, 400, "")
+        actor = next(p for p in session_processes(job.pid) if "MapBatches(Synthesize)" in " ".join(cmdline(p)))
+        actor.kill()
+        job.wait(timeout=600)
+    finally:
+        kill_whole_session(job.pid)
+    output = log.read_text()
+    assert job.returncode == 1, output[-3000:]
+    assert "1 input ended without a result: film.mkv" in output, output[-3000:]
+    [row] = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()
+    assert row["status"] == "failed" and "worker process died on every try" in row["error"], row["error"]
+    assert not (out / "film.mkv").exists() and any((out / "_foley/segments").rglob("windows-*.npz"))
 
 
 def test_staged_segments_are_reused_by_their_windows_not_their_index(tmp_path):

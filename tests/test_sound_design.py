@@ -150,7 +150,9 @@ def test_a_prompt_column_changes_only_its_video_and_its_hash(tmp_path, tiny_conf
     def plan(list_path: str) -> list[dict]:
         args = argparse.Namespace(input=list_path, output=str(tmp_path / "out"), force=False)
         run_ = JobRun(args, tiny_config, DUB)
-        return run_.plan(lambda item: dub_outputs(args.output, item, tiny_config))
+        rows = run_.plan(lambda item: dub_outputs(args.output, item, tiny_config))
+        run_.lease.give_back()  # the plan alone is this run: the next one takes the output root
+        return rows
 
     first = plan(write_list(tmp_path / "plain.csv", [{"uri": str(v)} for v in videos]))
     storage_run = JobRun(argparse.Namespace(input="", output=str(tmp_path / "out"), force=False), tiny_config, DUB)

@@ -21,6 +21,7 @@ from foley.models.identity import ModelIdentities
 from foley.pipeline.conditions import CONDITION_COLUMNS, ConditionError, video_conditions, video_config_hash
 from foley.pipeline.kinds import JobKind, clap_settings, container_settings, image_settings, result_id
 from foley.pipeline.layout import BOOKKEEPING_DIR, SEGMENTS_DIR
+from foley.pipeline.lease import OutputLease
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.report_assets import media_uri
 from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, first_line, new_row
@@ -94,6 +95,17 @@ def check_gpus(config: FoleyConfig, kind: JobKind, cluster_gpus: float) -> None:
 
 class RayStartError(ConfigError):
     """This machine could not start or join Ray: the job cannot run as set up (exit 2, like a bad setting)."""
+
+
+def check_local_output(output_root: str, config: FoleyConfig, nodes: int) -> None:
+    """A local output on a cluster of several nodes is written on whichever node runs the last stage, and a long
+    video's segments staged on two nodes never meet: refuse it, unless every node mounts that folder."""
+    if nodes > 1 and not is_s3(output_root) and not config.storage.shared_local_output:
+        raise ConfigError(
+            f"--output {output_root} is a local folder, but the Ray cluster has {nodes} nodes: each would write its "
+            "part on its own disk. Give an s3:// output, or set storage.shared_local_output=true if every node "
+            "mounts that folder at the same path"
+        )
 
 
 def connect_ray():
@@ -178,6 +190,9 @@ class JobRun:
         self.aborted = False
         self._clap_identity: str | None = None
         self.identities = ModelIdentities(self.storage)  # content digests, cached per node by size and mtime
+        self.planned: list[dict] = []  # the rows this run streams: each must end with a row of this run
+        self.sequence = 0  # this run's number on its output root, set by the plan
+        self.lease = OutputLease(self.storage, args.output, self.id, config.lease)
 
     def plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
         """The rows of the inputs still to do, after refusing any layout that could write an input.
@@ -186,6 +201,13 @@ class JobRun:
         would be unsafe, that share an output with another input, or whose list line is invalid fail right here.
         """
         check_roots(self.args.input, self.args.output)
+        try:
+            return self._plan(outputs_for)
+        except BaseException:
+            self.lease.give_back()
+            raise
+
+    def _plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
         extensions, columns = self.config.input.extensions, ()
         if self.kind.sound_design:
             extensions, columns = extensions + self.config.input.image_extensions, CONDITION_COLUMNS
@@ -202,17 +224,25 @@ class JobRun:
                 except UnsafePathError as exc:
                     refused[item.uri] = str(exc)
         check_no_input_is_written(inputs, self.args.output, outputs)
+        self.lease.take()  # the first write; from here to finish(), this run alone writes under the output root
         refused |= shared_outputs(outputs)
 
         models = self.identify_models()
         config_hash = self.kind.config_hash(self.config, models)
-        finished = {} if self.args.force else finished_results(self.manifest.current())
+        current = self.manifest.current()
+        # Runs on one output follow each other (the lease): this one's number orders its rows after every earlier
+        # row, whatever the clocks of the nodes that wrote them say.
+        self.sequence = 1 + max((row.get("run_seq") or 0 for row in current.values()), default=0)
+        finished = {} if self.args.force else finished_results(current)
         rows = []
         for item in inputs:
             written = outputs.get(item.uri, ("",))
             row = new_row(item, written[0], self.config, self.kind)
             row.update(
-                output_uris=json.dumps(written), run_id=self.id, model_identities=json.dumps(models, sort_keys=True)
+                output_uris=json.dumps(written),
+                run_id=self.id,
+                run_seq=self.sequence,
+                model_identities=json.dumps(models, sort_keys=True),
             )
             try:
                 own = self.own_settings(item, row) if item.uri not in refused else {}
@@ -231,10 +261,11 @@ class JobRun:
             elif done := finished.get(row["result_id"]):
                 self.already_done += 1
                 if done["input_uri"] != item.uri:  # the library moved: its row follows the input
-                    self.manifest.record_moved(done, item.uri)
+                    self.manifest.record_moved(done, item.uri, self.sequence)
             else:
                 rows.append(row)
         self.identities.save()  # the reference sounds' digests too
+        self.planned = rows
         self.clear_leftovers({row["result_id"] for row in rows})
         self.manifest.record_left_out(left_out := listing.left_out_line())
         if left_out:
@@ -298,10 +329,19 @@ class JobRun:
         return models
 
     def connect(self):
-        """Ray (joined or started), after checking that it can host the stages' resources."""
-        ray = connect_ray()
-        check_gpus(self.config, self.kind, ray.cluster_resources().get("GPU", 0))
+        """Ray (joined or started), after checking that it can host the stages' resources and reach the output;
+        a run that cannot start gives its lease back."""
+        try:
+            ray = connect_ray()
+            check_gpus(self.config, self.kind, ray.cluster_resources().get("GPU", 0))
+            check_local_output(self.args.output, self.config, sum(node["Alive"] for node in ray.nodes()))
+        except ConfigError:
+            self.lease.give_back()
+            raise
         quiet_progress_when_logged(self.config.progress)
+        # A batch whose worker died on every try (stages.<name>.max_retries) is logged and dropped, not the end of
+        # the job: its videos have no row at the end, and finish() fails them by name.
+        ray.data.DataContext.get_current().max_errored_blocks = -1
         return ray
 
     def follow(self, videos, total: int) -> None:
@@ -330,9 +370,32 @@ class JobRun:
                 self.aborted = True
                 break
 
+    def fail_the_unfinished(self) -> None:
+        """Every input this run streamed ends with a row of this run; one without (its worker died on every try,
+        or its result was lost) becomes a failed row that says so, and is named on stderr."""
+        current = self.manifest.current()
+        unfinished = [row for row in self.planned if current.get(row["input_uri"], {}).get("run_id") != self.id]
+        for row in unfinished:
+            error = (
+                f"{row['input_uri']}: this run ended without a result for it; its worker process died on every try "
+                "(a crash, or out of memory: see stages.<name>.max_retries and memory_gb) or its result was lost. "
+                "The log names the stage; run the job again to retry it (finished work is kept)"
+            )
+            self.manifest.record(row | {"status": FAILED, "error": error, "output_uris": "[]"})
+            self.results.append({"status": FAILED})
+        if unfinished:
+            names = ", ".join(row["relative_path"] for row in unfinished[:10])
+            more = f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else ""
+            count = f"{len(unfinished)} input{'' if len(unfinished) == 1 else 's'}"
+            print(f"{count} ended without a result: {names}{more}", file=sys.stderr, flush=True)
+
     def finish(self) -> int:
-        """Fold the journal into one manifest, print the summary; 0 if every input is ok, else 1."""
+        """Fold the journal into one manifest, print the summary, give the output root back; 0 if every input is
+        ok, else 1."""
+        if not self.aborted:
+            self.fail_the_unfinished()
         final = self.manifest.compact()
+        self.lease.give_back()
         counts = {status: sum(r["status"] == status for r in self.results) for status in (OK, FAILED, SKIPPED)}
         print(
             f"done in {time.perf_counter() - self.started:.1f} s: {counts[OK]} ok, {counts[FAILED]} failed, "

@@ -69,6 +69,8 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("output_uri", pa.string()),
             ("outputs", pa.list_(pa.string())),  # every file written, the main one first (a sidecar sound file)
             ("result_id", pa.string()),
+            ("run_id", pa.string()),  # the run that wrote the row
+            ("run_seq", pa.int64()),  # that run's number on this output root: a later run has a larger one
             ("relative_path", pa.string()),
             ("status", pa.string()),
             ("error", pa.string()),
@@ -91,6 +93,11 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("finished_at", pa.timestamp("ms", tz="UTC")),
         ]
     )
+
+
+def newer(record: dict, than: dict) -> bool:
+    """Whether `record` was written after `than`: by a later run, or by the same run and finished later."""
+    return (record.get("run_seq") or 0, record["finished_at"]) >= (than.get("run_seq") or 0, than["finished_at"])
 
 
 def utc_now() -> datetime:
@@ -131,10 +138,11 @@ class Manifest:
         record["finished_at"] = record["finished_at"] or utc_now()
         self.storage.write_bytes(self._journal_uri(record["input_uri"]), self._to_parquet([record]))
 
-    def record_moved(self, record: dict, input_uri: str) -> None:
+    def record_moved(self, record: dict, input_uri: str, run_seq: int) -> None:
         """Journal a finished row again under the input's new location (the same result: same content, settings
-        and output); it replaces the row of the old location (current() keeps one row per result)."""
-        moved = record | {"input_uri": input_uri, "finished_at": utc_now()}
+        and output), by the run that found it there; it replaces the row of the old location (current() keeps one
+        row per result)."""
+        moved = record | {"input_uri": input_uri, "run_seq": run_seq, "finished_at": utc_now()}
         self.storage.write_bytes(self._journal_uri(input_uri), self._to_parquet([moved]))
 
     def record_left_out(self, left_out: str) -> None:
@@ -169,19 +177,20 @@ class Manifest:
 
     def current(self) -> dict[str, dict]:
         """The newest row of every input that has one, keyed by input URI; of finished rows of one result (an
-        input that moved), only the newest."""
+        input that moved), only the newest. Newest means of the latest run (run_seq; rows from before it came
+        first), then, within a run, the later finish."""
         latest: dict[str, dict] = {}
         records = self._legacy() + self._folded(self.root)
         for record in records + list(self._journal(self.root).values()):
             known = latest.get(record["input_uri"])
-            if known is None or record["finished_at"] >= known["finished_at"]:
+            if known is None or newer(record, known):
                 latest[record["input_uri"]] = record
         newest: dict[str, dict] = {}
         for record in latest.values():
             finished = record["status"] in (OK, SKIPPED) and record.get("result_id")
             key = f"result:{record['result_id']}" if finished else f"input:{record['input_uri']}"
             known = newest.get(key)
-            if known is None or record["finished_at"] >= known["finished_at"]:
+            if known is None or newer(record, known):
                 newest[key] = record
         return {record["input_uri"]: record for record in newest.values()}
 

@@ -75,6 +75,7 @@ def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind
         "sample_rate": 0,
         "seed": config.seed,
         "run_id": "",  # set by the job run: tells a retried batch's claim from another run's
+        "run_seq": 0,  # set by the job run: its number on the output root, which orders rows across runs
         "config_hash": "",  # with model_identities and result_id: filled in by the job run (foley.pipeline.kinds)
         "model_identities": "",
         **kind.model_ids(config),

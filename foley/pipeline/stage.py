@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +25,18 @@ from foley.storage.store import Storage
 from foley.storage.uris import is_s3
 
 log = logging.getLogger("foley")
+# Ray 2.60 has no named map_batches parameter for an actor's task retries (max_task_retries), only the remote args it
+# marks deprecated for 2.64 (pinned below that in pyproject.toml); the warning would print on every run.
+warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
 REMOVE_TIMEOUT_S = 120  # for removing cached copies on other nodes; a node that does not answer keeps its copy
 
 
 def stage_options(resources: StageResources) -> dict:
     """map_batches arguments for a stage: its resources, actor pool and batch size, all from the config.
 
-    Ray Data restarts an actor whose process dies and retries the batch it held on the new one (its defaults
-    max_restarts=-1, max_task_retries=-1), so a lost worker costs time, not videos.
+    Ray Data restarts an actor whose process dies (max_restarts=-1) and retries the batch it held on the new one,
+    at most `max_retries` times: a lost worker costs time, and an input that kills its worker every time fails
+    alone instead of being retried without end.
     """
     if isinstance(resources.concurrency, tuple):
         pool = ActorPoolStrategy(min_size=resources.concurrency[0], max_size=resources.concurrency[1])
@@ -44,6 +49,7 @@ def stage_options(resources: StageResources) -> dict:
         resources=resources.resources or None,
         compute=pool,
         batch_format="numpy",
+        max_task_retries=resources.max_retries,
     )
     if resources.memory_gb is not None:
         options["memory"] = int(resources.memory_gb * 2**30)
