@@ -92,7 +92,7 @@ def test_a_list_whose_columns_cannot_be_read_right_is_refused_up_front(tmp_path,
 
 def test_a_job_without_conditions_takes_no_condition_column(tmp_path):
     pq.write_table(pa.table({"uri": ["a.mp4"], "prompt": ["rain"]}), tmp_path / "list.parquet")
-    with pytest.raises(StorageError, match="columns this job does not know: prompt; the columns it knows: uri$"):
+    with pytest.raises(StorageError, match="does not know: prompt; the columns it knows: uri, relative_path$"):
         listing(tmp_path / "list.parquet", columns=())
 
 
@@ -136,6 +136,28 @@ def test_one_s3_object_is_one_input(bucket):
     assert (item.uri, item.relative_path) == (f"s3://{name}/lib/take.mp4", "take.mp4")
     assert item.identity.startswith("etag:")
     assert storage.list_inputs(f"s3://{name}/lib/none.mp4", EXTENSIONS).items == []
+
+
+def test_a_lists_s3_identities_come_from_listing_their_folders_not_a_head_each(bucket, tmp_path):
+    """60 URIs in one folder (beside a subfolder of 1,500 objects it must not page through) and 3 in another:
+    one listing request and 3 HEADs (made in parallel), not 63 HEADs one at a time. A missing object gets no
+    identity, so its row fails later naming it."""
+    name, storage = bucket
+    for index in range(60):
+        storage.s3.put_object(Bucket=name, Key=f"big/v{index:02d}.mp4", Body=f"video {index}".encode())
+    for index in range(1500):
+        storage.s3.put_object(Bucket=name, Key=f"big/archive/old{index}.mp4", Body=b"x")
+    for key in ("small/a.mp4", "small/b.mp4"):
+        storage.s3.put_object(Bucket=name, Key=key, Body=key.encode())
+    wanted = [f"s3://{name}/big/v{index:02d}.mp4" for index in range(60)]
+    wanted += [f"s3://{name}/small/a.mp4", f"s3://{name}/small/b.mp4", f"s3://{name}/small/gone.mp4"]
+    (tmp_path / "list.csv").write_text("uri\n" + "\n".join(wanted) + "\n")
+    requests = []
+    storage.s3.meta.events.register("before-send.s3", lambda request, **_: requests.append(request.method))
+    items = {item.uri: item for item in storage.list_inputs(str(tmp_path / "list.csv"), EXTENSIONS).items}
+    assert sorted(requests) == ["GET"] + ["HEAD"] * 3, requests
+    assert all(items[uri].identity == storage.identity(uri) != "" for uri in wanted[:-1])
+    assert items[wanted[-1]].identity == ""
 
 
 def test_report_links_keep_a_hash_and_a_question_mark_in_the_name():

@@ -21,7 +21,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections import Counter
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -126,11 +127,32 @@ class InputListing:
         # Without a relative_path column, outputs mirror the paths under the deepest folder holding every line's
         # video: a line added from another folder moves that folder, and with it every output.
         base = _common_directory(list(by_uri))
+        identities = self.identities_of(list(by_uri))
         items = [
-            InputItem(uri, line.relative_path or uri[len(base) :], self.identity(uri), line.cells)
+            InputItem(uri, line.relative_path or uri[len(base) :], identities[uri], line.cells)
             for uri, line in by_uri.items()
         ]
         return sorted(items, key=lambda item: item.relative_path) + failed
+
+    def identities_of(self, uris: list[str]) -> dict[str, str]:
+        """The content identities of a list's inputs ('' for one that does not exist). Local files: a stat each.
+        S3 objects: from listing the folders that hold them, one request per 1,000 objects, where a folder holds at
+        least storage.list_folder_from of them; the others from HEAD requests, storage.parallel_requests at a time."""
+        identities = {uri: self.identity(uri) for uri in uris if not is_s3(uri)}
+        by_folder: dict[str, list[str]] = defaultdict(list)
+        for uri in uris:
+            if is_s3(uri):
+                by_folder[uri.rsplit("/", 1)[0] + "/"].append(uri)
+        one_by_one = []
+        for folder, wanted in by_folder.items():
+            if len(wanted) >= self.config.list_folder_from:
+                listed = dict(self.list_objects(folder, recursive=False))
+                identities |= {uri: listed.get(uri, "") for uri in wanted}
+            else:
+                one_by_one += wanted
+        with ThreadPoolExecutor(self.config.parallel_requests) as pool:
+            identities |= dict(zip(one_by_one, pool.map(self.identity, one_by_one), strict=True))
+        return identities
 
 
 def _list_folder(root: Path, suffixes: tuple[str, ...]) -> Listing:

@@ -44,8 +44,9 @@ class Storage(InputListing, NodeCache, StagedPublishing):
         """All object URIs under an s3:// prefix (paginated), or all file paths under a local folder."""
         return [uri for uri, _ in self.list_objects(prefix_uri)]
 
-    def list_objects(self, prefix_uri: str) -> list[tuple[str, str]]:
-        """(URI, content identity) of every object under an s3:// prefix or file under a local folder."""
+    def list_objects(self, prefix_uri: str, recursive: bool = True) -> list[tuple[str, str]]:
+        """(URI, content identity) of every object under an s3:// prefix or file under a local folder; with
+        recursive=False, of an S3 folder's own objects only (not those in its subfolders)."""
         if not is_s3(prefix_uri):
             root = Path(prefix_uri)
             files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
@@ -53,7 +54,7 @@ class Storage(InputListing, NodeCache, StagedPublishing):
         bucket, prefix = split_s3(prefix_uri)
         paginator = self.s3.get_paginator("list_objects_v2")
         with s3_errors("listing", prefix_uri):
-            pages = list(paginator.paginate(Bucket=bucket, Prefix=prefix))
+            pages = list(paginator.paginate(Bucket=bucket, Prefix=prefix, **({} if recursive else {"Delimiter": "/"})))
         return [
             (f"s3://{bucket}/{obj['Key']}", s3_identity(obj["ETag"], obj["Size"]))
             for page in pages
