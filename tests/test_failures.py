@@ -219,13 +219,6 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
                 )
             return False
 
-        # A second run on the same output while this one works (its lease taken, its 8 videos minutes away) is
-        # refused before it writes anything: it would remove this run's unfinished files as leftovers.
-        wait_for(lambda: (out / "_foley/lease.json").exists() or job.poll() is not None, 300, "the first run's lease")
-        second = run_dub(ray_cluster, tmp_path / "in", out, overrides)
-        assert second.returncode == 2, second.stdout + second.stderr
-        assert f"{out} is in use by another run: run " in second.stderr and "(process " in second.stderr
-        assert job.poll() is None, "the first run ended while the second one was refused"
         wait_for(some_row_recorded, 300, "the first journalled video")
     finally:
         # The driver, its local Ray (GCS, raylet) and every worker at once: nothing gets to clean up or compact.

@@ -63,3 +63,27 @@ def test_a_lease_whose_holder_cannot_be_running_is_taken_over(output_root, capsy
     lease.take()
     assert "it was not renewed for 61 s" in capsys.readouterr().err
     lease.give_back()
+
+
+def test_the_dub_job_refuses_an_output_another_run_holds_before_writing_anything(tmp_path, tiny_models):
+    """The job as a user runs it, while another run (here this test's process) holds the output: exit 2, the
+    holder named, nothing planned, cleaned or written under the output but the holder's lease."""
+    from conftest import dub_command, tiny_overrides
+    from foley.media.render import render_test_video
+
+    render_test_video(tmp_path / "in" / "a.mp4", 1.0, 64, 48, 10)
+    holder = OutputLease(Storage(StorageConfig()), str(tmp_path / "out"), "run-at-work", SETTINGS)
+    holder.take()
+    (tmp_path / "out" / ".a.mp4.partial-89abcdef.mp4").write_bytes(b"the holder's upload in progress")
+    try:
+        refused = subprocess.run(
+            dub_command(tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "cache")),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        holder.give_back()
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"{tmp_path / 'out'} is in use by another run: run run-at-work on host" in refused.stderr
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == [".a.mp4.partial-89abcdef.mp4", "_foley"]
