@@ -370,10 +370,9 @@ class JobRun:
                 self.aborted = True
                 break
 
-    def fail_the_unfinished(self) -> None:
+    def fail_the_unfinished(self, current: dict[str, dict]) -> bool:
         """Every input this run streamed ends with a row of this run; one without (its worker died on every try,
-        or its result was lost) becomes a failed row that says so, and is named on stderr."""
-        current = self.manifest.current()
+        or its result was lost) becomes a failed row that says so, and is named on stderr. True if any did."""
         unfinished = [row for row in self.planned if current.get(row["input_uri"], {}).get("run_id") != self.id]
         for row in unfinished:
             error = (
@@ -388,13 +387,15 @@ class JobRun:
             more = f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else ""
             count = f"{len(unfinished)} input{'' if len(unfinished) == 1 else 's'}"
             print(f"{count} ended without a result: {names}{more}", file=sys.stderr, flush=True)
+        return bool(unfinished)
 
     def finish(self) -> int:
         """Fold the journal into one manifest, print the summary, give the output root back; 0 if every input is
         ok, else 1."""
-        if not self.aborted:
-            self.fail_the_unfinished()
-        final = self.manifest.compact()
+        snapshot = self.manifest.snapshot()  # the journal, read once for the check and the fold
+        if not self.aborted and self.fail_the_unfinished(snapshot[0]):
+            snapshot = self.manifest.snapshot()
+        final = self.manifest.compact(snapshot)
         self.lease.give_back()
         counts = {status: sum(r["status"] == status for r in self.results) for status in (OK, FAILED, SKIPPED)}
         print(

@@ -100,6 +100,23 @@ def newer(record: dict, than: dict) -> bool:
     return (record.get("run_seq") or 0, record["finished_at"]) >= (than.get("run_seq") or 0, than["finished_at"])
 
 
+def newest_rows(records: list[dict]) -> dict[str, dict]:
+    """The newest of `records` per input, keyed by input URI, and of finished rows of one result, only the newest."""
+    latest: dict[str, dict] = {}
+    for record in records:
+        known = latest.get(record["input_uri"])
+        if known is None or newer(record, known):
+            latest[record["input_uri"]] = record
+    newest: dict[str, dict] = {}
+    for record in latest.values():
+        finished = record["status"] in (OK, SKIPPED) and record.get("result_id")
+        key = f"result:{record['result_id']}" if finished else f"input:{record['input_uri']}"
+        known = newest.get(key)
+        if known is None or newer(record, known):
+            newest[key] = record
+    return {record["input_uri"]: record for record in newest.values()}
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -175,29 +192,22 @@ class Manifest:
             return []
         return self._folded(self.legacy_root) + list(self._journal(self.legacy_root).values())
 
+    def snapshot(self) -> tuple[dict[str, dict], list[str]]:
+        """The current rows (see current()) and the journal files they were read from, each read once."""
+        journal = self._journal(self.root)
+        return newest_rows(self._legacy() + self._folded(self.root) + list(journal.values())), list(journal)
+
     def current(self) -> dict[str, dict]:
         """The newest row of every input that has one, keyed by input URI; of finished rows of one result (an
         input that moved), only the newest. Newest means of the latest run (run_seq; rows from before it came
         first), then, within a run, the later finish."""
-        latest: dict[str, dict] = {}
-        records = self._legacy() + self._folded(self.root)
-        for record in records + list(self._journal(self.root).values()):
-            known = latest.get(record["input_uri"])
-            if known is None or newer(record, known):
-                latest[record["input_uri"]] = record
-        newest: dict[str, dict] = {}
-        for record in latest.values():
-            finished = record["status"] in (OK, SKIPPED) and record.get("result_id")
-            key = f"result:{record['result_id']}" if finished else f"input:{record['input_uri']}"
-            known = newest.get(key)
-            if known is None or newer(record, known):
-                newest[key] = record
-        return {record["input_uri"]: record for record in newest.values()}
+        return self.snapshot()[0]
 
-    def compact(self) -> list[dict]:
-        """Fold the journal into manifest.parquet (written whole, in one step), then drop the folded files."""
-        journal_uris = list(self._journal(self.root))
-        rows = sorted(self.current().values(), key=lambda record: record["relative_path"])
+    def compact(self, snapshot: tuple[dict[str, dict], list[str]] | None = None) -> list[dict]:
+        """Fold the journal into manifest.parquet (written whole, in one step), then drop the folded files: those
+        of `snapshot` (a snapshot() the caller just took, so the journal is not read twice) or of a fresh one."""
+        current, journal_uris = snapshot or self.snapshot()
+        rows = sorted(current.values(), key=lambda record: record["relative_path"])
         self.storage.write_bytes(self.compacted_uri, self._to_parquet(rows))
         for uri in journal_uris:
             self.storage.delete(uri)
