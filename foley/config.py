@@ -411,6 +411,20 @@ class LeaseConfig(Strict):
         return self
 
 
+class JournalConfig(Strict):
+    """How the driver gathers finished rows into the manifest's journal (foley.pipeline.manifest)."""
+
+    batch_rows: int = Field(
+        200,
+        ge=1,
+        description="the driver writes the rows it has received as one journal file per this many rows; a re-run "
+        "after a kill reads at most about this many one-row files (the last stage's) besides the batches",
+    )
+    batch_seconds: float = Field(
+        60.0, gt=0, description="...or once this many seconds have passed since its last batch, if sooner"
+    )
+
+
 class StorageConfig(Strict):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint; default from AWS_ENDPOINT_URL(_S3)")
     region: str | None = Field(None, description="default from AWS_REGION / AWS_DEFAULT_REGION")
@@ -454,6 +468,7 @@ class FoleyConfig(Strict):
     report: ReportConfig = ReportConfig()
     stages: Stages = Stages()
     lease: LeaseConfig = LeaseConfig()
+    journal: JournalConfig = JournalConfig()
 
     @model_validator(mode="after")
     def _decoder_has_a_gpu(self) -> FoleyConfig:

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     #              1:1, or one row per segment of window.segment_windows windows still to make (long videos)
     videos = videos.map_batches(
         DecodeEmbed,
-        fn_constructor_kwargs={"config": config, "segment_windows": config.window.segment_windows},
+        fn_constructor_kwargs={"config": config, "kind": DUB, "segment_windows": config.window.segment_windows},
         **stage_options(stages.decode_embed),
     )
     # Map          INPUT CLIP means OUTPUT CLAP-space embeddings (windows x 512)          1:1, windows batched

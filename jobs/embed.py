@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # DecodeEmbed  INPUT video URI  OUTPUT per-window CLIP means (as in jobs.dub)            1:1
     videos = videos.map_batches(
         DecodeEmbed,
-        fn_constructor_kwargs={"config": config, "audio_required": True},
+        fn_constructor_kwargs={"config": config, "kind": EMBED, "audio_required": True},
         **stage_options(stages.decode_embed),
     )
     # ClapEmbed    INPUT video + windows OUTPUT per-window CLAP audio embeddings           1:1, windows batched

@@ -37,8 +37,18 @@ from foley.media.still import image_size, read_image
 from foley.media.windows import Window, plan_windows, sample_times, shot_borders
 from foley.models.clip import load_clip
 from foley.models.device import pick_device
+from foley.pipeline.kinds import DUB, JobKind
 from foley.pipeline.report_assets import POSTERS, chosen_posters, poster_strip
-from foley.pipeline.rows import EMPTY_MATRIX, SKIPPED, batch_of, fail, first_line, is_pending, rows_of
+from foley.pipeline.rows import (
+    EMPTY_MATRIX,
+    SKIPPED,
+    batch_of,
+    fail,
+    first_line,
+    is_pending,
+    pipeline_columns,
+    rows_of,
+)
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_ranges
 from foley.pipeline.stage import local_input, set_torch_threads
 from foley.storage.store import Storage
@@ -50,11 +60,19 @@ ON_A_FRAMES_START_S = 1e-6
 
 
 class DecodeEmbed:
-    def __init__(self, config: FoleyConfig, audio_required: bool = False, segment_windows: int | None = None):
-        """`audio_required`: the embed job learns from sound, so it skips inputs without any; the dub job instead
+    def __init__(
+        self,
+        config: FoleyConfig,
+        kind: JobKind = DUB,
+        audio_required: bool = False,
+        segment_windows: int | None = None,
+    ):
+        """`kind`: the job whose rows it reads, which come with the plan's columns only; it adds the rest.
+        `audio_required`: the embed job learns from sound, so it skips inputs without any; the dub job instead
         follows input.existing_audio for inputs that have sound. `segment_windows`: split longer videos into
         segments of this many windows (None: never)."""
         self.config = config
+        self.columns = pipeline_columns(config, kind)
         self.audio_required = audio_required
         self.segment_windows = segment_windows
         self.resources = config.stages.decode_embed
@@ -67,7 +85,8 @@ class DecodeEmbed:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = []
-        for row in rows_of(batch):
+        for planned in rows_of(batch):
+            row = self.columns | planned
             if not is_pending(row):
                 rows.append(row)
                 continue

@@ -14,7 +14,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from foley.config import ConditionsConfig
-from foley.storage.inputs import InputItem
 from foley.storage.uris import is_s3
 
 CONDITION_COLUMNS = tuple(ConditionsConfig.model_fields)
@@ -24,10 +23,10 @@ class ConditionError(ValueError):
     """A list line whose condition columns do not make valid conditions; the message names the column."""
 
 
-def video_conditions(defaults: ConditionsConfig, item: InputItem) -> ConditionsConfig:
-    """The job's conditions with this input's list columns of the same names on top; a local reference sound's
-    path is made absolute (read against the working directory, as the list's own paths are)."""
-    own = {name: value for name, value in item.columns if name in CONDITION_COLUMNS}
+def video_conditions(defaults: ConditionsConfig, columns: tuple[tuple[str, str], ...]) -> ConditionsConfig:
+    """The job's conditions with an input's list columns (InputItem.columns) of the same names on top; a local
+    reference sound's path is made absolute (read against the working directory, as the list's own paths are)."""
+    own = {name: value for name, value in columns if name in CONDITION_COLUMNS}
     try:
         conditions = ConditionsConfig.model_validate(defaults.model_dump() | own) if own else defaults
     except ValidationError as exc:

@@ -16,15 +16,15 @@ import time
 import uuid
 from collections.abc import Callable
 
-from foley.config import ConfigError, FoleyConfig, ProgressConfig
+from foley.config import ConditionsConfig, ConfigError, FoleyConfig, ProgressConfig
 from foley.models.identity import ModelIdentities
 from foley.pipeline.conditions import CONDITION_COLUMNS, ConditionError, video_conditions, video_config_hash
 from foley.pipeline.kinds import JobKind, clap_settings, container_settings, image_settings, result_id
 from foley.pipeline.layout import BOOKKEEPING_DIR, SEGMENTS_DIR
 from foley.pipeline.lease import OutputLease
-from foley.pipeline.manifest import Manifest
+from foley.pipeline.manifest import Manifest, RunJournal, utc_now
 from foley.pipeline.report_assets import media_uri
-from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, first_line, new_row
+from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, first_line, pipeline_columns, planned_row
 from foley.pipeline.segments import clear_stale_staging
 from foley.storage.inputs import LIST_SUFFIXES, InputItem, is_image
 from foley.storage.publish import is_partial_name
@@ -52,6 +52,24 @@ def location(uri: str) -> str:
     return uri if is_s3(uri) else os.path.realpath(uri)
 
 
+class Locations:
+    """location() of many paths, each folder resolved once: a plan compares a million inputs and outputs that sit in
+    a few thousand folders. (The real path of a file that is not a link is its folder's real path and its name.)"""
+
+    def __init__(self):
+        self.folders: dict[str, str] = {}
+
+    def __call__(self, uri: str) -> str:
+        if is_s3(uri):
+            return uri
+        folder, name = os.path.split(os.path.abspath(uri))
+        if not name or os.path.islink(uri):
+            return os.path.realpath(uri)
+        if folder not in self.folders:
+            self.folders[folder] = os.path.realpath(folder)
+        return os.path.join(self.folders[folder], name)
+
+
 def check_roots(input_root: str, output_root: str) -> None:
     """Outputs inside the input folder would be picked up as inputs by the next run: refuse up front."""
     if not input_root.lower().endswith(LIST_SUFFIXES) and (
@@ -60,7 +78,9 @@ def check_roots(input_root: str, output_root: str) -> None:
         raise StorageError(f"--output {output_root} is inside --input {input_root}; choose an output outside it")
 
 
-def check_no_input_is_written(inputs: list[InputItem], output_root: str, outputs: dict[str, tuple[str, ...]]) -> None:
+def check_no_input_is_written(
+    inputs: list[InputItem], output_root: str, outputs: dict[str, tuple[str, ...]], location: Locations
+) -> None:
     """Refuse the whole job before any work if an output location holds an input or would be one."""
     where = {location(item.uri): item.uri for item in inputs}
     root = location(output_root).rstrip("/") + "/"
@@ -155,7 +175,7 @@ def own_name_problem(relative_path: str) -> str:
     return ""
 
 
-def shared_outputs(outputs: dict[str, tuple[str, ...]]) -> dict[str, str]:
+def shared_outputs(outputs: dict[str, tuple[str, ...]], location: Locations) -> dict[str, str]:
     """Inputs that write a file another input writes too: each would overwrite the other's result."""
     by_output: dict[str, list[str]] = {}
     for input_uri, written in outputs.items():
@@ -192,6 +212,9 @@ class JobRun:
         self.identities = ModelIdentities(self.storage)  # content digests, cached per node by size and mtime
         self.planned: list[dict] = []  # the rows this run streams: each must end with a row of this run
         self.sequence = 0  # this run's number on its output root, set by the plan
+        self.journal: RunJournal | None = None  # the rows this run writes to the manifest, made by the plan
+        self.columns = pipeline_columns(config, kind)  # a row's columns besides the plan's, for rows failed here
+        self._conditions: dict[tuple, tuple[str, dict] | Exception] = {}  # by an input's list cells
         self.lease = OutputLease(self.storage, args.output, self.id, config.lease)
 
     def plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
@@ -223,9 +246,10 @@ class JobRun:
                     outputs[item.uri] = outputs_for(item)
                 except UnsafePathError as exc:
                     refused[item.uri] = str(exc)
-        check_no_input_is_written(inputs, self.args.output, outputs)
+        locations = Locations()
+        check_no_input_is_written(inputs, self.args.output, outputs, locations)
         self.lease.take()  # the first write; from here to finish(), this run alone writes under the output root
-        refused |= shared_outputs(outputs)
+        refused |= shared_outputs(outputs, locations)
 
         models = self.identify_models()
         config_hash = self.kind.config_hash(self.config, models)
@@ -233,17 +257,15 @@ class JobRun:
         # Runs on one output follow each other (the lease): this one's number orders its rows after every earlier
         # row, whatever the clocks of the nodes that wrote them say.
         self.sequence = 1 + max((row.get("run_seq") or 0 for row in current.values()), default=0)
+        self.journal = RunJournal(self.manifest, self.id, self.sequence, self.config.journal)
         finished = {} if self.args.force else finished_results(current)
         rows = []
+        shared = {"run_id": self.id, "run_seq": self.sequence, "model_identities": json.dumps(models, sort_keys=True)}
         for item in inputs:
             written = outputs.get(item.uri, ("",))
-            row = new_row(item, written[0], self.config, self.kind)
-            row.update(
-                output_uris=json.dumps(written),
-                run_id=self.id,
-                run_seq=self.sequence,
-                model_identities=json.dumps(models, sort_keys=True),
-            )
+            row = planned_row(item, written[0]) | shared  # one string of each shared value for every row
+            if written[1:]:
+                row["output_uris"] = json.dumps(written)
             try:
                 own = self.own_settings(item, row) if item.uri not in refused else {}
             except (ConditionError, StorageError) as exc:
@@ -254,16 +276,17 @@ class JobRun:
             if self.kind.sound_design and self.config.report.enabled:
                 row["report_uri"] = media_uri(self.args.output, row["result_id"])
             if item.uri in refused:  # recorded as failed, never written
-                self.manifest.record(
-                    row | {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}", "output_uris": "[]"}
-                )
+                failed = {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}", "output_uris": "[]"}
+                self.journal.add_rows([self.columns | row | failed])
                 self.results.append({"status": FAILED})
             elif done := finished.get(row["result_id"]):
                 self.already_done += 1
-                if done["input_uri"] != item.uri:  # the library moved: its row follows the input
-                    self.manifest.record_moved(done, item.uri, self.sequence)
+                if done["input_uri"] != item.uri:  # the library moved: its row follows the input (by this run)
+                    moved = {"input_uri": item.uri, "run_seq": self.sequence, "finished_at": utc_now()}
+                    self.journal.add_records([done | moved])
             else:
                 rows.append(row)
+        self.journal.write()
         self.identities.save()  # the reference sounds' digests too
         self.planned = rows
         self.clear_leftovers({row["result_id"] for row in rows})
@@ -282,8 +305,27 @@ class JobRun:
         conditions and kind go into the row."""
         if not self.kind.sound_design:
             return {}
-        conditions, own = video_conditions(self.config.conditions, item), {}
-        row["conditions"] = json.dumps(conditions.used(), sort_keys=True)
+        row["conditions"], own = self.conditions_of(item.columns)
+        own = dict(own)
+        if is_image(item.relative_path, self.config.input.image_extensions):
+            row["image"] = True
+            own["image"] = image_settings(self.config)
+        return own | container_settings(self.config, row["output_uri"])
+
+    def conditions_of(self, columns: tuple[tuple[str, str], ...]) -> tuple[str, dict]:
+        """The conditions of inputs with these list cells (JSON, for the row) and what of them goes into their hash;
+        worked out once per distinct cells (a folder's million inputs share the job's), or the error they give."""
+        if columns not in self._conditions:
+            try:
+                self._conditions[columns] = self._own_conditions(video_conditions(self.config.conditions, columns))
+            except (ConditionError, StorageError) as exc:
+                self._conditions[columns] = exc
+        if isinstance(known := self._conditions[columns], Exception):
+            raise known
+        return known
+
+    def _own_conditions(self, conditions: ConditionsConfig) -> tuple[str, dict]:
+        own = {}
         if conditions.hashed() != self.config.conditions.hashed():
             own["conditions"] = conditions.hashed()
         if reference := conditions.reference_audio:
@@ -293,10 +335,7 @@ class JobRun:
             if not self.config.uses_clap():  # the CLAP that embeds it is a model of this video only
                 own["clap_model"] = self.clap_identity()
                 own["clap"] = clap_settings(self.config)
-        if is_image(item.relative_path, self.config.input.image_extensions):
-            row["image"] = True
-            own["image"] = image_settings(self.config)
-        return own | container_settings(self.config, row["output_uri"])
+        return json.dumps(conditions.used(), sort_keys=True), own
 
     @staticmethod
     def own_references(rows: list[dict]) -> bool:
@@ -352,6 +391,8 @@ class JobRun:
         finished: set[str] = set()
         streaming = time.perf_counter()
         for result in videos.iter_rows():
+            if one_row_file := result["journal_row"]:  # every row the last stage journalled, into the batches
+                self.journal.add(one_row_file)
             path = result["relative_path"]
             if result["status"] == PENDING:  # a segment of a long video, staged until the rest of it is done
                 segment, count = int(result["segment"]) + 1, int(result["segment_count"])
@@ -380,8 +421,9 @@ class JobRun:
                 "(a crash, or out of memory: see stages.<name>.max_retries and memory_gb) or its result was lost. "
                 "The log names the stage; run the job again to retry it (finished work is kept)"
             )
-            self.manifest.record(row | {"status": FAILED, "error": error, "output_uris": "[]"})
+            self.journal.add_rows([self.columns | row | {"status": FAILED, "error": error, "output_uris": "[]"}])
             self.results.append({"status": FAILED})
+        self.journal.write()
         if unfinished:
             names = ", ".join(row["relative_path"] for row in unfinished[:10])
             more = f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else ""
@@ -392,6 +434,7 @@ class JobRun:
     def finish(self) -> int:
         """Fold the journal into one manifest, print the summary, give the output root back; 0 if every input is
         ok, else 1."""
+        self.journal.write()  # the last batch: the fold then reads batches only
         snapshot = self.manifest.snapshot()  # the journal, read once for the check and the fold
         if not self.aborted and self.fail_the_unfinished(snapshot[0]):
             snapshot = self.manifest.snapshot()

@@ -1,9 +1,15 @@
 """The job manifest: one Parquet row per input under `<output>/_foley/manifest/`.
 
-The last stage journals each video's row the moment its output is published (`rows/<id>.parquet`, one small file
-per input, rewritten on a redo), so a job killed at any point loses no finished work. At the end the driver folds
-the journal into `manifest.parquet` and then removes the folded journal files; a reader merges both, newest row
-per input wins, so a kill during that fold loses nothing either.
+Rows reach it through a journal (`rows/`), so that a job killed at any point loses no finished work:
+- the last stage writes each video's row as a one-row file the moment its output is published
+  (`rows/<input digest>-<run id>.parquet`), and hands the same row to the driver;
+- the driver writes the rows it receives as one file per batch (`rows/batch-<run seq>-<run id>-<n>.parquet`, every
+  journal.batch_rows rows or journal.batch_seconds), with the rows it makes itself (inputs refused by the plan, moved
+  results, inputs left without a result). A batch stands for the one-row files of its rows, which are then never read:
+  a reader reads the batches, and only the one-row files no batch holds (those of a run killed before its last batch);
+- at the end the driver folds the journal into `manifest.parquet` (written whole, in one step) and then deletes the
+  journal files it read or that a batch stood for (1,000 per request in S3). A reader merges the folded manifest and
+  the journal, newest row per input wins, so a kill during the fold loses nothing either.
 """
 
 from __future__ import annotations
@@ -11,19 +17,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from foley.config import JournalConfig
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.layout import LEGACY_MANIFEST_DIR, MANIFEST_DIR
 from foley.pipeline.rows import OK, SKIPPED
 from foley.storage.store import Storage
-from foley.storage.uris import join
+from foley.storage.uris import StorageError, join
+
+log = logging.getLogger("foley.manifest")
 
 # One entry per window: the part of the video it looks at and the shot it lies in.
 FOLDED_NAME, JOURNAL_DIR = "manifest.parquet", "rows"  # under the manifest folder (and the legacy one)
+BATCH_PREFIX = "batch-"  # a journal file of the driver's, many rows; the others hold one row each
 WINDOWS_TYPE = pa.list_(pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("shot", pa.int64())]))
 # One entry per segment of a long video: its windows, the synthesis actor and the run that made them, and how long
 # synthesis took.
@@ -136,6 +148,11 @@ def manifest_row(row: dict, schema: pa.Schema) -> dict:
     return record
 
 
+def one_row_name(input_uri: str, run_id: str | None) -> str:
+    """The name of the journal file the last stage writes for one input's row in one run."""
+    return f"{hashlib.sha256(input_uri.encode()).hexdigest()[:32]}-{run_id or 'unknown'}.parquet"
+
+
 class Manifest:
     def __init__(self, output_root: str, storage: Storage, kind: JobKind):
         self.storage = storage
@@ -146,21 +163,14 @@ class Manifest:
         self.listing_uri = join(self.root, "listing.json")
         self.legacy_root = join(output_root, LEGACY_MANIFEST_DIR)
 
-    def _journal_uri(self, input_uri: str) -> str:
-        return join(self.journal_root, hashlib.sha256(input_uri.encode()).hexdigest()[:32] + ".parquet")
-
-    def record(self, row: dict) -> None:
-        """Journal one finished (ok, failed or skipped) row; it replaces any earlier row of the same input."""
+    def record(self, row: dict) -> bytes:
+        """Journal one finished (ok, failed or skipped) row as a file of its own; its Parquet bytes, for the
+        driver's batch."""
         record = manifest_row(row, self.schema)
         record["finished_at"] = record["finished_at"] or utc_now()
-        self.storage.write_bytes(self._journal_uri(record["input_uri"]), self._to_parquet([record]))
-
-    def record_moved(self, record: dict, input_uri: str, run_seq: int) -> None:
-        """Journal a finished row again under the input's new location (the same result: same content, settings
-        and output), by the run that found it there; it replaces the row of the old location (current() keeps one
-        row per result)."""
-        moved = record | {"input_uri": input_uri, "run_seq": run_seq, "finished_at": utc_now()}
-        self.storage.write_bytes(self._journal_uri(input_uri), self._to_parquet([moved]))
+        content = self.to_parquet([record])
+        self.storage.write_bytes(join(self.journal_root, one_row_name(record["input_uri"], record["run_id"])), content)
+        return content
 
     def record_left_out(self, left_out: str) -> None:
         """What the last run's listing left out of the input ('' for nothing), for the report to say."""
@@ -171,13 +181,22 @@ class Manifest:
             return ""
         return json.loads(self.storage.read_bytes(self.listing_uri))["left_out"]
 
-    def _journal(self, root: str) -> dict[str, dict]:
-        rows = {}
-        for uri in self.storage.list_prefix(join(root, JOURNAL_DIR) + "/"):
-            if uri.endswith(".parquet"):
-                for record in pq.read_table(io.BytesIO(self.storage.read_bytes(uri))).to_pylist():
-                    rows[uri] = record
-        return rows
+    def _journal(self, root: str) -> tuple[list[dict], list[str]]:
+        """The journal's rows, and every file of it: the batches, then the one-row files no batch holds, each read
+        storage.parallel_requests at a time (one-row files a batch stands for are listed, not read)."""
+        uris = [uri for uri in self.storage.list_prefix(join(root, JOURNAL_DIR) + "/") if uri.endswith(".parquet")]
+        batches = [uri for uri in uris if uri.rsplit("/", 1)[-1].startswith(BATCH_PREFIX)]
+        tables = [pq.read_table(io.BytesIO(content)) for content in self.storage.read_many(batches)]
+        held = {
+            one_row_name(input_uri, run_id)
+            for table in tables
+            for input_uri, run_id in zip(
+                table.column("input_uri").to_pylist(), table.column("run_id").to_pylist(), strict=True
+            )
+        }
+        singles = [uri for uri in uris if uri not in batches and uri.rsplit("/", 1)[-1] not in held]
+        tables += [pq.read_table(io.BytesIO(content)) for content in self.storage.read_many(singles)]
+        return [record for table in tables for record in table.to_pylist()], uris
 
     def _folded(self, root: str) -> list[dict]:
         uri = join(root, FOLDED_NAME)
@@ -190,12 +209,12 @@ class Manifest:
         them (they are left in place: the job never deletes what an older version of it published)."""
         if self.storage.exists(self.compacted_uri):
             return []
-        return self._folded(self.legacy_root) + list(self._journal(self.legacy_root).values())
+        return self._folded(self.legacy_root) + self._journal(self.legacy_root)[0]
 
     def snapshot(self) -> tuple[dict[str, dict], list[str]]:
-        """The current rows (see current()) and the journal files they were read from, each read once."""
-        journal = self._journal(self.root)
-        return newest_rows(self._legacy() + self._folded(self.root) + list(journal.values())), list(journal)
+        """The current rows (see current()) and the journal files they stand on, each read once."""
+        journal, uris = self._journal(self.root)
+        return newest_rows(self._legacy() + self._folded(self.root) + journal), uris
 
     def current(self) -> dict[str, dict]:
         """The newest row of every input that has one, keyed by input URI; of finished rows of one result (an
@@ -204,16 +223,63 @@ class Manifest:
         return self.snapshot()[0]
 
     def compact(self, snapshot: tuple[dict[str, dict], list[str]] | None = None) -> list[dict]:
-        """Fold the journal into manifest.parquet (written whole, in one step), then drop the folded files: those
+        """Fold the journal into manifest.parquet (written whole, in one step), then delete the folded files: those
         of `snapshot` (a snapshot() the caller just took, so the journal is not read twice) or of a fresh one."""
         current, journal_uris = snapshot or self.snapshot()
         rows = sorted(current.values(), key=lambda record: record["relative_path"])
-        self.storage.write_bytes(self.compacted_uri, self._to_parquet(rows))
-        for uri in journal_uris:
-            self.storage.delete(uri)
+        self.storage.write_bytes(self.compacted_uri, self.to_parquet(rows))
+        self.storage.delete_many(journal_uris)
         return rows
 
-    def _to_parquet(self, records: list[dict]) -> bytes:
+    def to_parquet(self, records: list[dict]) -> bytes:
         sink = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(records, schema=self.schema), sink)
         return sink.getvalue()
+
+
+class RunJournal:
+    """The rows of one run as the driver receives them (the last stage's one-row files) or makes them, written to
+    the journal one batch at a time, so that reading the journal back costs a request per batch, not per row."""
+
+    def __init__(self, manifest: Manifest, run_id: str, run_seq: int, config: JournalConfig):
+        self.manifest, self.run_id, self.run_seq, self.config = manifest, run_id, run_seq, config
+        self.waiting: list[pa.Table] = []
+        self.batches = 0
+        self.last_write = time.monotonic()
+
+    def add(self, one_row_file: bytes) -> None:
+        """A row the last stage journalled, as it wrote it."""
+        self._add(pq.read_table(io.BytesIO(one_row_file)))
+
+    def add_rows(self, rows: list[dict]) -> None:
+        """Pipeline rows the driver decided itself (refused by the plan, left without a result)."""
+        self.add_records([manifest_row(row, self.manifest.schema) for row in rows])
+
+    def add_records(self, records: list[dict]) -> None:
+        """Manifest rows the driver made (see add_rows; a result found under its input's new location)."""
+        if records:
+            records = [record | {"finished_at": record["finished_at"] or utc_now()} for record in records]
+            self._add(pa.Table.from_pylist(records, schema=self.manifest.schema))
+
+    def _add(self, table: pa.Table) -> None:
+        self.waiting.append(table)
+        if (
+            sum(len(waiting) for waiting in self.waiting) >= self.config.batch_rows
+            or time.monotonic() - self.last_write >= self.config.batch_seconds
+        ):
+            self.write()
+
+    def write(self) -> None:
+        """Write the waiting rows as one batch file. Should that fail, they wait for the next batch; the rows of the
+        last stage are in its one-row files meanwhile."""
+        if not self.waiting:
+            return
+        name = f"{BATCH_PREFIX}{self.run_seq:08d}-{self.run_id}-{self.batches:06d}.parquet"
+        sink = io.BytesIO()
+        pq.write_table(pa.concat_tables(self.waiting), sink)
+        try:
+            self.manifest.storage.write_bytes(join(self.manifest.journal_root, name), sink.getvalue())
+        except StorageError as exc:
+            log.warning("a batch of the manifest's journal could not be written (%s); it is tried again later", exc)
+            return
+        self.waiting, self.batches, self.last_write = [], self.batches + 1, time.monotonic()

@@ -34,22 +34,34 @@ SUMMARY_COLUMNS = (
 )
 
 
-def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind) -> dict:
-    """A video's row as it enters the pipeline: every column present from the start, so batches stay uniform."""
+def planned_row(item: InputItem, output_uri: str) -> dict:
+    """The columns the job's plan decides for one input (it adds its run's and result's); the first stage adds the
+    rest (pipeline_columns), so that a plan of a million inputs holds small rows."""
     return {
         "input_uri": item.uri,
         "input_identity": item.identity,
         "output_uri": output_uri,
-        "output_uris": json.dumps(
-            [output_uri]
-        ),  # JSON: every file the result writes (the video, a sidecar sound file), main one first
+        "output_uris": json.dumps([output_uri]),  # JSON: every file the result writes (a video, a sidecar sound file)
+        "relative_path": item.relative_path,
         "image": False,  # a still image, dubbed as one shot of output.image_seconds
         "conditions": "",  # JSON: the conditions of this video that change its sound (ConditionsConfig.used)
-        "window_notes": "",  # JSON: per window of the row, what shaped its sound (foley.pipeline.notes)
         "result_id": "",
+        "config_hash": "",  # with model_identities and result_id: filled in by the job run (foley.pipeline.kinds)
+        "model_identities": "",
+        "run_id": "",  # set by the job run: tells a retried batch's claim from another run's
+        "run_seq": 0,  # set by the job run: its number on the output root, which orders rows across runs
+        "staging_uri": "",  # where finished segments wait for the rest of their video
+        "report_uri": "",  # where the stages put the video's pictures for the report (foley.pipeline.report)
+    }
+
+
+def pipeline_columns(config: FoleyConfig, kind: JobKind) -> dict:
+    """Every other column of a row on its way through the stages, at its starting value: every column is present
+    from the first stage on, so batches stay uniform."""
+    return {
+        "window_notes": "",  # JSON: per window of the row, what shaped its sound (foley.pipeline.notes)
         "cache_nodes": "",
         "notes": "",
-        "relative_path": item.relative_path,
         "decoder": "",  # torchcodec and the FFmpeg version that decoded the video (the decode stage fills it in)
         "status": PENDING,
         "error": "",
@@ -65,8 +77,6 @@ def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind
         "segment_count": 1,
         "segment_windows": 0,  # the windows per segment it was cut with (0: one segment), so its ranges are known
         "first_window": 0,  # the video's index of the row's first window: seeds and stitching use video indices
-        "staging_uri": "",  # where finished segments wait for the rest of their video
-        "report_uri": "",  # where the stages put the video's pictures for the report (foley.pipeline.report)
         "segment_info": "",  # JSON: per segment, what made it (manifest column `segments`)
         "synthesize_worker": "",
         "clip_embeddings": EMPTY_MATRIX,
@@ -74,15 +84,16 @@ def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind
         "waveforms": EMPTY_MATRIX,
         "sample_rate": 0,
         "seed": config.seed,
-        "run_id": "",  # set by the job run: tells a retried batch's claim from another run's
-        "run_seq": 0,  # set by the job run: its number on the output root, which orders rows across runs
-        "config_hash": "",  # with model_identities and result_id: filled in by the job run (foley.pipeline.kinds)
-        "model_identities": "",
         **kind.model_ids(config),
         **{f"seconds_{stage}": 0.0 for stage in kind.stages},
         "started_at": 0.0,
         "finished_at": 0.0,
     }
+
+
+def new_row(item: InputItem, output_uri: str, config: FoleyConfig, kind: JobKind) -> dict:
+    """A video's whole row as it enters the first stage."""
+    return pipeline_columns(config, kind) | planned_row(item, output_uri)
 
 
 def rows_of(batch: dict[str, np.ndarray]) -> list[dict]:
@@ -91,11 +102,12 @@ def rows_of(batch: dict[str, np.ndarray]) -> list[dict]:
 
 
 def batch_of(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Rows back to columns; per-window arrays of different lengths become object columns (ragged tensors)."""
+    """Rows back to columns; per-window arrays of different lengths become object columns (ragged tensors), and so
+    do bytes (a numpy bytes column would cut each value at its first NUL byte)."""
     batch = {}
     for key in rows[0]:
         values = [row[key] for row in rows]
-        if isinstance(values[0], np.ndarray):
+        if isinstance(values[0], (np.ndarray, bytes)):
             column = np.empty(len(values), dtype=object)
             column[:] = values
             batch[key] = column

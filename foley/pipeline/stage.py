@@ -198,13 +198,13 @@ class FinalStage:
                 fail(row, self.stage, exc)
             row[f"seconds_{self.stage}"] = float(row.get(f"seconds_{self.stage}", 0.0)) + time.perf_counter() - started
         row["finished_at"] = utc_now().timestamp()
-        self.manifest.record(row)
+        one_row_file = self.manifest.record(row)
         if self.metrics is not None:
             self.metrics.record(row)
         remove_input_copies(row, self.storage)
-        return summary(row)
+        return summary(row) | {"journal_row": one_row_file}
 
 
 def summary(row: dict) -> dict:
-    """What the driver sees of a row: enough for a progress line."""
-    return {column: row[column] for column in SUMMARY_COLUMNS}
+    """What the driver sees of a row: enough for a progress line (and, of a finished row, its journal file)."""
+    return {column: row[column] for column in SUMMARY_COLUMNS} | {"journal_row": b""}

@@ -34,6 +34,7 @@ LIST_SUFFIXES = (".csv", ".parquet")
 URI_COLUMN = "uri"
 RELATIVE_COLUMN = "relative_path"  # optional: each line's output path under the output root
 FOLDER_LINK = "links to folders"  # what Listing.left_out calls the links to folders it did not enter
+UNREADABLE = "folders that could not be read"  # ... and the folders it could not list (permissions)
 
 
 @dataclass(frozen=True)
@@ -156,23 +157,38 @@ class InputListing:
 
 
 def _list_folder(root: Path, suffixes: tuple[str, ...]) -> Listing:
-    """Every file under a local folder (links as files, see the module's docstring), hidden files aside."""
+    """Every file under a local folder (links as files, see the module's docstring), hidden files aside. One
+    directory read per folder and one stat per file: a library of a million files is listed in seconds."""
     items, left_out = [], {}
-    for folder, folders, files in os.walk(root):  # followlinks=False: a link to a folder is not entered
-        for name in folders:
-            if (Path(folder) / name).is_symlink():
-                left_out.setdefault(FOLDER_LINK, []).append((Path(folder) / name).relative_to(root).as_posix())
-        for name in files:
-            path = Path(folder) / name
-            relative = path.relative_to(root).as_posix()
-            if name.startswith("."):
+    base, folders = str(root), [str(root)]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            left_out.setdefault(UNREADABLE, []).append(f"{os.path.relpath(folder, base)} ({exc.strerror})")
+            continue
+        for entry in entries:
+            relative = entry.path[len(base) + 1 :]
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+            elif entry.is_symlink() and _links_to_a_folder(entry):  # not entered
+                left_out.setdefault(FOLDER_LINK, []).append(relative)
+            elif entry.name.startswith("."):
                 continue
-            if not name.lower().endswith(suffixes):
+            elif not entry.name.lower().endswith(suffixes):
                 left_out.setdefault(_extension(relative), []).append(relative)
-                continue
-            problem = _link_problem(path, root) if path.is_symlink() else ""
-            items.append(InputItem(str(path), relative, "" if problem else local_identity(path), problem=problem))
+            else:
+                problem = _link_problem(Path(entry.path), root) if entry.is_symlink() else ""
+                items.append(InputItem(entry.path, relative, "" if problem else local_identity(entry), problem=problem))
     return Listing(sorted(items, key=lambda item: item.relative_path), left_out)
+
+
+def _links_to_a_folder(link: os.DirEntry) -> bool:
+    try:
+        return link.is_dir()
+    except OSError:  # a link that loops: its own problem, as a file
+        return False
 
 
 def _link_problem(link: Path, root: Path) -> str:

@@ -7,6 +7,8 @@ exists, delete, list a prefix) and the lazily built S3 client they all share.
 from __future__ import annotations
 
 import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from foley.config import StorageConfig
@@ -16,6 +18,7 @@ from foley.storage.publish import StagedPublishing
 from foley.storage.s3 import S3Settings, is_missing, s3_errors
 from foley.storage.uris import StorageError, is_s3, local_identity, s3_identity, split_s3
 
+DELETE_BATCH = 1000  # keys per S3 DeleteObjects request, its most
 CACHE_DIR_ENV = "FOLEY_CACHE_DIR"  # set per node where nodes share a disk (e.g. test clusters on one machine)
 
 
@@ -108,6 +111,33 @@ class Storage(InputListing, NodeCache, StagedPublishing):
         bucket, key = split_s3(uri)
         with s3_errors("deleting", uri):
             self.s3.delete_object(Bucket=bucket, Key=key)
+
+    def read_many(self, uris: list[str]) -> list[bytes]:
+        """The content of each object, in order, read storage.parallel_requests at a time."""
+        with ThreadPoolExecutor(self.config.parallel_requests) as pool:
+            return list(pool.map(self.read_bytes, uris))
+
+    def delete_many(self, uris: list[str]) -> None:
+        """Delete these objects: in S3, 1,000 keys per request (DeleteObjects); local files one by one."""
+        by_bucket: dict[str, list[str]] = defaultdict(list)
+        for uri in uris:
+            if is_s3(uri):
+                bucket, key = split_s3(uri)
+                by_bucket[bucket].append(key)
+            else:
+                Path(uri).unlink(missing_ok=True)
+        for bucket, keys in by_bucket.items():
+            for start in range(0, len(keys), DELETE_BATCH):
+                chunk = keys[start : start + DELETE_BATCH]
+                with s3_errors("deleting", f"s3://{bucket}/{chunk[0]}"):
+                    answer = self.s3.delete_objects(
+                        Bucket=bucket, Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True}
+                    )
+                if errors := answer.get("Errors"):
+                    raise StorageError(
+                        f"deleting s3://{bucket}/{errors[0]['Key']} failed: {errors[0].get('Code')}"
+                        + (f" (and {len(errors) - 1} more)" if errors[1:] else "")
+                    )
 
     def arrow_files(self, uris: list[str]) -> tuple[object | None, list[str]]:
         """(pyarrow filesystem, paths) for readers such as Ray Data's read_parquet; local files need none."""

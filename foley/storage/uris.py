@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import posixpath
 from pathlib import Path
 
@@ -40,7 +42,7 @@ def s3_identity(etag: str, size: int) -> str:
     return "etag:" + etag.strip('"') + f":size:{size}"
 
 
-def local_identity(path: Path) -> str:
+def local_identity(path: Path | os.DirEntry) -> str:
     """A local file's content identity: size and modification time, which any rewrite of the file changes."""
     stat = path.stat()
     return f"size:{stat.st_size}:mtime:{stat.st_mtime_ns}"
@@ -50,4 +52,11 @@ def join(root: str, relative: str) -> str:
     relative = safe_relative_path(relative)
     if is_s3(root):
         return root.rstrip("/") + "/" + relative
-    return str(Path(root) / relative)
+    folder = _local_root(root)
+    return relative if folder == "." else posixpath.join(folder, relative)
+
+
+@functools.lru_cache(maxsize=256)
+def _local_root(root: str) -> str:
+    """A local root as pathlib writes it ('a//b/' -> 'a/b'), worked out once: a plan joins it a million times."""
+    return str(Path(root))
