@@ -68,13 +68,32 @@ def synthesized_windows(manifest_row: dict) -> dict[str, int]:
     return counts
 
 
+@pytest.fixture(scope="module")
+def unsplit_film(tmp_path_factory, tiny_models, ray_cluster) -> tuple[Path, np.ndarray, str]:
+    """LONG_FILM's folder, its track dubbed in one piece (what a split or resumed track must equal exactly), and the
+    config hash of that run."""
+    root = tmp_path_factory.mktemp("unsplit")
+    render_film(root / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
+    overrides = [
+        *tiny_overrides(tiny_models, root / "cache"),
+        *SLOW_SYNTHESIS,
+        *SEGMENTED,
+        "window.segment_windows=100",
+    ]
+    whole = run_dub(ray_cluster, root / "in", root / "whole", overrides)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    [unsplit] = pq.read_table(root / "whole/_foley/manifest/manifest.parquet").to_pylist()
+    assert unsplit["segments"] is None
+    return root / "in", decoded_audio(root / "whole/film.mkv"), unsplit["config_hash"]
+
+
 @pytest.mark.slow
-def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models, ray_cluster):
-    render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
+def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models, ray_cluster, unsplit_film):
+    films, unsplit, unsplit_hash = unsplit_film
     # Both actors start together; at 1.5 s a window, neither makes all 9 windows before the other one is up.
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SLOW_SYNTHESIS]
     two_actors = ["stages.synthesize.concurrency=2", "stages.synthesize.batch_size=1"]
-    split = run_dub(ray_cluster, tmp_path / "in", tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
+    split = run_dub(ray_cluster, films, tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
     assert split.returncode == 0, split.stdout + split.stderr
     [row] = pq.read_table(tmp_path / "split/_foley/manifest/manifest.parquet").to_pylist()
     assert row["n_windows"] == 9 and len(row["segments"]) == 5
@@ -83,15 +102,44 @@ def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, ti
     assert not (tmp_path / "split" / "_foley/segments").exists() or not any(
         (tmp_path / "split" / "_foley/segments").iterdir()
     )
+    assert row["config_hash"] == unsplit_hash  # window.segment_windows changes how the work is cut, not the result
+    a = decoded_audio(tmp_path / "split/film.mkv")
+    assert len(a) == len(unsplit) and np.array_equal(a, unsplit), float(np.max(np.abs(a - unsplit)))
 
-    whole = run_dub(
-        ray_cluster, tmp_path / "in", tmp_path / "whole", [*overrides, *SEGMENTED, "window.segment_windows=100"]
-    )
-    assert whole.returncode == 0, whole.stdout + whole.stderr
-    [unsplit] = pq.read_table(tmp_path / "whole/_foley/manifest/manifest.parquet").to_pylist()
-    assert unsplit["segments"] is None and unsplit["config_hash"] == row["config_hash"]
-    a, b = decoded_audio(tmp_path / "split/film.mkv"), decoded_audio(tmp_path / "whole/film.mkv")
-    assert len(a) == len(b) and np.array_equal(a, b), float(np.max(np.abs(a - b)))
+
+@pytest.mark.slow
+def test_a_job_resumed_with_other_segments_takes_only_staged_windows_that_match_and_sounds_as_unsplit(
+    tmp_path, tiny_models, ray_cluster, unsplit_film
+):
+    """Killed while cut into segments of 2 windows, resumed with segments of 4: of the staged segments, only one
+    that holds exactly a segment's windows of the new cut (windows 8-9) may be taken; the rest is made again, and the
+    track equals the unsplit one bit for bit. (Segments of 4 keep the forward passes of 2 windows of SEGMENTED.)"""
+    films, unsplit, _ = unsplit_film
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED, *SLOW_SYNTHESIS]
+    out = tmp_path / "out"
+
+    def staged() -> list[str]:
+        return sorted(path.stem for path in (out / "_foley/segments").rglob("windows-*.npz"))
+
+    job = start_dub(films, out, overrides, tmp_path / "first-run.log")
+    try:
+        wait_for(lambda: len(staged()) >= 2 or job.poll() is not None, 400, "2 of 5 segments staged")
+    finally:
+        kill_whole_session(job.pid)
+        job.wait()
+    kept = staged()
+    assert 2 <= len(kept) < 5, (tmp_path / "first-run.log").read_text()[-3000:]
+
+    result = run_dub(ray_cluster, films, out, [*overrides, "window.segment_windows=4"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    [row] = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()
+    made = {(segment["first_window"], segment["windows"]): segment["run_id"] for segment in row["segments"]}
+    assert sorted(made) == [(0, 4), (4, 4), (8, 1)]
+    assert made[(0, 4)] == made[(4, 4)] == row["run_id"]  # no staged segment of 2 windows stands in for them
+    assert (made[(8, 1)] != row["run_id"]) == ("windows-000008-to-000009" in kept), (made, kept)
+    a = decoded_audio(out / "film.mkv")
+    assert len(a) == len(unsplit) and np.array_equal(a, unsplit), float(np.max(np.abs(a - unsplit)))
+    assert not staged()
 
 
 @pytest.mark.slow
