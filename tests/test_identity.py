@@ -239,7 +239,7 @@ def test_a_moved_library_redoes_nothing_and_the_manifest_follows_it(tmp_path, ti
     (tmp_path / "archive").mkdir()
     moved = library.rename(tmp_path / "archive" / "library-2026")
     assert plan_dub(moved, tmp_path / "out", tiny_config) == []
-    current = Manifest(str(tmp_path / "out"), Storage(tiny_config.storage), DUB).compact()
+    current = Manifest(str(tmp_path / "out"), Storage(tiny_config.storage), DUB).compact().to_pylist()
     assert sorted(row["input_uri"] for row in current) == [str(moved / "a.mp4"), str(moved / "sub/b.mp4")]
     assert {row["status"] for row in current} == {"ok"}
 

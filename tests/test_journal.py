@@ -51,7 +51,7 @@ def test_a_journal_is_read_back_a_batch_at_a_time_and_the_fold_deletes_it_in_one
     assert requests["GET"] == 2 + 2 + 5
 
     requests.clear()
-    folded = reader.compact()
+    folded = reader.compact().to_pylist()
     assert len(folded) == 25 and {row["status"] for row in folded} == {"ok"}
     assert requests["POST"] == 1  # the 25 + 2 journal files, in one DeleteObjects request
     assert storage.list_prefix(f"s3://{name}/out/_foley/manifest/rows/") == []
@@ -104,5 +104,5 @@ def test_a_job_killed_during_the_fold_loses_no_row(bucket, at):
 
     after = Manifest(f"s3://{name}/out", storage, DUB)
     assert after.current() == expected  # every row, and the newest of each input
-    assert after.compact() == sorted(expected.values(), key=lambda row: row["relative_path"])
+    assert after.compact().to_pylist() == sorted(expected.values(), key=lambda row: row["relative_path"])
     assert storage.list_prefix(f"s3://{name}/out/_foley/manifest/rows/") == []

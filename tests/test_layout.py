@@ -40,7 +40,7 @@ def test_a_manifest_from_before_the_reserved_folder_still_counts_and_is_left_in_
     manifest.record({**legacy_row("c.mp4", 3), "finished_at": None})
     assert sorted(manifest.current()) == ["/lib/a.mp4", "/lib/b.mp4", "/lib/c.mp4"]
 
-    folded = manifest.compact()
+    folded = manifest.compact().to_pylist()
     assert [row["relative_path"] for row in folded] == ["a.mp4", "b.mp4", "c.mp4"]
     assert (tmp_path / MANIFEST_DIR / "manifest.parquet").exists()
     assert {path: path.read_bytes() for path in legacy.rglob("*.parquet")} == before  # never deleted or rewritten
@@ -63,4 +63,4 @@ def test_the_newest_row_is_the_later_runs_whatever_the_node_clocks_say(tmp_path)
     manifest.compact()
     manifest.record(row(2, 11, "failed"))  # a late row of an earlier run, with a clock ahead
     assert manifest.current()["/lib/a.mp4"]["run_seq"] == 4
-    assert [r["run_seq"] for r in manifest.compact()] == [4]
+    assert manifest.compact().column("run_seq").to_pylist() == [4]

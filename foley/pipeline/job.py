@@ -16,13 +16,16 @@ import time
 import uuid
 from collections.abc import Callable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from foley.config import ConditionsConfig, ConfigError, FoleyConfig, ProgressConfig
 from foley.models.identity import ModelIdentities
 from foley.pipeline.conditions import CONDITION_COLUMNS, ConditionError, video_conditions, video_config_hash
 from foley.pipeline.kinds import JobKind, clap_settings, container_settings, image_settings, result_id
 from foley.pipeline.layout import BOOKKEEPING_DIR, SEGMENTS_DIR
 from foley.pipeline.lease import OutputLease
-from foley.pipeline.manifest import Manifest, RunJournal, utc_now
+from foley.pipeline.manifest import KEY_COLUMNS, Manifest, RunJournal, utc_now
 from foley.pipeline.report_assets import media_uri
 from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, first_line, pipeline_columns, planned_row
 from foley.pipeline.segments import clear_stale_staging
@@ -190,10 +193,17 @@ def shared_outputs(outputs: dict[str, tuple[str, ...]], location: Locations) -> 
     }
 
 
-def finished_results(current: dict[str, dict]) -> dict[str, dict]:
-    """The manifest's finished rows by result id: ok, or skipped (a decision that is final too). Done work is
-    found by what it is, not by where its input sits, so a moved library finds its results."""
-    return {row["result_id"]: row for row in current.values() if row.get("status") in (OK, SKIPPED)}
+def finished_results(current: pa.Table) -> dict[str, int]:
+    """The manifest's finished rows (their indices in `current`) by result id: ok, or skipped (a decision that is
+    final too). Done work is found by what it is, not by where its input sits, so a moved library finds its
+    results."""
+    finished = pc.is_in(current.column("status"), pa.array([OK, SKIPPED])).to_pylist()
+    return {result: index for index, result in enumerate(current.column("result_id").to_pylist()) if finished[index]}
+
+
+def rows_of_run(current: pa.Table, run_id: str) -> set[str]:
+    """The inputs whose newest row in `current` this run wrote."""
+    return set(current.filter(pc.equal(current.column("run_id"), run_id)).column("input_uri").to_pylist())
 
 
 class JobRun:
@@ -253,12 +263,14 @@ class JobRun:
 
         models = self.identify_models()
         config_hash = self.kind.config_hash(self.config, models)
-        current = self.manifest.current()
+        current, _ = self.manifest.snapshot(columns=KEY_COLUMNS)  # not the whole rows of a large library
         # Runs on one output follow each other (the lease): this one's number orders its rows after every earlier
         # row, whatever the clocks of the nodes that wrote them say.
-        self.sequence = 1 + max((row.get("run_seq") or 0 for row in current.values()), default=0)
+        self.sequence = 1 + (pc.max(current.column("run_seq")).as_py() or 0)
         self.journal = RunJournal(self.manifest, self.id, self.sequence, self.config.journal)
         finished = {} if self.args.force else finished_results(current)
+        done_inputs = current.column("input_uri").to_pylist()
+        moved: dict[str, str] = {}  # result id: its input's new location
         rows = []
         shared = {"run_id": self.id, "run_seq": self.sequence, "model_identities": json.dumps(models, sort_keys=True)}
         for item in inputs:
@@ -279,13 +291,13 @@ class JobRun:
                 failed = {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}", "output_uris": "[]"}
                 self.journal.add_rows([self.columns | row | failed])
                 self.results.append({"status": FAILED})
-            elif done := finished.get(row["result_id"]):
+            elif (done := finished.get(row["result_id"])) is not None:
                 self.already_done += 1
-                if done["input_uri"] != item.uri:  # the library moved: its row follows the input (by this run)
-                    moved = {"input_uri": item.uri, "run_seq": self.sequence, "finished_at": utc_now()}
-                    self.journal.add_records([done | moved])
+                if done_inputs[done] != item.uri:  # the library moved: its row follows the input (by this run)
+                    moved[row["result_id"]] = item.uri
             else:
                 rows.append(row)
+        self.journal.add_records(self.moved_rows(moved))
         self.journal.write()
         self.identities.save()  # the reference sounds' digests too
         self.planned = rows
@@ -299,6 +311,20 @@ class JobRun:
             flush=True,
         )
         return rows
+
+    def moved_rows(self, moved: dict[str, str]) -> list[dict]:
+        """The finished rows of results whose input moved (by result id: its new location), journalled again by this
+        run under the new location."""
+        if not moved:
+            return []
+        current, _ = self.manifest.snapshot()  # the whole rows, read only when some input moved
+        wanted = current.filter(pc.is_in(current.column("result_id"), pa.array(list(moved))))
+        now = utc_now()
+        return [
+            record | {"input_uri": moved[record["result_id"]], "run_seq": self.sequence, "finished_at": now}
+            for record in wanted.to_pylist()
+            if record["status"] in (OK, SKIPPED)
+        ]
 
     def own_settings(self, item: InputItem, row: dict) -> dict:
         """What this input's result depends on beyond the job's settings (foley.pipeline.conditions); its
@@ -411,10 +437,11 @@ class JobRun:
                 self.aborted = True
                 break
 
-    def fail_the_unfinished(self, current: dict[str, dict]) -> bool:
+    def fail_the_unfinished(self, current: pa.Table) -> bool:
         """Every input this run streamed ends with a row of this run; one without (its worker died on every try,
         or its result was lost) becomes a failed row that says so, and is named on stderr. True if any did."""
-        unfinished = [row for row in self.planned if current.get(row["input_uri"], {}).get("run_id") != self.id]
+        finished = rows_of_run(current, self.id)
+        unfinished = [row for row in self.planned if row["input_uri"] not in finished]
         for row in unfinished:
             error = (
                 f"{row['input_uri']}: this run ended without a result for it; its worker process died on every try "

@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from foley.config import JournalConfig
@@ -107,26 +108,62 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
     )
 
 
-def newer(record: dict, than: dict) -> bool:
-    """Whether `record` was written after `than`: by a later run, or by the same run and finished later."""
-    return (record.get("run_seq") or 0, record["finished_at"]) >= (than.get("run_seq") or 0, than["finished_at"])
+# What the newest row of each input is chosen by (newest_rows): a plan reads only these of a large manifest.
+KEY_COLUMNS = ("input_uri", "result_id", "status", "run_seq", "finished_at")
 
 
-def newest_rows(records: list[dict]) -> dict[str, dict]:
-    """The newest of `records` per input, keyed by input URI, and of finished rows of one result, only the newest."""
-    latest: dict[str, dict] = {}
-    for record in records:
-        known = latest.get(record["input_uri"])
-        if known is None or newer(record, known):
-            latest[record["input_uri"]] = record
-    newest: dict[str, dict] = {}
-    for record in latest.values():
-        finished = record["status"] in (OK, SKIPPED) and record.get("result_id")
-        key = f"result:{record['result_id']}" if finished else f"input:{record['input_uri']}"
-        known = newest.get(key)
-        if known is None or newer(record, known):
-            newest[key] = record
-    return {record["input_uri"]: record for record in newest.values()}
+def read_parquet(content: bytes, columns: tuple[str, ...] | None = None) -> pa.Table:
+    """A manifest or journal file's table: all of its columns, or those of `columns` it has."""
+    source = pq.ParquetFile(io.BytesIO(content))
+    names = set(source.schema_arrow.names)
+    return source.read(columns=None if columns is None else [name for name in columns if name in names])
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table read from any version's manifest or journal, with exactly `schema`'s columns: a column it lacks is
+    null, one it has beyond them is dropped."""
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(len(table), field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _last_of_each(table: pa.Table, key: str, order: list[str]) -> pa.Table:
+    """Of the rows of each `key`, the last in `order` (ascending): sorted by key then order, a row is the last of
+    its key when the next row's key differs."""
+    keys = [(column, "ascending", "at_start") for column in (key, *order)]
+    table = table.take(pc.sort_indices(table, sort_keys=keys))
+    keys = table.column(key).combine_chunks()
+    if len(keys) == 0:
+        return table
+    differs = pc.not_equal(keys.slice(0, len(keys) - 1), keys.slice(1))
+    return table.filter(pa.concat_arrays([differs, pa.array([True])]))
+
+
+def newest_rows(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """The newest row of each input in `tables` (in the order they were written: a later table wins a tie), and of
+    the finished rows of one result (an input that moved), only the newest. Newest means of the latest run
+    (run_seq; rows from before it came first), then, within a run, the later finish. In Arrow: a library of a
+    million inputs is never held as Python rows."""
+    table = pa.concat_tables([conform(table, schema) for table in tables]) if tables else schema.empty_table()
+    order = ["_run", "finished_at", "_written"]
+    table = table.append_column("_run", pc.fill_null(table.column("run_seq"), 0))
+    table = table.append_column("_written", pa.array(range(len(table)), pa.int64()))
+    table = _last_of_each(table, "input_uri", order)
+    finished = pc.and_(
+        pc.is_in(table.column("status"), pa.array([OK, SKIPPED])),
+        pc.not_equal(pc.fill_null(table.column("result_id"), ""), ""),
+    )
+    one_per = pc.if_else(
+        finished,
+        pc.binary_join_element_wise("result:", table.column("result_id"), ""),
+        pc.binary_join_element_wise("input:", table.column("input_uri"), ""),
+    )
+    table = _last_of_each(table.append_column("_one_per", one_per), "_one_per", order)
+    return table.drop_columns(["_run", "_written", "_one_per"])
 
 
 def utc_now() -> datetime:
@@ -181,12 +218,15 @@ class Manifest:
             return ""
         return json.loads(self.storage.read_bytes(self.listing_uri))["left_out"]
 
-    def _journal(self, root: str) -> tuple[list[dict], list[str]]:
-        """The journal's rows, and every file of it: the batches, then the one-row files no batch holds, each read
-        storage.parallel_requests at a time (one-row files a batch stands for are listed, not read)."""
+    def _journal(self, root: str, columns: tuple[str, ...] | None) -> tuple[list[pa.Table], list[str]]:
+        """The journal's tables (`columns` of them, or all), and every file of it: the batches, then the one-row
+        files no batch holds, each read storage.parallel_requests at a time (one-row files a batch stands for are
+        listed, not read)."""
         uris = [uri for uri in self.storage.list_prefix(join(root, JOURNAL_DIR) + "/") if uri.endswith(".parquet")]
         batches = [uri for uri in uris if uri.rsplit("/", 1)[-1].startswith(BATCH_PREFIX)]
-        tables = [pq.read_table(io.BytesIO(content)) for content in self.storage.read_many(batches)]
+        tables = [
+            read_parquet(content, columns and (*columns, "run_id")) for content in self.storage.read_many(batches)
+        ]
         held = {
             one_row_name(input_uri, run_id)
             for table in tables
@@ -195,39 +235,44 @@ class Manifest:
             )
         }
         singles = [uri for uri in uris if uri not in batches and uri.rsplit("/", 1)[-1] not in held]
-        tables += [pq.read_table(io.BytesIO(content)) for content in self.storage.read_many(singles)]
-        return [record for table in tables for record in table.to_pylist()], uris
+        tables += [read_parquet(content, columns) for content in self.storage.read_many(singles)]
+        return tables, uris
 
-    def _folded(self, root: str) -> list[dict]:
+    def _folded(self, root: str, columns: tuple[str, ...] | None) -> list[pa.Table]:
         uri = join(root, FOLDED_NAME)
         if not self.storage.exists(uri):
             return []
-        return pq.read_table(io.BytesIO(self.storage.read_bytes(uri))).to_pylist()
+        return [read_parquet(self.storage.read_bytes(uri), columns)]
 
-    def _legacy(self) -> list[dict]:
+    def _legacy(self, columns: tuple[str, ...] | None) -> list[pa.Table]:
         """The rows a job from before the reserved folder left in `_manifest/`, until the first fold here holds
         them (they are left in place: the job never deletes what an older version of it published)."""
         if self.storage.exists(self.compacted_uri):
             return []
-        return self._folded(self.legacy_root) + self._journal(self.legacy_root)[0]
+        return self._folded(self.legacy_root, columns) + self._journal(self.legacy_root, columns)[0]
 
-    def snapshot(self) -> tuple[dict[str, dict], list[str]]:
-        """The current rows (see current()) and the journal files they stand on, each read once."""
-        journal, uris = self._journal(self.root)
-        return newest_rows(self._legacy() + self._folded(self.root) + journal), uris
+    def snapshot(self, columns: tuple[str, ...] | None = None) -> tuple[pa.Table, list[str]]:
+        """The current rows (see current()), as one table, and the journal files they stand on, each read once.
+        With `columns` (among them KEY_COLUMNS), only those: what a plan needs of a manifest of a million rows."""
+        schema = self.schema if columns is None else pa.schema([self.schema.field(name) for name in columns])
+        journal, uris = self._journal(self.root, columns)
+        tables = self._legacy(columns) + self._folded(self.root, columns) + journal
+        return newest_rows(tables, schema), uris
 
     def current(self) -> dict[str, dict]:
         """The newest row of every input that has one, keyed by input URI; of finished rows of one result (an
         input that moved), only the newest. Newest means of the latest run (run_seq; rows from before it came
         first), then, within a run, the later finish."""
-        return self.snapshot()[0]
+        return {row["input_uri"]: row for row in self.snapshot()[0].to_pylist()}
 
-    def compact(self, snapshot: tuple[dict[str, dict], list[str]] | None = None) -> list[dict]:
+    def compact(self, snapshot: tuple[pa.Table, list[str]] | None = None) -> pa.Table:
         """Fold the journal into manifest.parquet (written whole, in one step), then delete the folded files: those
         of `snapshot` (a snapshot() the caller just took, so the journal is not read twice) or of a fresh one."""
         current, journal_uris = snapshot or self.snapshot()
-        rows = sorted(current.values(), key=lambda record: record["relative_path"])
-        self.storage.write_bytes(self.compacted_uri, self.to_parquet(rows))
+        rows = current.sort_by("relative_path")
+        sink = io.BytesIO()
+        pq.write_table(rows, sink)
+        self.storage.write_bytes(self.compacted_uri, sink.getvalue())
         self.storage.delete_many(journal_uris)
         return rows
 
@@ -249,7 +294,7 @@ class RunJournal:
 
     def add(self, one_row_file: bytes) -> None:
         """A row the last stage journalled, as it wrote it."""
-        self._add(pq.read_table(io.BytesIO(one_row_file)))
+        self._add(read_parquet(one_row_file))
 
     def add_rows(self, rows: list[dict]) -> None:
         """Pipeline rows the driver decided itself (refused by the plan, left without a result)."""
