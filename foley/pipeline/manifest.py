@@ -134,8 +134,8 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def _last_of_each(table: pa.Table, key: str, order: list[str]) -> pa.Table:
     """Of the rows of each `key`, the last in `order` (ascending): sorted by key then order, a row is the last of
     its key when the next row's key differs."""
-    keys = [(column, "ascending", "at_start") for column in (key, *order)]
-    table = table.take(pc.sort_indices(table, sort_keys=keys))
+    sort_keys = [(column, "ascending", "at_start") for column in (key, *order)]
+    table = table.take(pc.sort_indices(table, sort_keys=sort_keys))
     keys = table.column(key).combine_chunks()
     if len(keys) == 0:
         return table
