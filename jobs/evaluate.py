@@ -36,7 +36,7 @@ from foley.media.stitch import TrackLayout
 from foley.media.windows import Window
 from foley.models.frechet import frechet_distance
 from foley.pipeline.evaluation import cosines, mean_or_nan, read_conditions
-from foley.pipeline.job import clap_identity, connect_ray, fail_setup, quiet_progress_when_logged
+from foley.pipeline.job import clap_identity, connect_ray, fail_setup, location, quiet_progress_when_logged
 from foley.pipeline.kinds import DUB, EMBED
 from foley.pipeline.layout import EVALUATION_DIR
 from foley.pipeline.manifest import Manifest
@@ -64,7 +64,7 @@ def why_unscored(score: str, reference: str | None) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="the dub job's output folder or s3:// prefix")
+    parser.add_argument("--output", required=True, type=location, help="the dub job's output folder or s3:// prefix")
     parser.add_argument("--reference", default=None, help="folder or s3:// prefix of reference audio, or 'inputs'")
     parser.add_argument("--config", default="configs/foley.yaml", help="preset YAML (its clap and evaluation keys)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")

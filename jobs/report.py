@@ -12,14 +12,14 @@ import argparse
 import sys
 
 from foley.config import ConfigError, load_config
-from foley.pipeline.job import fail_setup
+from foley.pipeline.job import fail_setup, location
 from foley.pipeline.report import write_report
 from foley.storage.uris import StorageError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="the dub job's output folder or s3:// prefix")
+    parser.add_argument("--output", required=True, type=location, help="the dub job's output folder or s3:// prefix")
     parser.add_argument("--config", default="configs/foley.yaml", help="preset YAML (its report and storage keys)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
     args = parser.parse_args(argv)

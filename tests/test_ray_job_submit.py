@@ -2,6 +2,8 @@
 the outputs and the model weights all in an S3-protocol server on loopback."""
 
 import io
+import re
+import shlex
 import subprocess
 import time
 import urllib.error
@@ -68,22 +70,34 @@ def job_status(address: str, env: dict, job_id: str) -> str:
     return "RUNNING"
 
 
-def dub_entrypoint(name: str, s3_endpoint: str, node_cache: Path) -> list[str]:
-    """The dub job over s3://<name>/silent/ into s3://<name>/foley/, its models in the bucket too."""
-    return [
-        "python",
-        "-m",
-        "jobs.dub",
-        "--input",
-        f"s3://{name}/silent/",
-        "--output",
-        f"s3://{name}/foley/",
-        "--config",
-        "configs/tiny.yaml",
+def readme_entrypoint(name: str, s3_endpoint: str, node_cache: Path) -> list[str]:
+    """The README's `ray job submit` example as written, with the tiny models its next paragraph says to add: the dub
+    job over s3://<name>/silent/ into s3://<name>/foley/, its models in the bucket too. Only the bucket's name, the
+    loopback endpoint and the node cache are the test's own."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("Weights under `s3://`", 1)[1]
+    [command] = re.findall(r"```bash\n(RAY_AUTH_MODE=token ray job submit .*?)```", section, re.S)
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:8] == [
+        "RAY_AUTH_MODE=token",
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        "http://HEAD:8265",
+        "--working-dir",
+        ".",
+    ]
+    entrypoint = words[words.index("--") + 1 :]
+    [tiny_keys] = re.findall(
+        r"then add `(clip\.model=[^`]+)` with `--config configs/tiny\.yaml`", " ".join(section.split())
+    )
+    tiny_keys = tiny_keys.split()
+    named = {key.split("=", 1)[0] for key in tiny_keys}
+    entrypoint = [word for word in entrypoint if word.split("=", 1)[0] not in named] + tiny_keys
+    entrypoint[entrypoint.index("--config") + 1] = "configs/tiny.yaml"
+    return [word.replace("s3://library/", f"s3://{name}/") for word in entrypoint] + [
         f"storage.endpoint_url={s3_endpoint}",
-        f"clip.model=local-dir:s3://{name}/models/clip",
-        f"mapper.checkpoint=s3://{name}/models/mapper",
-        f"audioldm.model=s3://{name}/models/audioldm",
         f"storage.cache_dir={node_cache}",
     ]
 
@@ -133,7 +147,7 @@ def run_to_the_end(address: str, env: dict, entrypoint: list[str]) -> tuple[str,
 
 def put_inputs_and_models(storage, name: str, tiny_models: dict[str, Path], tmp_path: Path) -> dict:
     for model, folder in tiny_models.items():
-        upload_tree(storage, folder, f"s3://{name}/models/{model}")
+        upload_tree(storage, folder, f"s3://{name}/models/tiny/{model}")
     clips = {"a.mp4": (3.0, 320, 240, 25), "b/c.mov": (12.0, 256, 144, 30), "b/d.webm": (4.0, 240, 160, 25)}
     for relative, (seconds, width, height, fps) in clips.items():
         storage.publish(
@@ -148,7 +162,7 @@ def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models
     name, storage = bucket
     address, env = ray_cluster.dashboard, head_env() | {"RAY_AUTH_MODE": "token"}
     clips = put_inputs_and_models(storage, name, tiny_models, tmp_path)
-    entrypoint = dub_entrypoint(name, s3_endpoint, tmp_path / "node-cache")
+    entrypoint = readme_entrypoint(name, s3_endpoint, tmp_path / "node-cache")
 
     # The head runs with token authentication: a client without the token is refused, and submits nothing.
     assert_refused_without_the_token(address, env, tmp_path)
@@ -224,7 +238,7 @@ def test_ray_job_submit_working_dir_run_on_two_fresh_heads_does_nothing_the_seco
     the same job over the same inputs must find everything already done."""
     name, storage = bucket
     clips = put_inputs_and_models(storage, name, tiny_models, tmp_path)
-    entrypoint = dub_entrypoint(name, s3_endpoint, tmp_path / "node-cache")
+    entrypoint = readme_entrypoint(name, s3_endpoint, tmp_path / "node-cache")
     env = head_env()
     temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:6]}"  # the same for both heads, as for a restarted cluster
 

@@ -16,11 +16,11 @@ arbitrary objects.
 from __future__ import annotations
 
 import contextlib
-import warnings
 import hashlib
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 from unittest import mock
 
@@ -172,14 +172,20 @@ def offline_text_branch(text_config):
         # builds the Swin attention grid with torch.meshgrid's default indexing, the one it means.
         warnings.filterwarnings("ignore", "Importing from timm.models.layers is deprecated", FutureWarning)
         warnings.filterwarnings("ignore", "torch.meshgrid: in an upcoming release", UserWarning)
-        from laion_clap import hook  # noqa: PLC0415
-        from laion_clap.clap_module import model as clap_model  # noqa: PLC0415
+        import transformers  # noqa: PLC0415
         from transformers import RobertaModel  # noqa: PLC0415
 
+        # laion_clap's import builds BERT, RoBERTa and BART tokenizers for its training code, which this project
+        # never runs: without HF_HUB_OFFLINE=1 each one retries the hub for minutes on a machine without it.
+        local_tokenizer = lambda *_, **__: byte_level_tokenizer()  # noqa: E731
         with (
-            mock.patch.object(clap_model.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)),
-            mock.patch.object(hook.RobertaTokenizer, "from_pretrained", lambda *_, **__: byte_level_tokenizer()),
+            mock.patch.object(transformers.BertTokenizer, "from_pretrained", local_tokenizer),
+            mock.patch.object(transformers.RobertaTokenizer, "from_pretrained", local_tokenizer),
+            mock.patch.object(transformers.BartTokenizer, "from_pretrained", local_tokenizer),
+            mock.patch.object(transformers.RobertaModel, "from_pretrained", lambda *_, **__: RobertaModel(text_config)),
         ):
+            import laion_clap  # noqa: PLC0415, F401 - imported here, under these patches, the first time
+
             yield
 
 
