@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import ray.data
@@ -38,6 +40,9 @@ from foley.training.pairs import embedding_dims, list_pair_files, read_pairs, sp
 from foley.training.plots import cosine_histogram, training_curves
 
 log = logging.getLogger("foley.train")
+
+# Ray Data runs inside Ray Train's actors here, whose console the driver's own quieting cannot reach.
+RAY_DATA_LOGGING = Path(__file__).resolve().parent.parent / "configs" / "ray-data-logging.yaml"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -170,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"({checkpoints.spec(resume)}); use another --output, or --fresh to start over"
             )
         if resume is None or resume["epoch"] < config.train.epochs:
+            if not config.progress.non_tty_ray_data_lines:  # read by the Train actors that a local Ray starts
+                os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
             connect_ray()  # here, so that a Ray that cannot start is an error line, not a traceback
     except (ConfigError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     final = history[-1]
     print(
         f"done in {time.perf_counter() - started:.1f} s: {final['epoch']} epochs, held-out cosine "
-        f"{final['val_cosine']:.3f} (no mapper: {final['no_mapper_cosine']}); mapper: "
+        f"{final['val_cosine']:.3f} (no mapper: {final['no_mapper_cosine']:.3f}); mapper: "
         f"{join(args.output, WEIGHTS_NAME)}",
         flush=True,
     )
