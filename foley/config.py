@@ -233,6 +233,55 @@ class ConditionsConfig(Strict):
         return self
 
 
+class SourcesConfig(Strict):
+    """SSV2A's sound sources: an open-vocabulary detector finds what may make sound in each window, each source is
+    CLIP-embedded from its crop and mapped like the window's whole picture, and the mapped sources are mixed with it
+    in CLAP space by detection score and box area. `off` keeps every result and hash as without sources."""
+
+    mode: Literal["off", "zero_shot"] = Field(
+        "off", description="zero_shot: mix the sources by score and area (no trained remixer is needed)"
+    )
+    detector: str = Field(
+        "google/owlv2-base-patch16-ensemble",
+        description="an OWL-ViT or OWLv2 detector (transformers): hub id, save_pretrained folder or s3:// prefix",
+    )
+    labels: str | None = Field(
+        None, description="the label file the detector is queried with, one per line; null: mapper.zero_shot_labels"
+    )
+    query_template: str = Field("a photo of {label}", description="each label's text query")
+    frames: int = Field(2, ge=1, description="of each window's window.frames sampled frames, evenly spread")
+    max_sources: int = Field(8, ge=1, le=64, description="per window, the highest scores first")
+    min_score: float = Field(0.25, ge=0, le=1, description="a detection's least score (sigmoid of its best query)")
+    min_area: float = Field(0.01, ge=0, le=1, description="a box's least area, as a share of the frame")
+    nms_iou: float = Field(0.3, gt=0, le=1, description="boxes of one label overlapping more are one detection")
+    track_iou: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="a box of one label overlapping one in another frame of the window this much "
+        "is the same source (its crops' embeddings are averaged)",
+    )
+    global_weight: float = Field(0.5, ge=0, le=1, description="the whole picture's share of a window with sources")
+    cycle_mix: bool = Field(
+        False,
+        description="keep the candidate whose CLAP audio embedding has the lowest spread (standard deviation) of "
+        "cosines to the window's weighted sources (SSV2A's Cycle Mix); needs audioldm.candidates > 1",
+    )
+    exclude: list[str] = Field([], description="labels never voiced, e.g. [speech, music]: their weight is 0")
+    boost: dict[str, float] = Field({}, description="label -> factor on its sources' weights (0 mutes it)")
+
+    @field_validator("boost")
+    @classmethod
+    def _finite_boosts(cls, boost: dict[str, float]) -> dict[str, float]:
+        if bad := {label: factor for label, factor in boost.items() if not 0 <= factor < float("inf")}:
+            raise ValueError(f"boost factors must be finite and at least 0: {bad}")
+        return boost
+
+    def hashed(self) -> dict:
+        """What changes the sound: not where the detector or its label file sit (their content is a model's)."""
+        return self.model_dump(exclude={"detector", "labels"})
+
+
 class TrainConfig(Strict):
     """jobs.train_mapper; defaults are the paper's diffusion prior."""
 
@@ -360,6 +409,12 @@ class ReportConfig(Strict):
     poster_height: int = Field(72, ge=16, description="height in pixels of a window's poster frame")
     max_posters: int = Field(24, ge=1, description="poster frames per video at most (evenly chosen windows)")
     jpeg_quality: int = Field(70, ge=1, le=95, description="JPEG quality of the poster strip")
+    source_colors: tuple[str, ...] = Field(
+        ("#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a", "#64d2ff", "#ffffff"),
+        min_length=1,
+        description="outline of each sound source's box on the poster frames, the best source first",
+    )
+    source_line_width: int = Field(2, ge=1, description="pixels")
     spectrogram_inches: tuple[float, float] = Field((6.0, 1.6), description="size of the spectrogram at 80 dpi")
     spectrogram_columns: int = Field(480, ge=16, description="time columns of the spectrogram, however long the video")
 
@@ -459,6 +514,7 @@ class FoleyConfig(Strict):
     audioldm: AudioLDMConfig = AudioLDMConfig()
     conditions: ConditionsConfig = ConditionsConfig()
     clap: ClapConfig = ClapConfig()
+    sources: SourcesConfig = SourcesConfig()
     train: TrainConfig = TrainConfig()
     input: InputConfig = InputConfig()
     output: OutputConfig = OutputConfig()
@@ -479,6 +535,24 @@ class FoleyConfig(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _source_frames_are_sampled(self) -> FoleyConfig:
+        if self.sources.frames > self.window.frames:
+            raise ValueError(
+                f"sources.frames={self.sources.frames} of each window's window.frames={self.window.frames} sampled "
+                "frames: detect in at most as many frames as are sampled"
+            )
+        if self.sources.cycle_mix and (self.sources.mode == "off" or self.audioldm.candidates < 2):
+            raise ValueError(
+                "sources.cycle_mix ranks candidates by their sound sources: it needs sources.mode=zero_shot and "
+                "audioldm.candidates of 2 or more"
+            )
+        return self
+
+    def source_labels(self) -> str:
+        """The label file the detector is queried with."""
+        return self.sources.labels or self.mapper.zero_shot_labels
+
     def with_overrides(self, *overrides: str) -> FoleyConfig:
         """This config with more `key.path=value` settings, validated like the command line's."""
         tree = self.model_dump()
@@ -487,8 +561,9 @@ class FoleyConfig(Strict):
         return FoleyConfig.model_validate(tree)
 
     def uses_clap(self) -> bool:
-        """Whether every video of a dub run needs AudioLDM's CLAP audio encoder: to rank candidates, or to embed the
-        job's reference sound (a video with a reference of its own adds the CLAP to its own hash)."""
+        """Whether every video of a dub run needs AudioLDM's CLAP audio encoder: to rank candidates (by condition
+        or, with sources.cycle_mix, by sources), or to embed the job's reference sound (a video with a reference of
+        its own adds the CLAP to its own hash)."""
         return self.audioldm.candidates > 1 or bool(self.conditions.reference_audio)
 
     def model_ids(self) -> dict[str, str]:
@@ -498,6 +573,7 @@ class FoleyConfig(Strict):
             "mapper_model": self.mapper.checkpoint or f"zero-shot:{Path(self.mapper.zero_shot_labels).name}",
             "audioldm_model": self.audioldm.model,
             "clap_model": f"{self.clap.audio_model}:{self.clap.checkpoint}",
+            "detector_model": f"{self.sources.detector}:{Path(self.source_labels()).name}",
         }
 
 
@@ -605,5 +681,11 @@ def _absolute_local_paths(config: FoleyConfig, base: Path) -> FoleyConfig:
             ),
             "clap": config.clap.model_copy(update={"checkpoint": _absolute(config.clap.checkpoint, base)}),
             "audioldm": config.audioldm.model_copy(update={"model": _absolute(config.audioldm.model, base)}),
+            "sources": config.sources.model_copy(
+                update={
+                    "detector": _absolute(config.sources.detector, base),
+                    "labels": _absolute(config.sources.labels, base),
+                }
+            ),
         }
     )

@@ -42,7 +42,7 @@ from foley.training.plots import cosine_histogram, training_curves
 log = logging.getLogger("foley.train")
 
 # Ray Data runs inside Ray Train's actors here, whose console the driver's own quieting cannot reach.
-RAY_DATA_LOGGING = Path(__file__).resolve().parent.parent / "configs" / "ray-data-logging.yaml"
+RAY_DATA_LOGGING = Path(__file__).resolve().parent.parent / "configs" / "ray" / "data-logging.yaml"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

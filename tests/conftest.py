@@ -99,6 +99,7 @@ def tiny_overrides(models: dict[str, Path], cache_dir: Path) -> list[str]:
         f"mapper.checkpoint={models['mapper']}",
         f"audioldm.model={models['audioldm']}",
         f"clap.checkpoint={models['clap']}",
+        f"sources.detector={models['detector']}",
         f"storage.cache_dir={cache_dir}",
     ]
 

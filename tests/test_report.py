@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_dub, tiny_overrides
@@ -17,14 +18,15 @@ STREET = "street #2?.webm"  # a '#' or '?' left as it is in a link would cut the
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory, tiny_models, ray_cluster):
-    """A tiny job with an ok, a failed and a skipped input, sound written beside the videos too."""
+    """A tiny job with an ok, a failed and a skipped input, sound written beside the videos too, and sound sources
+    (the tiny random detector's boxes: random places, real plumbing)."""
     root = tmp_path_factory.mktemp("report")
     library = root / "library"
     render_test_video(library / STREET, 12.0, 160, 96, 24)  # two windows; its sound file's link must be URL-encoded
     render_test_video(library / "has-sound.mp4", 2.0, 160, 96, 24, with_audio=True)  # skipped: it has sound
     (library / "broken.mp4").write_bytes(b"not a video at all")
     (library / "notes.txt").write_text("not an input: counted as left out")
-    overrides = [*tiny_overrides(tiny_models, root / "cache"), "output.mode=both"]
+    overrides = [*tiny_overrides(tiny_models, root / "cache"), "output.mode=both", "sources.mode=zero_shot"]
     result = run_dub(ray_cluster, library, root / "out", overrides)
     return root / "out", result
 
@@ -79,6 +81,25 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
     assert len(pictures) == 2  # the poster frames and the spectrogram
     wait.until(lambda driver: all(driver.execute_script("return arguments[0].naturalWidth > 0", p) for p in pictures))
     assert len(browser.find_elements(By.CSS_SELECTOR, "tr.detail table tr")) == 1 + 2  # a header, two windows
+    headers = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "tr.detail table th")]
+    for window in browser.find_elements(By.CSS_SELECTOR, "tr.detail table tr")[1:]:
+        assert "(weight 0." in window.find_elements(By.TAG_NAME, "td")[headers.index("sound sources")].text
+    # The boxes are drawn on the poster frames: the middle of the best source's top edge, as the browser shows it,
+    # has its outline colour (the first of report.source_colors, #ff3b30).
+    manifest = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()
+    [street] = [row for row in manifest if row["relative_path"] == STREET]
+    x0, y0, x1, _ = street["window_notes"][0]["sources"][0]["box"]
+    red, green, blue = browser.execute_script(
+        """const [img, x, y] = arguments, canvas = document.createElement("canvas");
+        [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+        const context = canvas.getContext("2d");
+        context.drawImage(img, 0, 0);
+        return Array.from(context.getImageData(x, y, 1, 1).data.slice(0, 3));""",
+        pictures[0],
+        round((x0 + x1) / 2 * 119),  # the first poster: 160x96 scaled to 120x72
+        round(y0 * 71),
+    )
+    assert red > 180 and green < 130 and blue < 130, (red, green, blue)
     if target := os.environ.get("FOLEY_REPORT_SCREENSHOT"):  # how docs/report.png is made
         Path(target).write_bytes(browser.get_screenshot_as_png())
 
@@ -105,3 +126,24 @@ def test_posters_spread_over_the_video_and_conditions_read_as_words():
         )
         == "prompt 'wind' (weight 0.5 to 0.9); negative prompt 'speech, music'"
     )
+
+
+def test_sound_source_boxes_are_outlined_on_the_poster_frames_the_best_on_top():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from foley.config import ReportConfig
+    from foley.pipeline.report_assets import poster_strip
+
+    gray = np.full((96, 160, 3), 128, np.uint8)
+    best, other = (0.1, 0.1, 0.6, 0.6), (0.1, 0.1, 0.9, 0.9)  # sharing the top-left corner
+    settings = ReportConfig(jpeg_quality=95)
+    strip = np.asarray(Image.open(io.BytesIO(poster_strip([gray, gray], settings, [[best, other], []]))))
+    assert strip.shape == (72, 240, 3)
+    top, left = round(0.1 * 71), round(0.1 * 119)
+    assert strip[top, round(0.35 * 119)] == pytest.approx([255, 59, 48], abs=40)  # the best: #ff3b30
+    assert strip[top, round(0.75 * 119)] == pytest.approx([255, 204, 0], abs=40)  # the second: #ffcc00
+    assert strip[top, left] == pytest.approx([255, 59, 48], abs=40)  # where they meet, the best is on top
+    assert strip[36, 60] == pytest.approx([128, 128, 128], abs=8) and strip[36, 180] == pytest.approx([128] * 3, abs=8)

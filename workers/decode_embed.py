@@ -36,11 +36,11 @@ from foley.media.probe import MediaError, VideoInfo, probe
 from foley.media.still import image_size, read_image
 from foley.media.windows import Window, plan_windows, sample_times, shot_borders
 from foley.models.clip import load_clip
+from foley.models.detector import load_source_detector
 from foley.models.device import pick_device
 from foley.pipeline.kinds import DUB, JobKind
 from foley.pipeline.report_assets import POSTERS, chosen_posters, poster_strip
 from foley.pipeline.rows import (
-    EMPTY_MATRIX,
     SKIPPED,
     batch_of,
     fail,
@@ -50,6 +50,7 @@ from foley.pipeline.rows import (
     rows_of,
 )
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_ranges
+from foley.pipeline.sources import track_sources
 from foley.pipeline.stage import local_input, set_torch_threads
 from foley.storage.store import Storage
 from foley.storage.uris import join
@@ -80,6 +81,11 @@ class DecodeEmbed:
         self.storage = Storage(config.storage)
         self.device = pick_device(config.device, self.resources)
         self.clip = load_clip(config.clip, self.storage, self.device)
+        self.detector = (
+            load_source_detector(config.sources, config.source_labels(), self.storage, self.device)
+            if "window_sources" in self.columns  # a dub job with sound sources on
+            else None
+        )
         self.decode_device = pick_device(config.decode.device, self.resources)
         self.decoder = decoder_identity(self.decode_device)  # the manifest's `decoder` column
 
@@ -131,23 +137,81 @@ class DecodeEmbed:
         return self.segment_rows(row, windows, lambda wanted: self.embed_windows(row, path, info, wanted, windows))
 
     def embed_windows(self, row: dict, path: Path, info: VideoInfo, wanted: list[Window], every: list[Window]):
-        """The CLIP embeddings of the `wanted` windows; when that is every window, the report's poster frames too
-        (the middle sampled frame of chosen windows: no decoding beyond CLIP's)."""
+        """The CLIP embeddings of the `wanted` windows (and their sound sources, when on); when that is every
+        window, the report's poster frames too (the middle sampled frame of chosen windows: no decoding beyond
+        CLIP's)."""
         per_window = self.config.window.frames
         posters = set(chosen_posters(len(every), self.config.report.max_posters)) if wanted == every else set()
-        embeddings, frames_kept, index = [], [], 0
+        embeddings, sources, frames_kept, boxes, index = [], [], [], [], 0
         for frames in self.decode_window_frames(path, info, wanted):
             embeddings.append(self.embed_frames(frames))
+            if self.detector:
+                sources.extend(self.window_sources(frames.reshape(-1, per_window, *frames.shape[1:])))
             for offset in range(len(frames) // per_window):
                 if index + offset in posters:
                     frames_kept.append(frames[offset * per_window + per_window // 2])
+                    boxes.append([note["box"] for note in sources[index + offset][0]] if sources else [])
             index += len(frames) // per_window
-        self.keep_posters(row, frames_kept)
-        return np.concatenate(embeddings)
+        self.keep_posters(row, frames_kept, boxes)
+        return self.window_columns(np.concatenate(embeddings), sources)
 
-    def keep_posters(self, row: dict, frames: list[np.ndarray]) -> None:
+    def window_columns(self, clip_embeddings: np.ndarray, sources: list[tuple[list[dict], np.ndarray]]) -> dict:
+        """Per window: its CLIP embedding and, with sound sources on, its sources' notes and embeddings (padded to
+        sources.max_sources rows of zeros, flattened, so that a segment's windows slice like its CLIP embeddings)."""
+        columns = {"clip_embeddings": clip_embeddings}
+        if self.detector:
+            most, width = self.config.sources.max_sources, clip_embeddings.shape[1]
+            padded = np.zeros((len(sources), most * width), np.float32)
+            for window, (_, found) in enumerate(sources):
+                padded[window, : found.size] = found.reshape(-1)
+            columns["source_embeddings"] = padded
+            columns["window_sources"] = np.array([json.dumps(notes) for notes, _ in sources], dtype=object)
+        return columns
+
+    def window_sources(self, windows: np.ndarray) -> list[tuple[list[dict], np.ndarray]]:
+        """(windows, K, H, W, 3) sampled frames -> each window's sound sources: detected in sources.frames of its K
+        frames (evenly spread), each box cropped and CLIP-embedded, tracked across those frames
+        (foley.pipeline.sources)."""
+        chosen = np.unique(np.linspace(0, windows.shape[1] - 1, self.config.sources.frames).round().astype(int))
+        frames = windows[:, chosen].reshape(-1, *windows.shape[2:])
+        detections = [
+            found
+            for first in range(0, len(frames), self.resources.max_forward_batch)
+            for found in self.detector.detect(frames[first : first + self.resources.max_forward_batch])
+        ]
+        crops = [
+            self.crop(frame, detection.box)
+            for frame, found in zip(frames, detections, strict=True)
+            for detection in found
+        ]
+        crop_embeddings = iter(self.embed_crops(crops))
+        per_frame = [[(detection, next(crop_embeddings)) for detection in found] for found in detections]
+        return [
+            track_sources(per_frame[window * len(chosen) : (window + 1) * len(chosen)], self.config.sources)
+            for window in range(len(windows))
+        ]
+
+    def crop(self, frame: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
+        """A box of a frame, scaled to CLIP's square input (a box of any shape fills it, as SSV2A crops)."""
+        height, width = frame.shape[:2]
+        x0, x1 = sorted((min(int(box[0] * width), width - 1), max(int(round(box[2] * width)), 1)))
+        y0, y1 = sorted((min(int(box[1] * height), height - 1), max(int(round(box[3] * height)), 1)))
+        pixels = torch.from_numpy(np.ascontiguousarray(frame[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]))
+        size = self.clip.image_size
+        resized = F.interpolate(pixels.permute(2, 0, 1)[None].float(), size=(size, size), mode="bilinear")
+        return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        step = self.resources.max_forward_batch
+        embedded = [
+            self.clip.embed_frames(np.stack(crops[first : first + step])).cpu().numpy()
+            for first in range(0, len(crops), step)
+        ]
+        return np.concatenate(embedded).astype(np.float32) if embedded else np.zeros((0, 0), np.float32)
+
+    def keep_posters(self, row: dict, frames: list[np.ndarray], boxes: list[list] | None = None) -> None:
         if frames and str(row["report_uri"]):
-            strip = poster_strip(frames, self.config.report)
+            strip = poster_strip(frames, self.config.report, boxes)
             self.storage.write_bytes(join(str(row["report_uri"]), POSTERS), strip)
 
     def embed_image(self, row: dict) -> list[dict]:
@@ -162,22 +226,29 @@ class DecodeEmbed:
         record_windows(row, windows)
         image = read_image(path, self.clip.image_size)[None]
         embedding = F.normalize(self.clip.embed_frames(image), dim=-1).cpu().numpy().astype(np.float32)
-        self.keep_posters(row, [image[0]])
-        return self.segment_rows(row, windows, lambda wanted: np.repeat(embedding, len(wanted), axis=0))
+        sources = self.window_sources(image[:, None]) if self.detector else []
+        self.keep_posters(row, [image[0]], [[note["box"] for note in sources[0][0]]] if sources else None)
+        return self.segment_rows(
+            row,
+            windows,
+            lambda wanted: self.window_columns(np.repeat(embedding, len(wanted), axis=0), sources * len(wanted)),
+        )
 
-    def segment_rows(self, row: dict, windows: list[Window], embed: Callable[[list[Window]], np.ndarray]) -> list[dict]:
+    def segment_rows(self, row: dict, windows: list[Window], embed: Callable[[list[Window]], dict]) -> list[dict]:
         """One row per segment an earlier run has not staged yet, with its windows' CLIP embeddings (`embed` makes
-        them for only those windows); a video short enough is one segment."""
+        them, and any other per-window columns, for only those windows); a video short enough is one segment."""
         ranges, size = segment_ranges(len(windows), self.segment_windows), self.segment_windows or 0
         staged = SegmentStaging(self.storage, str(row["staging_uri"]), ranges).staged() if ranges[1:] else set()
         todo = [index for index in range(len(ranges)) if index not in staged]
         wanted = [window for index in todo for window in windows[slice(*ranges[index])]]
-        embeddings = embed(wanted) if wanted else EMPTY_MATRIX
+        columns = embed(wanted) if wanted else {}
         segments, taken = [], 0
         for index in todo:
             first, end = ranges[index]
             segment = dict(row, segment=index, segment_count=len(ranges), segment_windows=size, first_window=first)
-            segment["clip_embeddings"] = embeddings[taken : taken + end - first]
+            for name, values in columns.items():
+                part = values[taken : taken + end - first]
+                segment[name] = "[" + ",".join(part) + "]" if name == "window_sources" else part
             taken += end - first
             segments.append(segment)
         # Every segment staged by an earlier run: one row without windows lets the last stage publish the video.

@@ -5,11 +5,18 @@ INPUT  rows with clip_embeddings (n_windows x D_clip).
 OUTPUT the same rows plus clap_embeddings (n_windows x D_clap, unit length), and for the zero-shot mapper the
        labels it chose for each window, with their weights (window_notes). Fan-out 1:1.
 
+With sound sources on (sources.mode=zero_shot), each window's sources are mapped like its whole picture and mixed
+with it (foley.pipeline.sources); each source's label, score, box and weight join the window's notes. The sources'
+columns end here; with sources.cycle_mix the weighted sources' CLAP embeddings go on to the Synthesize stage
+(source_clap_embeddings: n_windows x max_sources*D_clap, zero rows where there is none).
+
 Windows of all videos in the batch are mapped together, max_forward_batch at a time; each window's noise comes
 from its own seed, so its result does not depend on which videos share its batch.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import torch
@@ -19,7 +26,8 @@ from foley.media.windows import window_seed
 from foley.models.device import pick_device
 from foley.models.mapping import load_mapper
 from foley.models.zero_shot import ZeroShotMapper
-from foley.pipeline.rows import batch_of, note_window, rows_of
+from foley.pipeline.rows import EMPTY_MATRIX, batch_of, note_window, rows_of
+from foley.pipeline.sources import mix_weights
 from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads
 from foley.storage.store import Storage
 
@@ -31,12 +39,25 @@ class Map:
         set_torch_threads(self.resources)
         self.device = pick_device(config.device, self.resources)
         self.mapper = load_mapper(config, Storage(config.storage), self.device)
+        # With sources.cycle_mix: (row, window) -> its weighted sources in CLAP space, zero-padded to max_sources.
+        self.mapped_sources: dict[int, dict[int, np.ndarray]] = {}
+        self.no_sources = np.zeros(config.sources.max_sources * self.mapper.clap_dim, np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
         map_windows(
             rows, "clip_embeddings", "clap_embeddings", self.resources.max_forward_batch, "map", self.map_windows
         )
+        for row in rows:
+            row.pop("source_embeddings", None)
+            row.pop("window_sources", None)
+            if self.config.sources.cycle_mix:
+                mapped = self.mapped_sources.pop(id(row), {})
+                row["source_clap_embeddings"] = (
+                    np.stack([mapped.get(index, self.no_sources) for index in range(len(row["clap_embeddings"]))])
+                    if mapped
+                    else EMPTY_MATRIX
+                )
         return batch_of(rows)
 
     def map_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
@@ -57,6 +78,12 @@ class Map:
                 windows, self.mapper.top_labels(torch.from_numpy(clip_embeddings).to(self.device)), strict=True
             ):
                 note_window(ref.row, ref.index, labels=labels)
+        mapped = self.mapper_output(clip_embeddings, generators)
+        if self.config.sources.mode != "off":
+            mapped = self.mix_sources(mapped, windows)
+        return mapped
+
+    def mapper_output(self, clip_embeddings: np.ndarray, generators: list[torch.Generator]) -> np.ndarray:
         mapped = self.mapper.map(
             torch.from_numpy(clip_embeddings).to(self.device),
             generators,
@@ -65,3 +92,42 @@ class Map:
             sampler=self.config.mapper.scheduler,
         )
         return mapped.cpu().numpy().astype(np.float32)
+
+    def mix_sources(self, mapped: np.ndarray, windows: list[WindowRef]) -> np.ndarray:
+        """Each window's picture mixed with its sound sources in CLAP space, each source mapped like the picture
+        (its own seed); a window without a source that weighs anything keeps the picture's embedding."""
+        width = self.mapper.clip_dim
+        found = []  # (window in chunk, source in window, its CLIP embedding)
+        notes = [json.loads(str(ref.row["window_sources"]))[ref.index] for ref in windows]
+        for position, ref in enumerate(windows):
+            embeddings = np.asarray(ref.row["source_embeddings"][ref.index]).reshape(-1, width)
+            found += [(position, k, embeddings[k]) for k in range(len(notes[position]))]
+        if not found:
+            return mapped
+        generators = [
+            torch.Generator(self.device).manual_seed(
+                window_seed(
+                    self.config.seed, str(windows[p].row["relative_path"]), windows[p].video_window, "source", k
+                )
+            )
+            for p, k, _ in found
+        ]
+        sources = self.mapper_output(np.stack([embedding for *_, embedding in found]), generators)
+        mixed = mapped.copy()
+        for position, ref in enumerate(windows):
+            weights = mix_weights(notes[position], self.config.sources)
+            for k, note in enumerate(notes[position]):
+                note["weight"] = round(weights[1][k], 4) if weights else 0.0
+            note_window(ref.row, ref.index, sources=notes[position])
+            if weights is None:
+                continue
+            picture, shares = weights
+            rows = [i for i, (p, _, _) in enumerate(found) if p == position]
+            total = picture * mapped[position] + np.tensordot(np.asarray(shares, np.float32), sources[rows], axes=1)
+            mixed[position] = total / max(float(np.linalg.norm(total)), 1e-12)
+            if self.config.sources.cycle_mix:
+                weighted = sources[[row for row, share in zip(rows, shares, strict=True) if share > 0]]
+                padded = self.no_sources.copy()
+                padded[: weighted.size] = weighted.reshape(-1)
+                self.mapped_sources.setdefault(id(ref.row), {})[ref.index] = padded
+        return mixed

@@ -10,7 +10,8 @@ Each window's condition is composed in CLAP space (foley.models.conditions): wha
 reference sound. The negative prompt's CLAP text embedding is the unconditional branch of classifier-free
 guidance ("" by default, as in the original). With audioldm.candidates = N, every window is generated N times
 in one forward pass, each with its own seed, and AudioLDM's own CLAP audio encoder (clap.checkpoint), on this
-actor's device, scores each sample by its cosine with the window's condition; the best is kept. Windows of all
+actor's device, scores each sample by its cosine with the window's condition; the best is kept (with
+sources.cycle_mix, the one whose cosines to the window's sound sources spread least: SSV2A's Cycle Mix). Windows of all
 videos in the batch are generated together, one generator per sample, so each sample depends only on its seed.
 """
 
@@ -95,8 +96,15 @@ class Synthesize:
         samples = self.generate(np.stack(conditions), np.stack(negatives), windows)  # (windows, candidates, samples)
         if samples.shape[1] == 1:
             return samples[:, 0]
-        scores = self.scores(samples, np.stack(conditions))
-        ranks = np.argsort(-scores, axis=1, kind="stable")
+        heard = self.embed_audio(samples)  # (windows, candidates, D_clap)
+        scores = np.einsum("wcd,wd->wc", heard, np.stack(conditions))
+        if self.config.sources.cycle_mix:
+            spreads = self.spreads(heard, windows)
+            ranks = np.stack([np.lexsort((-score, spread)) for score, spread in zip(scores, spreads, strict=True)])
+            for ref, window_spreads in zip(windows, spreads, strict=True):
+                note_window(ref.row, ref.index, spreads=[round(float(s), 4) for s in window_spreads])
+        else:
+            ranks = np.argsort(-scores, axis=1, kind="stable")
         for ref, window_scores, order in zip(windows, scores, ranks, strict=True):
             note_window(ref.row, ref.index, scores=[round(float(s), 4) for s in window_scores], kept=int(order[0]))
         ranked = np.take_along_axis(samples, ranks[:, :, None], axis=1)
@@ -124,15 +132,26 @@ class Synthesize:
         ).audios
         return np.asarray(audio, dtype=np.float32).reshape(len(windows), candidates, -1)
 
-    def scores(self, samples: np.ndarray, conditions: np.ndarray) -> np.ndarray:
-        """(windows, candidates): cosine of each sample's CLAP audio embedding with its window's condition."""
+    def embed_audio(self, samples: np.ndarray) -> np.ndarray:
+        """(windows, candidates, samples) -> each sample's CLAP audio embedding (windows, candidates, D_clap)."""
         rate = self.config.clap.sample_rate
         common = math.gcd(rate, self.sample_rate)
         at_clap_rate = resample_poly(
             samples.reshape(-1, samples.shape[-1]), rate // common, self.sample_rate // common, axis=-1
         ).astype(np.float32)
-        embeddings = self.clap.embed(list(at_clap_rate)).reshape(*samples.shape[:2], -1)
-        return np.einsum("wcd,wd->wc", embeddings, conditions)
+        return self.clap.embed(list(at_clap_rate)).reshape(*samples.shape[:2], -1)
+
+    def spreads(self, heard: np.ndarray, windows: list[WindowRef]) -> np.ndarray:
+        """(windows, candidates): SSV2A's Cycle Mix measure, the standard deviation of a candidate's cosines to the
+        window's weighted sources in CLAP space; the candidate that voices every source alike spreads least. A
+        window with fewer than two sources spreads 0 everywhere, so its condition's score decides."""
+        spreads = np.zeros(heard.shape[:2], np.float32)
+        for position, ref in enumerate(windows):
+            sources = np.asarray(ref.row["source_clap_embeddings"][ref.index]).reshape(-1, heard.shape[-1])
+            sources = sources[np.abs(sources).sum(axis=1) > 0]
+            if len(sources) > 1:
+                spreads[position] = (heard[position] @ sources.T).std(axis=1)
+        return spreads
 
 
 def progress(ref: WindowRef) -> float:

@@ -140,6 +140,10 @@ class V2AMapper(nn.Module):
     def clip_dim(self) -> int:
         return self.spec.clip_dim
 
+    @property
+    def clap_dim(self) -> int:
+        return self.spec.clap_dim
+
     # -- the network's view: scaled embeddings --------------------------------------------------------------
     def predict_clean(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Diffusion variants: the clean (scaled) audio embedding from a noisy one at `timesteps`."""

@@ -40,6 +40,10 @@ def missing_weights(config: FoleyConfig) -> list[str]:
         else None,
         "mapper.checkpoint": config.mapper.checkpoint,
         "clap.checkpoint": config.clap.checkpoint if config.uses_clap() and "://" not in config.clap.checkpoint else None,
+        # A hub id (owner/name) cannot be told from a relative folder that is not there; an absolute path can.
+        "sources.detector": config.sources.detector
+        if config.sources.mode != "off" and Path(config.sources.detector).is_absolute()
+        else None,
     }
     for key, location in local.items():
         if location and not is_s3(location) and not Path(location).exists():

@@ -40,6 +40,10 @@ class ZeroShotMapper:
     def clip_dim(self) -> int:
         return self.label_image_embeddings.shape[1]
 
+    @property
+    def clap_dim(self) -> int:
+        return self.label_sound_embeddings.shape[1]
+
     def label_weights(self, clip_embeddings: torch.Tensor) -> torch.Tensor:
         """(B, labels): softmax over the top-k labels by cosine similarity, zero elsewhere."""
         similarity = F.normalize(clip_embeddings.float(), dim=-1) @ self.label_image_embeddings.T

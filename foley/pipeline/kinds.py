@@ -44,10 +44,14 @@ class JobKind:
         return _digest({"settings": self.settings(config), "models": model_identities})
 
     def used_models(self, config: FoleyConfig) -> tuple[str, ...]:
-        """The models this run uses: the dub job reads AudioLDM's CLAP only to rank candidates or embed a reference."""
+        """The models this run uses: the dub job reads AudioLDM's CLAP only to rank candidates or embed a reference,
+        and runs the source detector only with sound sources on."""
+        unused = set()
         if self.sound_design and not config.uses_clap():
-            return tuple(model for model in self.models if model != "clap_model")
-        return self.models
+            unused.add("clap_model")
+        if config.sources.mode == "off":
+            unused.add("detector_model")
+        return tuple(model for model in self.models if model not in unused)
 
     def model_ids(self, config: FoleyConfig) -> dict[str, str]:
         """Where this job's models come from (manifest columns, for reading; not part of the hash)."""
@@ -63,6 +67,9 @@ class JobKind:
             "mapper_model": lambda: mapper_identity(config, identities),
             "audioldm_model": lambda: identities.of(config.audioldm.model, config.audioldm.revision),
             "clap_model": lambda: identities.of(config.clap.checkpoint),
+            "detector_model": lambda: (
+                identities.of(config.sources.detector) + ":labels=" + identities.of_text_file(config.source_labels())
+            ),
         }
         return {model: every[model]() for model in self.used_models(config)}
 
@@ -136,6 +143,7 @@ def dub_settings(config: FoleyConfig) -> dict:
         **({"conditions": config.conditions.hashed()} if config.conditions.hashed() != DEFAULT_CONDITIONS else {}),
         # Where the CLAP ranks candidates or embeds the job's reference, how it reads a sound changes the result.
         **({"clap": clap_settings(config)} if config.uses_clap() else {}),
+        **({"sources": config.sources.hashed()} if config.sources.mode != "off" else {}),
     }
 
 
@@ -206,7 +214,7 @@ def embed_settings(config: FoleyConfig) -> dict:
 DUB = JobKind(
     name="dub",
     stages=("decode_embed", "map", "synthesize", "mux"),
-    models=("clip_model", "mapper_model", "audioldm_model", "clap_model"),
+    models=("clip_model", "mapper_model", "audioldm_model", "clap_model", "detector_model"),
     settings=dub_settings,
     sound_design=True,
 )

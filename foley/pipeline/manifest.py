@@ -53,7 +53,18 @@ SEGMENTS_TYPE = pa.list_(
 )
 # One entry per window: what shaped its sound. The weight of each condition where more than the video's own
 # picture was mixed, the zero-shot mapper's labels with their weights, and the CLAP scores of its candidates with the
-# index of the one kept.
+# index of the one kept; with sound sources on, each source (label, detection score, box as shares of the frame
+# x0 y0 x1 y1, how many of the window's frames saw it, its weight in the mix), and with Cycle Mix each candidate's
+# spread of cosines to them.
+SOURCE_TYPE = pa.struct(
+    [
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("box", pa.list_(pa.float64())),
+        ("frames", pa.int64()),
+        ("weight", pa.float64()),
+    ]
+)
 WINDOW_NOTES_TYPE = pa.list_(
     pa.struct(
         [
@@ -61,6 +72,8 @@ WINDOW_NOTES_TYPE = pa.list_(
             ("labels", pa.list_(pa.struct([("label", pa.string()), ("weight", pa.float64())]))),
             ("scores", pa.list_(pa.float64())),
             ("kept", pa.int64()),
+            ("sources", pa.list_(SOURCE_TYPE)),
+            ("spreads", pa.list_(pa.float64())),
         ]
     )
 )

@@ -63,12 +63,17 @@ def describe_window(index: int, window: dict, notes: dict) -> dict:
         f"{name} {value:.2f}" for name, value in (notes.get("weights") or {}).items() if value is not None
     )
     scores = notes.get("scores") or []
+    sources = ", ".join(
+        f"{source['label']} {source['score']:.2f} (weight {source['weight']:.2f})"
+        for source in notes.get("sources") or []
+    )
     return {
         "index": index,
         "span": f"{window['start_s']:.2f}-{window['end_s']:.2f}",
         "shot": window["shot"],
         "labels": labels,
         "weights": weights,
+        "sources": sources,  # label, detection score, weight in the mix
         # Three significant digits, so close candidates still read apart; `kept` indexes them as the manifest does.
         "scores": ", ".join(f"{score:.3g}" for score in scores) + (f" (kept #{notes['kept']})" if scores else ""),
     }

@@ -80,6 +80,13 @@ def pipeline_columns(config: FoleyConfig, kind: JobKind) -> dict:
         "segment_info": "",  # JSON: per segment, what made it (manifest column `segments`)
         "synthesize_worker": "",
         "clip_embeddings": EMPTY_MATRIX,
+        **(
+            {"window_sources": "[]", "source_embeddings": EMPTY_MATRIX}  # sound sources per window (the Map stage's)
+            if kind.sound_design and config.sources.mode != "off"
+            else {}
+        ),
+        # The weighted sources mapped to CLAP space, by which Cycle Mix ranks candidates (the Synthesize stage's).
+        **({"source_clap_embeddings": EMPTY_MATRIX} if kind.sound_design and config.sources.cycle_mix else {}),
         "clap_embeddings": EMPTY_MATRIX,
         "waveforms": EMPTY_MATRIX,
         "sample_rate": 0,

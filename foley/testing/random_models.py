@@ -33,7 +33,7 @@ from foley.models.clap import (
     text_branch_config,
 )
 from foley.models.mapper import MapperSpec, V2AMapper, save_mapper
-from foley.models.tokenizers import byte_level_tokenizer
+from foley.models.tokenizers import byte_level_clip_tokenizer, byte_level_tokenizer
 
 TINY_EMBED_DIM = 64  # CLIP's
 TINY_CLAP_DIM = 512  # laion_clap's joint embedding with HTSAT-tiny, as in AudioLDM's CLAP
@@ -224,7 +224,33 @@ def save_tiny_models(root: Path) -> dict[str, Path]:
         "audioldm": save_tiny_audioldm(root / "audioldm", original),
         "mapper": save_tiny_mapper(root / "mapper"),
         "clap": root / "clap",
+        "detector": save_tiny_detector(root / "detector"),
     }
+
+
+def save_tiny_detector(folder: Path, seed: int = 0) -> Path:
+    """An OWLv2 of one layer per tower on 64-px images (16 patches), with its processor, as save_pretrained writes
+    a hub model (model.safetensors, config.json and the processor's files)."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor  # noqa: PLC0415
+
+    tokenizer = byte_level_clip_tokenizer()
+    towers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    text = towers | dict(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=16,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    )
+    torch.manual_seed(seed)
+    model = Owlv2ForObjectDetection(
+        Owlv2Config(text_config=text, vision_config=towers | dict(image_size=64, patch_size=16), projection_dim=32)
+    )
+    with torch.no_grad():  # random box offsets saturate the sigmoid into boxes of no area; a trained head's are small
+        model.box_head.dense2.weight.mul_(0.01)
+    model.save_pretrained(folder)
+    Owlv2Processor(Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer).save_pretrained(folder)
+    return folder
 
 
 # AudioLDM s-full-v2 as diffusers builds it (cvssp/audioldm-s-full-v2): UNet 185M parameters, 10.24-s windows.

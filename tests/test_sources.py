@@ -1,0 +1,179 @@
+"""Sound sources (SSV2A): detected per window by a tiny random-weight OWLv2 loaded through transformers' loaders,
+tracked across frames, mapped and mixed in CLAP space; `exclude` and `boost` edit the mix; `off` changes nothing."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, row_for, run, run_dub, tiny_overrides
+from foley.media.render import render_test_video
+from foley.models.detector import Detection, load_source_detector
+from foley.models.identity import ModelIdentities
+from foley.pipeline.kinds import DUB
+from foley.pipeline.rows import PENDING, window_notes
+from foley.pipeline.sources import mix_weights, track_sources
+from foley.storage.store import Storage
+
+
+@pytest.fixture(scope="module")
+def sources_config(tiny_config):
+    return tiny_config.with_overrides("sources.mode=zero_shot")
+
+
+@pytest.fixture(scope="module")
+def found(sources_config, tmp_path_factory):
+    """A 12-s clip (two windows) through the decode stage with sources on."""
+    from workers.decode_embed import DecodeEmbed
+
+    video = render_test_video(tmp_path_factory.mktemp("sources") / "street.mp4", 12.0, 320, 180, 25)
+    [row] = run(DecodeEmbed(sources_config), [row_for(video, sources_config)])
+    return row
+
+
+def test_a_source_seen_in_two_frames_is_one_source_and_two_apart_stay_two(sources_config):
+    embedding = np.eye(3, dtype=np.float32)
+    dog_left, dog_right = (0.0, 0.0, 0.4, 0.4), (0.6, 0.6, 1.0, 1.0)
+    first = [(Detection("dog", 0.8, dog_left), embedding[0]), (Detection("dog", 0.6, dog_right), embedding[1])]
+    second = [(Detection("dog", 0.4, (0.05, 0.0, 0.45, 0.4)), embedding[2])]
+    notes, embeddings = track_sources([first, second], sources_config.sources)
+    assert [(note["label"], note["frames"]) for note in notes] == [("dog", 2), ("dog", 1)]
+    assert notes[0]["score"] == pytest.approx((0.8 + 0.4) / 2) and notes[1]["score"] == pytest.approx(0.6 / 2)
+    assert notes[0]["box"] == pytest.approx([0.025, 0.0, 0.425, 0.4])
+    assert embeddings[0] == pytest.approx(np.array([1, 0, 1]) / np.sqrt(2))  # its two crops, averaged
+    assert embeddings[1] == pytest.approx(embedding[1])
+
+
+def test_the_mix_shares_by_score_and_area_and_edits_remove_or_boost_a_label(sources_config):
+    notes = [
+        {"label": "dog barking", "score": 0.5, "box": [0.0, 0.0, 0.5, 0.5]},  # 0.5 x 0.25
+        {"label": "car engine", "score": 0.25, "box": [0.0, 0.0, 1.0, 0.5]},  # 0.25 x 0.5
+    ]
+    picture, shares = mix_weights(notes, sources_config.sources)
+    assert picture == 0.5 and shares == pytest.approx([0.25, 0.25])
+    _, excluded = mix_weights(notes, sources_config.sources.model_copy(update={"exclude": ["car engine"]}))
+    assert excluded == pytest.approx([0.5, 0.0])
+    _, boosted = mix_weights(notes, sources_config.sources.model_copy(update={"boost": {"dog barking": 3.0}}))
+    assert boosted == pytest.approx([0.375, 0.125])
+    assert (
+        mix_weights(notes, sources_config.sources.model_copy(update={"exclude": ["dog barking", "car engine"]})) is None
+    )
+
+
+def test_the_detector_loads_through_transformers_and_boxes_lie_in_the_frame(sources_config):
+    import torch
+
+    config = sources_config.sources.model_copy(update={"max_sources": 3})
+    detector = load_source_detector(
+        config, sources_config.source_labels(), Storage(sources_config.storage), torch.device("cpu")
+    )
+    labels = (ROOT / "configs/labels/vggsound.txt").read_text().split("\n")
+    frames = np.random.default_rng(0).integers(0, 255, (2, 180, 320, 3), dtype=np.uint8)
+    for detections in detector.detect(frames):
+        assert 1 <= len(detections) <= 3
+        assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
+        for detection in detections:
+            assert detection.label in labels
+            x0, y0, x1, y1 = detection.box
+            assert 0 <= x0 <= x1 <= 1 and 0 <= y0 <= y1 <= 1
+
+
+def test_each_window_carries_its_sources_from_the_decode_stage(found, sources_config):
+    assert found["status"] == PENDING and found["n_windows"] == 2
+    windows = json.loads(found["window_sources"])
+    assert len(windows) == 2 and all(1 <= len(sources) <= sources_config.sources.max_sources for sources in windows)
+    width = found["clip_embeddings"].shape[1]
+    embeddings = found["source_embeddings"].reshape(2, sources_config.sources.max_sources, width)
+    for window, sources in enumerate(windows):
+        assert {"label", "score", "box", "frames"} <= set(sources[0])
+        norms = np.linalg.norm(embeddings[window], axis=1)
+        assert norms[: len(sources)] == pytest.approx(1.0, abs=1e-5) and not norms[len(sources) :].any()
+
+
+def test_the_map_stage_mixes_the_sources_and_an_excluded_label_weighs_nothing(found, sources_config, tiny_config):
+    from workers.map import Map
+
+    [mixed] = run(Map(sources_config), [dict(found)])
+    notes = window_notes(mixed)
+    assert "source_embeddings" not in mixed and "window_sources" not in mixed
+    weights = [source["weight"] for note in notes for source in note["sources"]]
+    assert sum(weights) == pytest.approx(len(notes) * (1 - sources_config.sources.global_weight), abs=1e-3)
+
+    [picture_only] = run(Map(tiny_config), [dict(found)])
+    assert not np.allclose(mixed["clap_embeddings"], picture_only["clap_embeddings"])
+    labels = sorted({source["label"] for note in notes for source in note["sources"]})
+    excluded = sources_config.with_overrides(f"sources.exclude={json.dumps(labels[:1])}")
+    [edited] = run(Map(excluded), [dict(found)])
+    for note in window_notes(edited):
+        for source in note["sources"]:
+            assert (source["weight"] == 0) == (source["label"] == labels[0])
+    # Every label excluded: each window sounds exactly as with sources off.
+    [muted] = run(Map(sources_config.with_overrides(f"sources.exclude={json.dumps(labels)}")), [dict(found)])
+    assert np.array_equal(muted["clap_embeddings"], picture_only["clap_embeddings"])
+
+
+def test_cycle_mix_keeps_the_candidate_whose_cosines_to_the_sources_spread_least(found, sources_config):
+    from workers.map import Map
+    from workers.synthesize import Synthesize
+
+    config = sources_config.with_overrides("audioldm.candidates=3", "sources.cycle_mix=true")
+    [mapped] = run(Map(config), [dict(found)])
+    sources = mapped["source_clap_embeddings"].reshape(2, config.sources.max_sources, -1)
+    assert all((np.abs(window).sum(axis=1) > 0).sum() >= 2 for window in sources)  # each window has 2+ sources
+    synthesize = Synthesize(config)
+    [row] = run(synthesize, [mapped])
+    for index, notes in enumerate(window_notes(row)):
+        heard = synthesize.embed_audio(row["waveforms"][index][None, None])[0]  # the kept one, as muxed
+        weighted = sources[index][np.abs(sources[index]).sum(axis=1) > 0]
+        assert len(notes["spreads"]) == 3 and notes["kept"] == int(np.argmin(notes["spreads"]))
+        assert float((heard @ weighted.T).std(axis=1)[0]) == pytest.approx(min(notes["spreads"]), abs=1e-3)
+
+
+def test_sources_off_keep_the_hash_and_on_the_detector_and_its_labels_count(tiny_config, tmp_path):
+    identities = ModelIdentities(Storage(tiny_config.storage))
+    off = tiny_config.with_overrides("sources.max_sources=2", "sources.exclude=[speech]", "sources.detector=elsewhere")
+    assert DUB.model_identities(off, identities) == DUB.model_identities(tiny_config, identities)
+    assert "detector_model" not in DUB.model_identities(tiny_config, identities)
+    assert DUB.settings(off) == DUB.settings(tiny_config) and "sources" not in DUB.settings(tiny_config)
+
+    on = tiny_config.with_overrides("sources.mode=zero_shot")
+    on_models = DUB.model_identities(on, identities)
+    assert on_models["detector_model"].startswith("sha256:") and ":labels=" in on_models["detector_model"]
+    assert DUB.config_hash(on, on_models) != DUB.config_hash(tiny_config, DUB.model_identities(tiny_config, identities))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dog barking\n")
+    relabelled = on.with_overrides(f"sources.labels={labels}")
+    assert DUB.model_identities(relabelled, identities)["detector_model"] != on_models["detector_model"]
+    excluding = on.with_overrides("sources.exclude=[speech]")
+    assert DUB.config_hash(excluding, on_models) != DUB.config_hash(on, on_models)
+
+
+def test_bad_source_settings_are_config_errors():
+    from foley.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="sources.frames=9 of each window's window.frames=4"):
+        load_config(ROOT / "configs/tiny.yaml", ["sources.frames=9"])
+    with pytest.raises(ConfigError, match="boost factors must be finite"):
+        load_config(ROOT / "configs/tiny.yaml", ['sources.boost={"dog barking": -1}'])
+    with pytest.raises(ConfigError, match="sources.mode"):
+        load_config(ROOT / "configs/tiny.yaml", ["sources.mode=remixer"])
+    with pytest.raises(ConfigError, match="cycle_mix ranks candidates by their sound sources"):
+        load_config(ROOT / "configs/tiny.yaml", ["sources.mode=zero_shot", "sources.cycle_mix=true"])
+
+
+@pytest.mark.slow
+def test_a_dub_job_with_sources_records_them_in_the_manifest(tmp_path, tiny_models, ray_cluster):
+    video = render_test_video(tmp_path / "lib" / "street.mp4", 3.0, 240, 160, 25)
+    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), "sources.mode=zero_shot"]
+    result = run_dub(ray_cluster, video.parent, tmp_path / "out", overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = pq.read_table(tmp_path / "out/_foley/manifest/manifest.parquet").to_pylist()
+    [row] = manifest
+    assert row["status"] == "ok" and row["detector_model"].endswith(f"{tiny_models['detector']}:vggsound.txt")
+    [note] = row["window_notes"]
+    assert note["sources"] and all({"label", "score", "box", "weight"} <= set(s) for s in note["sources"])
+    assert sum(source["weight"] for source in note["sources"]) == pytest.approx(0.5, abs=1e-3)
+    page = (tmp_path / "out/_foley/report/data/page-00000.js").read_text()  # the report lists them per window
+    first = note["sources"][0]
+    assert f"{first['label']} {first['score']:.2f} (weight {first['weight']:.2f})" in page
