@@ -238,8 +238,10 @@ class SourcesConfig(Strict):
     CLIP-embedded from its crop and mapped like the window's whole picture, and the mapped sources are mixed with it
     in CLAP space by detection score and box area. `off` keeps every result and hash as without sources."""
 
-    mode: Literal["off", "zero_shot"] = Field(
-        "off", description="zero_shot: mix the sources by score and area (no trained remixer is needed)"
+    mode: Literal["off", "zero_shot", "remixer"] = Field(
+        "off",
+        description="zero_shot: mix the sources by score and area (no trained remixer is needed); remixer: the "
+        "trained source remixer that mapper.checkpoint names mixes them (train.variant=source-remixer)",
     )
     detector: str = Field(
         "google/owlv2-base-patch16-ensemble",
@@ -285,8 +287,12 @@ class SourcesConfig(Strict):
 class TrainConfig(Strict):
     """jobs.train_mapper; defaults are the paper's diffusion prior."""
 
-    variant: Literal["diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer"] = (
-        "diffusion-transformer"
+    variant: Literal[
+        "diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer", "source-remixer"
+    ] = Field(
+        "diffusion-transformer",
+        description="source-remixer: SSV2A's remixer over a window's picture and sound sources (needs pairs that "
+        "jobs.embed made with sources.mode on)",
     )
     depth: int = Field(12, ge=1)
     heads: int = Field(12, ge=1)
@@ -294,7 +300,10 @@ class TrainConfig(Strict):
     mlp_expansion: int = Field(4, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     train_timesteps: int = Field(1000, ge=2)
-    condition_dropout: float = Field(0.1, ge=0, lt=1, description="for classifier-free guidance")
+    condition_dropout: float = Field(
+        0.1, ge=0, lt=1, description="for classifier-free guidance (source-remixer: each source muted with it)"
+    )
+    kl_weight: float = Field(1e-3, ge=0, description="source-remixer: the KL term of its variational heads")
     learning_rate: float = Field(1.1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(448, ge=1, description="global batch, split across workers")
@@ -542,10 +551,15 @@ class FoleyConfig(Strict):
                 f"sources.frames={self.sources.frames} of each window's window.frames={self.window.frames} sampled "
                 "frames: detect in at most as many frames as are sampled"
             )
-        if self.sources.cycle_mix and (self.sources.mode == "off" or self.audioldm.candidates < 2):
+        if self.sources.cycle_mix and (self.sources.mode != "zero_shot" or self.audioldm.candidates < 2):
             raise ValueError(
                 "sources.cycle_mix ranks candidates by their sound sources: it needs sources.mode=zero_shot and "
                 "audioldm.candidates of 2 or more"
+            )
+        if self.sources.mode == "remixer" and (not self.mapper.checkpoint or self.sources.boost):
+            raise ValueError(
+                "sources.mode=remixer mixes the sources with the trained remixer that mapper.checkpoint names (set "
+                "it), and weighs them by attention, not by sources.boost (leave it empty; sources.exclude applies)"
             )
         return self
 

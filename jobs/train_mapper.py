@@ -3,7 +3,9 @@
     python -m jobs.train_mapper --data DIR|s3://B/P/ --output DIR|s3://B/P/ [--config configs/foley.yaml] \
         [--fresh] [key.path=value ...]
 
-The variant and its size come from `train.*`, the embedding sizes from the data. Workers train data-parallel
+The variant and its size come from `train.*`, the embedding sizes from the data. train.variant=source-remixer
+trains SSV2A's Sound Source Remixer on pairs with sound sources (jobs.embed with sources.mode on), for
+sources.mode=remixer. Workers train data-parallel
 (TorchTrainer: CPUs here, GPUs on a cluster) on pair files read through Ray Data; a held-out share of the files
 is validated every epoch (mean cosine between mapped and true CLAP embeddings, beside the no-mapper baseline).
 Every epoch is checkpointed to <output>/checkpoint/, and a rerun of the same command resumes from the last one.
@@ -55,8 +57,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def mapper_spec(config: FoleyConfig, clip_dim: int, clap_dim: int) -> MapperSpec:
+def mapper_spec(config: FoleyConfig, clip_dim: int, clap_dim: int, sources: int) -> MapperSpec:
+    """The architecture train.* asks for, sized by the data (`sources`: its source slots per window)."""
     train = config.train
+    remixer = train.variant == "source-remixer"
+    if remixer and not sources:
+        raise ConfigError(
+            "train.variant=source-remixer learns from each window's sound sources, but these pairs have none; "
+            "make them with `python -m jobs.embed ... sources.mode=zero_shot`"
+        )
     return MapperSpec(
         variant=train.variant,
         clip_dim=clip_dim,
@@ -67,6 +76,8 @@ def mapper_spec(config: FoleyConfig, clip_dim: int, clap_dim: int) -> MapperSpec
         mlp_expansion=train.mlp_expansion,
         dropout=train.dropout,
         train_timesteps=train.train_timesteps,
+        max_sources=sources if remixer else 0,
+        kl_weight=train.kl_weight if remixer else 0.0,
     )
 
 
@@ -195,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     # 4. The trained mapper and its report.
     history = write_results(config, storage, checkpoints, val_files, args.output)
     final = history[-1]
+    no_mapper = "n/a" if final["no_mapper_cosine"] is None else f"{final['no_mapper_cosine']:.3f}"  # sizes differ
     print(
         f"done in {time.perf_counter() - started:.1f} s: {final['epoch']} epochs, held-out cosine "
-        f"{final['val_cosine']:.3f} (no mapper: {final['no_mapper_cosine']:.3f}); mapper: "
+        f"{final['val_cosine']:.3f} (no mapper: {no_mapper}); mapper: "
         f"{join(args.output, WEIGHTS_NAME)}",
         flush=True,
     )
@@ -221,7 +233,10 @@ def train(
         filesystem, paths = storage.arrow_files(files)
         # Read once and keep in the object store: every epoch then iterates memory, not files. Validation samples the
         # prior for each pair, so it takes at most train.val_max_pairs of them, as write_results does.
-        pairs = ray.data.read_parquet(paths, filesystem=filesystem).select_columns(["clip", "clap"])
+        pairs = ray.data.read_parquet(paths, filesystem=filesystem)
+        if spec.max_sources:  # the remixer reads a window's picture and its source slots as one condition
+            pairs = pairs.map_batches(with_sources, batch_format="numpy")
+        pairs = pairs.select_columns(["clip", "clap"])
         datasets[name] = (pairs if name == "train" else pairs.limit(config.train.val_max_pairs)).materialize()
     with tempfile.TemporaryDirectory(prefix="foley-train-") as ray_train_dir:
         trainer = TorchTrainer(
@@ -238,6 +253,13 @@ def train(
         trainer.fit()
 
 
+def with_sources(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A window's picture and its source slots as one row: the source remixer's condition. (Ray Data hands a
+    fixed-size list column over as an array of rows, so each column is stacked first.)"""
+    clip, sources = (np.stack(list(batch[name])).astype(np.float32) for name in ("clip", "sources"))
+    return {"clip": np.concatenate([clip, sources], axis=1), "clap": np.stack(list(batch["clap"])).astype(np.float32)}
+
+
 def write_results(
     config: FoleyConfig, storage: Storage, checkpoints: CheckpointStore, val_files: list[str], output: str
 ) -> list[dict]:
@@ -249,7 +271,10 @@ def write_results(
     storage.write_bytes(join(output, CONFIG_NAME), spec_json)
     history = json.loads(storage.read_bytes(join(checkpoints.root, f"{latest['folder']}/progress.json")))["history"]
 
-    clip, clap = (torch.from_numpy(m) for m in read_pairs(val_files, storage, config.train.val_max_pairs))
+    clip, clap = (
+        torch.from_numpy(m)
+        for m in read_pairs(val_files, storage, config.train.val_max_pairs, with_sources=mapper.spec.max_sources > 0)
+    )
     torch.manual_seed(config.seed)  # the same initial weights the training started from
     untrained = V2AMapper(mapper.spec).eval()
     series = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from conftest import run_dub, tiny_overrides
 from foley.media.render import render_test_video
@@ -84,21 +86,15 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
     headers = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "tr.detail table th")]
     for window in browser.find_elements(By.CSS_SELECTOR, "tr.detail table tr")[1:]:
         assert "(weight 0." in window.find_elements(By.TAG_NAME, "td")[headers.index("sound sources")].text
-    # The boxes are drawn on the poster frames: the middle of the best source's top edge, as the browser shows it,
-    # has its outline colour (the first of report.source_colors, #ff3b30).
+    # The boxes are drawn on the poster frames: the middle of the best source's top edge, as the browser shows it
+    # (a screenshot of the picture), has its outline colour (the first of report.source_colors, #ff3b30).
     manifest = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()
     [street] = [row for row in manifest if row["relative_path"] == STREET]
     x0, y0, x1, _ = street["window_notes"][0]["sources"][0]["box"]
-    red, green, blue = browser.execute_script(
-        """const [img, x, y] = arguments, canvas = document.createElement("canvas");
-        [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
-        const context = canvas.getContext("2d");
-        context.drawImage(img, 0, 0);
-        return Array.from(context.getImageData(x, y, 1, 1).data.slice(0, 3));""",
-        pictures[0],
-        round((x0 + x1) / 2 * 119),  # the first poster: 160x96 scaled to 120x72
-        round(y0 * 71),
-    )
+    shown = Image.open(io.BytesIO(pictures[0].screenshot_as_png)).convert("RGB")  # the poster as drawn on screen
+    scale_x = shown.width / browser.execute_script("return arguments[0].naturalWidth", pictures[0])
+    scale_y = shown.height / browser.execute_script("return arguments[0].naturalHeight", pictures[0])
+    red, green, blue = shown.getpixel((round((x0 + x1) / 2 * 119 * scale_x), round(y0 * 71 * scale_y)))
     assert red > 180 and green < 130 and blue < 130, (red, green, blue)
     if target := os.environ.get("FOLEY_REPORT_SCREENSHOT"):  # how docs/report.png is made
         Path(target).write_bytes(browser.get_screenshot_as_png())
@@ -129,10 +125,7 @@ def test_posters_spread_over_the_video_and_conditions_read_as_words():
 
 
 def test_sound_source_boxes_are_outlined_on_the_poster_frames_the_best_on_top():
-    import io
-
     import numpy as np
-    from PIL import Image
 
     from foley.config import ReportConfig
     from foley.pipeline.report_assets import poster_strip

@@ -106,3 +106,26 @@ def test_the_diffusion_prior_learns_the_relation_and_writes_its_report(synthetic
         assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     mapper = read_mapper(tmp_path)  # what jobs.dub loads
     assert mapper.spec.clip_dim == 512 and mapper.spec.variant == "diffusion-transformer"
+
+
+@pytest.mark.slow
+def test_the_source_remixer_trains_with_ray_train_on_pairs_with_sources(tmp_path, ray_cluster):
+    from foley.training.synthetic import write_synthetic_source_pairs
+
+    data = tmp_path / "source-pairs"
+    write_synthetic_source_pairs(str(data), Storage(StorageConfig()), objects=8, per_pair=20, dim=64, max_sources=3)
+    remixer = ["train.variant=source-remixer", "train.val_fraction=0.2", "train.depth=1", "train.head_dim=16"]
+    result = train_job(ray_cluster, data, tmp_path / "remixer", *remixer, "train.epochs=4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "source-remixer mapper 64 -> 64" in result.stdout and "(no mapper: n/a)" in result.stdout
+    metrics = json.loads((tmp_path / "remixer/metrics.json").read_text())
+    assert (
+        metrics["variant"] == "source-remixer" and metrics["final_val_cosine"] > metrics["before_training_val_cosine"]
+    )
+    mapper = read_mapper(tmp_path / "remixer")  # what jobs.dub loads with sources.mode=remixer
+    assert (mapper.spec.clip_dim, mapper.spec.max_sources, mapper.spec.condition_dim) == (64, 3, 256)
+
+    plain = tmp_path / "plain-pairs"
+    write_synthetic_pairs(str(plain), Storage(StorageConfig()), count=200, clip_dim=64, clap_dim=64, files=10)
+    refused = train_job(ray_cluster, plain, tmp_path / "refused", *remixer)
+    assert refused.returncode == 2 and "these pairs have none" in refused.stderr

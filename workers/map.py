@@ -6,9 +6,10 @@ OUTPUT the same rows plus clap_embeddings (n_windows x D_clap, unit length), and
        labels it chose for each window, with their weights (window_notes). Fan-out 1:1.
 
 With sound sources on (sources.mode=zero_shot), each window's sources are mapped like its whole picture and mixed
-with it (foley.pipeline.sources); each source's label, score, box and weight join the window's notes. The sources'
-columns end here; with sources.cycle_mix the weighted sources' CLAP embeddings go on to the Synthesize stage
-(source_clap_embeddings: n_windows x max_sources*D_clap, zero rows where there is none).
+with it (foley.pipeline.sources); each source's label, score, box and weight join the window's notes. With
+sources.mode=remixer, the trained source remixer (mapper.checkpoint) takes the picture and the sources together.
+The sources' columns end here; with sources.cycle_mix the weighted sources' CLAP embeddings go on to the
+Synthesize stage (source_clap_embeddings: n_windows x max_sources*D_clap, zero rows where there is none).
 
 Windows of all videos in the batch are mapped together, max_forward_batch at a time; each window's noise comes
 from its own seed, so its result does not depend on which videos share its batch.
@@ -78,10 +79,30 @@ class Map:
                 windows, self.mapper.top_labels(torch.from_numpy(clip_embeddings).to(self.device)), strict=True
             ):
                 note_window(ref.row, ref.index, labels=labels)
+        if self.config.sources.mode == "remixer":
+            return self.remix(clip_embeddings, windows, generators)
         mapped = self.mapper_output(clip_embeddings, generators)
-        if self.config.sources.mode != "off":
+        if self.config.sources.mode == "zero_shot":
             mapped = self.mix_sources(mapped, windows)
         return mapped
+
+    def remix(self, clip_embeddings: np.ndarray, windows: list[WindowRef], generators) -> np.ndarray:
+        """The trained source remixer: each window's picture and its sources (the best first, as many as the
+        remixer has slots; an excluded label's slot left empty) in one condition. Its attention weighs them, so a
+        source's note has no weight of its own (0 where excluded)."""
+        slots, width = self.mapper.spec.max_sources, self.mapper.clip_dim
+        conditions = np.zeros((len(windows), (1 + slots) * width), np.float32)
+        conditions[:, :width] = clip_embeddings
+        for position, ref in enumerate(windows):
+            notes = json.loads(str(ref.row["window_sources"]))[ref.index]
+            embeddings = np.asarray(ref.row["source_embeddings"][ref.index]).reshape(-1, width)
+            for k, note in enumerate(notes):
+                excluded = note["label"] in self.config.sources.exclude
+                note["weight"] = 0.0 if excluded else None
+                if k < slots and not excluded:
+                    conditions[position, (1 + k) * width : (2 + k) * width] = embeddings[k]
+            note_window(ref.row, ref.index, sources=notes)
+        return self.mapper_output(conditions, generators)
 
     def mapper_output(self, clip_embeddings: np.ndarray, generators: list[torch.Generator]) -> np.ndarray:
         mapped = self.mapper.map(

@@ -1,6 +1,7 @@
 """Embed stage 3: a video's (CLIP, CLAP) window pairs -> one Parquet file, and its manifest row.
 
-INPUT  rows with clip_embeddings and clap_embeddings (n_windows x D each).
+INPUT  rows with clip_embeddings and clap_embeddings (n_windows x D each), and source_embeddings with sound
+       sources on (n_windows x max_sources*D: the source remixer's training input).
 OUTPUT one manifest row per video; its pairs at output_uri (<output>/pairs/<relative path>.parquet).
 
 One file per video, named after it, so a redo replaces the video's pairs instead of adding a second copy, and a
@@ -27,5 +28,6 @@ class WritePairs(FinalStage):
             row["clip_embeddings"],
             row["clap_embeddings"],
             EMBED.model_ids(self.config),
+            row.get("source_embeddings"),
         )
         self.storage.write_bytes(str(row["output_uri"]), table_bytes(table))

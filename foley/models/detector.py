@@ -19,6 +19,7 @@ import torch
 
 from foley.config import SourcesConfig
 from foley.models.weights import local_weights
+from foley.models.zero_shot import read_labels
 from foley.storage.store import Storage
 
 
@@ -31,10 +32,6 @@ class Detection:
     @property
     def area(self) -> float:
         return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
-
-
-def read_labels(path: str) -> list[str]:
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 class SourceDetector:
@@ -107,4 +104,4 @@ def load_source_detector(config: SourcesConfig, labels_file: str, storage: Stora
             f"sources.detector = {config.detector!r} is a {type(model).__name__}; sound sources need an OWL-ViT or "
             "OWLv2 detector (e.g. google/owlv2-base-patch16-ensemble)"
         )
-    return SourceDetector(model, AutoProcessor.from_pretrained(location), read_labels(labels_file), config, device)
+    return SourceDetector(model, AutoProcessor.from_pretrained(location), read_labels(Path(labels_file)), config, device)

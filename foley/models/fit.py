@@ -26,13 +26,13 @@ def clip_embed_dim(config: FoleyConfig, storage: Storage) -> int | None:
     return json.loads(path.read_text())["embed_dim"] if path.is_file() else None
 
 
-def mapper_clip_dim(location: str, storage: Storage) -> int:
-    """The CLIP width a mapper checkpoint (a folder or prefix, or its .safetensors file) was trained for."""
+def mapper_architecture(location: str, storage: Storage) -> dict:
+    """The architecture (mapper.json) of a mapper checkpoint: a folder or prefix, or its .safetensors file."""
     if PurePosixPath(location).suffix == ".safetensors":
         config_uri = location.removesuffix(".safetensors") + ".json"
     else:
         config_uri = join(location, CONFIG_NAME) if is_s3(location) or Path(location).is_dir() else location
-    return int(json.loads(storage.read_bytes(config_uri))["clip_dim"])
+    return json.loads(storage.read_bytes(config_uri))
 
 
 def misfit_models(config: FoleyConfig, storage: Storage) -> list[str]:
@@ -40,11 +40,20 @@ def misfit_models(config: FoleyConfig, storage: Storage) -> list[str]:
     if not config.mapper.checkpoint:  # the zero-shot mapper works in whatever space the CLIP has
         return []
     clip_dim = clip_embed_dim(config, storage)
-    mapper_dim = mapper_clip_dim(config.mapper.checkpoint, storage)
-    if clip_dim is None or clip_dim == mapper_dim:
-        return []
-    return [
-        f"mapper.checkpoint = {config.mapper.checkpoint!r} maps {mapper_dim}-d CLIP embeddings, but clip.model = "
-        f"{config.clip.model!r} makes {clip_dim}-d ones; use the CLIP the mapper was trained with, or train a "
-        "mapper for this CLIP (python -m jobs.train_mapper)"
-    ]
+    architecture = mapper_architecture(config.mapper.checkpoint, storage)
+    mapper_dim, remixer = int(architecture["clip_dim"]), architecture.get("variant") == "source-remixer"
+    misfits = []
+    if clip_dim is not None and clip_dim != mapper_dim:
+        misfits.append(
+            f"mapper.checkpoint = {config.mapper.checkpoint!r} maps {mapper_dim}-d CLIP embeddings, but clip.model "
+            f"= {config.clip.model!r} makes {clip_dim}-d ones; use the CLIP the mapper was trained with, or train a "
+            "mapper for this CLIP (python -m jobs.train_mapper)"
+        )
+    if remixer != (config.sources.mode == "remixer"):
+        misfits.append(
+            f"mapper.checkpoint = {config.mapper.checkpoint!r} is a source remixer, which needs sources.mode=remixer"
+            if remixer
+            else f"sources.mode=remixer needs a mapper.checkpoint trained with train.variant=source-remixer; "
+            f"{config.mapper.checkpoint!r} is a {architecture.get('variant', 'diffusion-transformer')}"
+        )
+    return misfits

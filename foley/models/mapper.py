@@ -4,6 +4,10 @@ The paper's default is a DALL-E-2-style diffusion prior that predicts the clean 
 schedule and classifier-free guidance; it is built from diffusers parts (PriorTransformer, DDIM/DDPM schedulers).
 The variants the paper compares (diffusion MLP, regression MLP, regression transformer) share the same interface,
 checkpoint format (mapper.safetensors + mapper.json) and loaders, so the dub job runs whichever one it is given.
+
+SSV2A's Sound Source Remixer is one more variant ("source-remixer"): its condition is a window's whole picture and
+its sound sources' crops (`max_sources` CLIP embeddings after the global one, zero rows for none), and it is
+trained and loaded like the others.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
-Variant = Literal["diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer"]
+Variant = Literal[
+    "diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer", "source-remixer"
+]
 WEIGHTS_NAME = "mapper.safetensors"
 CONFIG_NAME = "mapper.json"
 
@@ -44,6 +50,13 @@ class MapperSpec:
     beta_schedule: str = "squaredcos_cap_v2"  # the cosine schedule
     # Unit-length embeddings enter scaled by sqrt(dim) so their entries have unit variance, as noise does.
     embedding_scale: float | None = None
+    max_sources: int = 0  # source-remixer: the source slots after the global embedding
+    kl_weight: float = 0.0  # source-remixer: the variational heads' KL term in the training loss
+
+    @property
+    def condition_dim(self) -> int:
+        """The width of what map() takes: one CLIP embedding, or the remixer's global one and its source slots."""
+        return self.clip_dim * (1 + self.max_sources)
 
     @property
     def is_diffusion(self) -> bool:
@@ -97,8 +110,9 @@ class RegressionTransformer(nn.Module):
         self.output_token = nn.Parameter(torch.zeros(1, 1, inner))
         self.positional = nn.Parameter(torch.zeros(1, 2, inner))
         self.blocks = nn.ModuleList(
-            BasicTransformerBlock(inner, spec.heads, spec.head_dim, dropout=spec.dropout, activation_fn="gelu",
-                                  attention_bias=True)
+            BasicTransformerBlock(
+                inner, spec.heads, spec.head_dim, dropout=spec.dropout, activation_fn="gelu", attention_bias=True
+            )
             for _ in range(spec.depth)
         )
         self.norm_out = nn.LayerNorm(inner)
@@ -112,14 +126,95 @@ class RegressionTransformer(nn.Module):
         return self.proj_out(self.norm_out(hidden[:, -1]))
 
 
+class LinearAttention(nn.Module):
+    """Efficient attention (Katharopoulos et al. 2020, as SSV2A's remixer uses): softmax(QK^T)V replaced by
+    phi(Q)(phi(K)^T V) with phi = elu + 1, linear in the number of tokens; masked tokens are left out."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, count, width = tokens.shape
+        q, k, v = (
+            part.view(batch, count, self.heads, -1).transpose(1, 2) for part in self.qkv(tokens).chunk(3, dim=-1)
+        )
+        q, k = F.elu(q) + 1, (F.elu(k) + 1) * mask[:, None, :, None]
+        context = torch.einsum("bhtd,bhte->bhde", k, v)
+        normaliser = 1 / (torch.einsum("bhtd,bhd->bht", q, k.sum(dim=2)) + 1e-6)
+        mixed = torch.einsum("bhtd,bhde,bht->bhte", q, context, normaliser)
+        return self.out(mixed.transpose(1, 2).reshape(batch, count, width))
+
+
+class RemixerBlock(nn.Module):
+    def __init__(self, width: int, heads: int, expansion: int, dropout: float):
+        super().__init__()
+        self.norm_attention, self.norm_mlp = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = LinearAttention(width, heads)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, width * expansion), nn.GELU(), nn.Dropout(dropout), nn.Linear(width * expansion, width)
+        )
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        tokens = tokens + self.attention(self.norm_attention(tokens), mask)
+        return tokens + self.mlp(self.norm_mlp(tokens))
+
+
+class SourceRemixer(nn.Module):
+    """SSV2A's Sound Source Remixer: the global CLIP embedding and each source's are projected onto a learned
+    cross-modal sound-source manifold (one MLP for all), then efficient-attention blocks over [mean token, variance
+    token, global, sources] mix them; the two prediction tokens give a Gaussian over the CLAP embedding."""
+
+    def __init__(self, spec: MapperSpec):
+        super().__init__()
+        width = spec.heads * spec.head_dim
+        self.clip_dim, self.max_sources = spec.clip_dim, spec.max_sources
+        self.manifold = nn.Sequential(nn.Linear(spec.clip_dim, width), nn.GELU(), nn.Linear(width, width))
+        self.kind = nn.Parameter(torch.zeros(2, width))  # global, source
+        self.prediction = nn.Parameter(torch.randn(2, width) * 0.02)  # mean, log-variance
+        self.blocks = nn.ModuleList(
+            RemixerBlock(width, spec.heads, spec.mlp_expansion, spec.dropout) for _ in range(spec.depth)
+        )
+        self.norm_out = nn.LayerNorm(width)
+        self.mean_head, self.log_variance_head = nn.Linear(width, spec.clap_dim), nn.Linear(width, spec.clap_dim)
+
+    def forward(self, condition: torch.Tensor, keep_sources: torch.Tensor | None = None):
+        """(B, (1 + max_sources) * clip_dim) -> (mean, log-variance), each (B, clap_dim). A zero source row is no
+        source; `keep_sources` (B, max_sources) mutes sources in training (SSV2A's guidance by muting)."""
+        batch = len(condition)
+        parts = condition.view(batch, 1 + self.max_sources, self.clip_dim)
+        present = parts[:, 1:].abs().sum(dim=-1) > 0
+        if keep_sources is not None:
+            present = present & keep_sources
+        embedded = self.manifold(F.normalize(parts, dim=-1)) + torch.cat(
+            [self.kind[:1].expand(1, -1), self.kind[1:].expand(self.max_sources, -1)]
+        )
+        tokens = torch.cat([self.prediction.expand(batch, -1, -1), embedded], dim=1)
+        mask = torch.cat([torch.ones(batch, 3, dtype=torch.bool, device=condition.device), present], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens, mask.to(tokens.dtype))
+        tokens = self.norm_out(tokens)
+        return self.mean_head(tokens[:, 0]), self.log_variance_head(tokens[:, 1])
+
+
 def _build_network(spec: MapperSpec) -> nn.Module:
     if spec.variant == "diffusion-transformer":
         # Tokens: visual condition, timestep, noisy audio embedding, learned output ("prd") token; full attention.
         return PriorTransformer(
-            num_attention_heads=spec.heads, attention_head_dim=spec.head_dim, num_layers=spec.depth,
-            embedding_dim=spec.clap_dim, embedding_proj_dim=spec.clip_dim, clip_embed_dim=spec.clap_dim,
-            num_embeddings=0, additional_embeddings=4, encoder_hid_proj_type=None, added_emb_type="prd",
-            norm_in_type="layer", dropout=spec.dropout,
+            num_attention_heads=spec.heads,
+            attention_head_dim=spec.head_dim,
+            num_layers=spec.depth,
+            embedding_dim=spec.clap_dim,
+            embedding_proj_dim=spec.clip_dim,
+            clip_embed_dim=spec.clap_dim,
+            num_embeddings=0,
+            additional_embeddings=4,
+            encoder_hid_proj_type=None,
+            added_emb_type="prd",
+            norm_in_type="layer",
+            dropout=spec.dropout,
         )
     if spec.variant == "diffusion-mlp":
         return MLPDenoiser(spec)
@@ -127,6 +222,8 @@ def _build_network(spec: MapperSpec) -> nn.Module:
         return RegressionMLP(spec)
     if spec.variant == "regression-transformer":
         return RegressionTransformer(spec)
+    if spec.variant == "source-remixer":
+        return SourceRemixer(spec)
     raise ValueError(f"unknown mapper variant {spec.variant!r}")
 
 
@@ -152,45 +249,82 @@ class V2AMapper(nn.Module):
         return self.network(noisy, timesteps, condition)
 
     def noise_schedule(self, sampler: Literal["ddim", "ddpm"] = "ddim"):
-        common = dict(num_train_timesteps=self.spec.train_timesteps, beta_schedule=self.spec.beta_schedule,
-                      prediction_type="sample", clip_sample=False, timestep_spacing="trailing")
+        common = dict(
+            num_train_timesteps=self.spec.train_timesteps,
+            beta_schedule=self.spec.beta_schedule,
+            prediction_type="sample",
+            clip_sample=False,
+            timestep_spacing="trailing",
+        )
         if sampler == "ddim":
             return DDIMScheduler(set_alpha_to_one=True, **common)
         return DDPMScheduler(variance_type="fixed_small", **common)
 
-    def forward(self, condition: torch.Tensor, target: torch.Tensor, condition_dropout: float,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        condition: torch.Tensor,
+        target: torch.Tensor,
+        condition_dropout: float,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """The training loss (forward, so data-parallel wrappers see it): MSE to the clean (scaled) target, with
         conditions dropped with probability `condition_dropout` for classifier-free guidance."""
+        if isinstance(self.network, SourceRemixer):
+            return self.remixer_loss(condition, target, condition_dropout, generator)
         condition = F.normalize(condition, dim=-1) * self.spec.scale
         target = F.normalize(target, dim=-1) * self.spec.scale
         if not self.spec.is_diffusion:
             return F.mse_loss(self.network(condition), target)
         schedule = self.noise_schedule("ddpm")
         device = target.device
-        timesteps = torch.randint(0, self.spec.train_timesteps, (len(target),), generator=generator,
-                                  device="cpu").to(device)
+        timesteps = torch.randint(0, self.spec.train_timesteps, (len(target),), generator=generator, device="cpu").to(
+            device
+        )
         noise = torch.randn(target.shape, generator=generator, device="cpu").to(device)
         noisy = schedule.add_noise(target, noise, timesteps)
         keep = (torch.rand(len(target), 1, generator=generator, device="cpu") >= condition_dropout).to(device)
         return F.mse_loss(self.predict_clean(noisy, timesteps, condition * keep), target)
 
+    def remixer_loss(
+        self, condition: torch.Tensor, target: torch.Tensor, mute: float, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """SSV2A's objective: (1 - cos)^2 between a sample of the predicted Gaussian and the target, plus the KL
+        term of the variational heads; each source is muted with probability `mute`."""
+        device = target.device
+        keep = (torch.rand(len(target), self.spec.max_sources, generator=generator, device="cpu") >= mute).to(device)
+        mean, log_variance = self.network(condition, keep)
+        noise = torch.randn(mean.shape, generator=generator, device="cpu").to(device)
+        sample = mean + noise * torch.exp(0.5 * log_variance)
+        cosine = F.cosine_similarity(sample, target, dim=-1)
+        kl = -0.5 * (1 + log_variance - mean.pow(2) - log_variance.exp()).mean()
+        return (1 - cosine).pow(2).mean() + self.spec.kl_weight * kl
+
     # -- the user's view: unit-length embeddings ------------------------------------------------------------
     @torch.no_grad()
-    def map(self, clip_embeddings: torch.Tensor, generators: list[torch.Generator], steps: int,
-            guidance_scale: float, sampler: Literal["ddim", "ddpm"] = "ddim") -> torch.Tensor:
+    def map(
+        self,
+        clip_embeddings: torch.Tensor,
+        generators: list[torch.Generator],
+        steps: int,
+        guidance_scale: float,
+        sampler: Literal["ddim", "ddpm"] = "ddim",
+    ) -> torch.Tensor:
         """Unit-length CLIP embeddings (B, clip_dim) -> unit-length CLAP embeddings (B, clap_dim).
 
         One generator per row makes every row's sample depend only on its own seed, not on the batch around it.
+        The source remixer takes (B, condition_dim) and gives its Gaussian's mean (it draws no noise).
         """
+        if isinstance(self.network, SourceRemixer):
+            mean, _ = self.network(clip_embeddings.to(self._dtype()))
+            return F.normalize(mean.float(), dim=-1)
         condition = F.normalize(clip_embeddings.float(), dim=-1).to(self._dtype()) * self.spec.scale
         if not self.spec.is_diffusion:
             return F.normalize(self.network(condition).float(), dim=-1)
         schedule = self.noise_schedule(sampler)
         schedule.set_timesteps(steps, device=condition.device)
-        sample = torch.stack([
-            torch.randn(self.spec.clap_dim, generator=g, device=g.device, dtype=torch.float32) for g in generators
-        ]).to(condition.device, self._dtype())
+        sample = torch.stack(
+            [torch.randn(self.spec.clap_dim, generator=g, device=g.device, dtype=torch.float32) for g in generators]
+        ).to(condition.device, self._dtype())
         null = torch.zeros_like(condition)
         for t in schedule.timesteps:
             timesteps = t.expand(2 * len(sample)).to(condition.device)

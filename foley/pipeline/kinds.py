@@ -208,6 +208,7 @@ def embed_settings(config: FoleyConfig) -> dict:
         "decode": decode_settings(config),
         "clap": clap_settings(config),
         "input": {"silence_threshold_dbfs": config.input.silence_threshold_dbfs},
+        **({"sources": config.sources.hashed()} if config.sources.mode != "off" else {}),
     }
 
 
@@ -221,6 +222,6 @@ DUB = JobKind(
 EMBED = JobKind(
     name="embed",
     stages=("decode_embed", "clap_embed", "write_pairs"),
-    models=("clip_model", "clap_model"),
+    models=("clip_model", "clap_model", "detector_model"),
     settings=embed_settings,
 )

@@ -82,7 +82,7 @@ def pipeline_columns(config: FoleyConfig, kind: JobKind) -> dict:
         "clip_embeddings": EMPTY_MATRIX,
         **(
             {"window_sources": "[]", "source_embeddings": EMPTY_MATRIX}  # sound sources per window (the Map stage's)
-            if kind.sound_design and config.sources.mode != "off"
+            if config.sources.mode != "off"
             else {}
         ),
         # The weighted sources mapped to CLAP space, by which Cycle Mix ranks candidates (the Synthesize stage's).

@@ -228,6 +228,29 @@ def save_tiny_models(root: Path) -> dict[str, Path]:
     }
 
 
+def save_full_detector(folder: Path, seed: int = 0) -> Path:
+    """OWLv2 base/16 as google/owlv2-base-patch16-ensemble builds it (960-px images, 3600 patches; ViT-B/16 image
+    tower, 12-layer text tower), with random weights and a byte-level tokenizer (token ids do not change speed)."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor  # noqa: PLC0415
+
+    tokenizer = byte_level_clip_tokenizer()
+    torch.manual_seed(seed)
+    model = Owlv2ForObjectDetection(
+        Owlv2Config(
+            text_config=dict(
+                max_position_embeddings=16,
+                bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+                eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+                pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            ),
+            vision_config=dict(image_size=960, patch_size=16),
+        )
+    )
+    model.save_pretrained(folder)
+    Owlv2Processor(Owlv2ImageProcessor(size={"height": 960, "width": 960}), tokenizer).save_pretrained(folder)
+    return folder
+
+
 def save_tiny_detector(folder: Path, seed: int = 0) -> Path:
     """An OWLv2 of one layer per tower on 64-px images (16 patches), with its processor, as save_pretrained writes
     a hub model (model.safetensors, config.json and the processor's files)."""

@@ -17,10 +17,22 @@ PAIRS_DIR = "pairs"
 
 
 def pairs_table(
-    video_id: str, bounds: list[tuple[float, float]], clip: np.ndarray, clap: np.ndarray, model_ids: dict[str, str]
+    video_id: str,
+    bounds: list[tuple[float, float]],
+    clip: np.ndarray,
+    clap: np.ndarray,
+    model_ids: dict[str, str],
+    sources: np.ndarray | None = None,
 ) -> pa.Table:
-    """One row per window: video_id, window bounds, and fixed-size float32 lists for the two embeddings."""
+    """One row per window: video_id, window bounds, and fixed-size float32 lists for the two embeddings; with
+    sound sources on, `sources` too (each window's source crops' CLIP embeddings, max_sources slots of zeros where
+    there is none), what the source remixer learns from."""
     count = len(bounds)
+    extra = {}
+    if sources is not None:
+        extra["sources"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(sources.astype(np.float32).ravel()), sources.shape[1]
+        )
     return pa.table(
         {
             "video_id": pa.array([video_id] * count, pa.string()),
@@ -28,6 +40,7 @@ def pairs_table(
             "window_end_s": pa.array([end for _, end in bounds], pa.float64()),
             "clip": pa.FixedSizeListArray.from_arrays(pa.array(clip.astype(np.float32).ravel()), clip.shape[1]),
             "clap": pa.FixedSizeListArray.from_arrays(pa.array(clap.astype(np.float32).ravel()), clap.shape[1]),
+            **extra,
             **{key: pa.array([value] * count, pa.string()) for key, value in model_ids.items()},
         }
     )
@@ -65,12 +78,18 @@ def split_by_file(files: list[str], val_fraction: float, seed: int) -> tuple[lis
     return [uri for uri in files if uri not in set(val)], val
 
 
-def read_pairs(files: list[str], storage: Storage, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(clip, clap) float32 matrices of the files' windows, at most `limit` rows."""
+def read_pairs(
+    files: list[str], storage: Storage, limit: int | None = None, with_sources: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(clip, clap) float32 matrices of the files' windows, at most `limit` rows; `with_sources`: each clip row
+    followed by the window's source slots, as the source remixer reads a window."""
     clips, claps, total = [], [], 0
     for uri in files:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["clip", "clap"])
+        columns = ["clip", "clap", *(["sources"] if with_sources else [])]
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
         clips.append(np.stack(table.column("clip").to_numpy(zero_copy_only=False)))
+        if with_sources:
+            clips[-1] = np.concatenate([clips[-1], np.stack(table.column("sources").to_numpy(zero_copy_only=False))], 1)
         claps.append(np.stack(table.column("clap").to_numpy(zero_copy_only=False)))
         total += table.num_rows
         if limit is not None and total >= limit:
@@ -79,6 +98,9 @@ def read_pairs(files: list[str], storage: Storage, limit: int | None = None) -> 
     return (clip[:limit], clap[:limit]) if limit is not None else (clip, clap)
 
 
-def embedding_dims(uri: str, storage: Storage) -> tuple[int, int]:
+def embedding_dims(uri: str, storage: Storage) -> tuple[int, int, int]:
+    """(CLIP width, CLAP width, source slots per window: 0 for pairs made without sound sources)."""
     schema = pq.read_schema(io.BytesIO(storage.read_bytes(uri)))
-    return schema.field("clip").type.list_size, schema.field("clap").type.list_size
+    clip = schema.field("clip").type.list_size
+    sources = schema.field("sources").type.list_size // clip if "sources" in schema.names else 0
+    return clip, schema.field("clap").type.list_size, sources

@@ -3,6 +3,11 @@
 They stand in for VGGSound where no real paired data is available (tests, the train-smoke preset): a mapper that
 learns the relation reaches a high held-out cosine, while CLIP and CLAP embeddings themselves are unrelated
 (cosine about 0), as with the real models.
+
+The sound-source relation (SSV2A's claim, in embeddings) has a window show two objects in a scene: the window's
+sound is both objects' sounds, whatever their size, while its global CLIP embedding is mostly the scene, each
+object weighing in by its area. The crops' embeddings see each object alone. A file holds one pair of objects,
+so the held-out split by file tests pairs never seen together in training.
 """
 
 from __future__ import annotations
@@ -49,6 +54,63 @@ def write_synthetic_pairs(
             {"clip_model": "synthetic", "clap_model": "synthetic"},
         )
         uri = join(root, f"{PAIRS_DIR}/{video_id}.parquet")
+        storage.write_bytes(uri, table_bytes(table))
+        uris.append(uri)
+    return uris
+
+
+def synthetic_source_pairs(
+    objects: int,
+    per_pair: int,
+    clip_dim: int,
+    clap_dim: int,
+    max_sources: int,
+    seed: int = 0,
+    area: tuple[float, float] = (0.1, 0.4),
+    crop_noise: float = 0.3,
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per pair of objects: (its name, global CLIP (per_pair, clip_dim), source slots (per_pair,
+    max_sources * clip_dim), CLAP (per_pair, clap_dim)). Each object has a look (a random unit CLIP vector) and a
+    sound (the non-linear synthetic_pairs relation of its look); a window's global embedding is
+    normalise(scene + area_a look_a + area_b look_b) with a random scene and areas in `area`, its two crops are the
+    looks plus noise (in a random order), and its CLAP embedding is normalise(sound_a + sound_b)."""
+    looks, sounds = (torch.from_numpy(m) for m in synthetic_pairs(objects, clip_dim, clap_dim, seed, noise=0.0))
+    draw = torch.Generator().manual_seed(seed + 2)
+    pairs = []
+    for a in range(objects):
+        for b in range(a + 1, objects):
+            scene = F.normalize(torch.randn(per_pair, clip_dim, generator=draw), dim=-1)
+            areas = area[0] + (area[1] - area[0]) * torch.rand(per_pair, 2, generator=draw)
+            clip = F.normalize(scene + areas[:, :1] * looks[a] + areas[:, 1:] * looks[b], dim=-1)
+            crops = F.normalize(
+                torch.stack([looks[a], looks[b]]).expand(per_pair, 2, clip_dim)
+                + crop_noise * torch.randn(per_pair, 2, clip_dim, generator=draw) / clip_dim**0.5,
+                dim=-1,
+            )
+            swap = torch.rand(per_pair, generator=draw) < 0.5
+            crops[swap] = crops[swap].flip(1)
+            slots = torch.zeros(per_pair, max_sources, clip_dim)
+            slots[:, :2] = crops
+            clap = F.normalize((sounds[a] + sounds[b]).expand(per_pair, clap_dim), dim=-1)
+            pairs.append((f"objects-{a:02d}-{b:02d}", clip.numpy(), slots.reshape(per_pair, -1).numpy(), clap.numpy()))
+    return pairs
+
+
+def write_synthetic_source_pairs(
+    root: str, storage: Storage, objects: int, per_pair: int, dim: int, max_sources: int, seed: int = 0
+) -> list[str]:
+    """One file per pair of objects under <root>/pairs/, in the format jobs.embed writes with sound sources on."""
+    uris = []
+    for name, clip, sources, clap in synthetic_source_pairs(objects, per_pair, dim, dim, max_sources, seed):
+        table = pairs_table(
+            name,
+            [(float(i), float(i) + 1) for i in range(len(clip))],
+            clip,
+            clap,
+            {"clip_model": "synthetic", "clap_model": "synthetic"},
+            sources,
+        )
+        uri = join(root, f"{PAIRS_DIR}/{name}.parquet")
         storage.write_bytes(uri, table_bytes(table))
         uris.append(uri)
     return uris
