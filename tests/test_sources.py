@@ -151,6 +151,19 @@ def test_sources_off_keep_the_hash_and_on_the_detector_and_its_labels_count(tiny
     assert DUB.config_hash(excluding, on_models) != DUB.config_hash(on, on_models)
 
 
+def test_sources_off_give_the_hashes_of_the_release_before_sources():
+    """Pinned: the hashes the commit before sound sources (ccd9462) computed for these presets and model identities,
+    so every result made before stays done."""
+    from foley.config import load_config
+    from foley.pipeline.kinds import EMBED
+
+    models = {"clip_model": "sha256:c", "mapper_model": "sha256:m", "audioldm_model": "sha256:a", "clap_model": "l"}
+    tiny = load_config(ROOT / "configs/tiny.yaml")
+    assert DUB.config_hash(tiny, models) == "9b7a85c6720b68e6"
+    assert EMBED.config_hash(tiny, {"clip_model": "sha256:c", "clap_model": "l"}) == "2c42ea95b5c5b0a9"
+    assert DUB.config_hash(load_config(ROOT / "configs/foley.yaml"), models) == "fdb3295bc717a37e"
+
+
 def test_bad_source_settings_are_config_errors():
     from foley.config import ConfigError, load_config
 
@@ -295,3 +308,60 @@ def test_a_remixer_and_sources_mode_that_do_not_fit_are_named_before_the_job_sta
     assert (
         misfit_models(tiny_config.with_overrides(f"mapper.checkpoint={remixer}", "sources.mode=remixer"), storage) == []
     )
+
+
+def test_a_list_line_edits_its_own_sources_and_gets_a_hash_of_its_own(tmp_path, sources_config, tiny_config):
+    import argparse
+    import csv
+
+    from foley.pipeline.job import JobRun
+    from foley.pipeline.outputs import dub_outputs
+
+    def write_list(path, lines: list[dict]) -> str:
+        with open(path, "w", newline="") as sink:  # as a spreadsheet writes it: cells with commas quoted
+            writer = csv.DictWriter(sink, ["uri", "sources_exclude", "sources_boost"])
+            writer.writeheader()
+            writer.writerows(lines)
+        return str(path)
+
+    videos = [render_test_video(tmp_path / "library" / f"{name}.mp4", 1.0, 64, 48, 12) for name in "abcd"]
+
+    def plan(config, lines: list[dict], name: str) -> tuple[list[dict], dict]:
+        args = argparse.Namespace(
+            input=write_list(tmp_path / f"{name}.csv", lines), output=str(tmp_path / name), force=False
+        )
+        run_ = JobRun(args, config, DUB)
+        rows = run_.plan(lambda item: dub_outputs(args.output, item, config))
+        run_.lease.give_back()
+        failed = {r["relative_path"]: r["error"] for r in run_.manifest.current().values() if r["status"] == "failed"}
+        return rows, failed
+
+    lines = [
+        {"uri": str(videos[0])},
+        {"uri": str(videos[1]), "sources_exclude": "speech; bee, wasp, etc. buzzing", "sources_boost": "car engine=2"},
+        {"uri": str(videos[2]), "sources_boost": "car engine=loud"},
+        {"uri": str(videos[3]), "sources_boost": "car engine=inf"},
+    ]
+    rows, failed = plan(sources_config, lines, "on")
+    plain, edited = rows
+    assert plain["source_edits"] == "" and plain["config_hash"] != edited["config_hash"]
+    assert json.loads(edited["source_edits"]) == {
+        "boost": {"car engine": 2.0},
+        "exclude": ["speech", "bee, wasp, etc. buzzing"],  # ';' separates labels, which may hold commas
+    }
+    assert set(failed) == {"c.mp4", "d.mp4"} and all("sources_boost as 'label=factor" in e for e in failed.values())
+    rows, failed = plan(tiny_config, lines[:2], "off")  # sources off: the edit has nothing to edit
+    assert [row["relative_path"] for row in rows] == ["a.mp4"]
+    assert "edits sound sources (sources_boost, sources_exclude) but they are off" in failed["b.mp4"]
+
+
+def test_the_map_stage_follows_a_videos_own_source_edits(found, sources_config):
+    from workers.map import Map
+
+    labels = sorted({source["label"] for window in json.loads(found["window_sources"]) for source in window})
+    stage = Map(sources_config)
+    [edited] = run(stage, [dict(found, source_edits=json.dumps({"exclude": labels[:1]}))])
+    [plain] = run(stage, [dict(found)])
+    edited_weights = [s for note in window_notes(edited) for s in note["sources"]]
+    assert all((s["weight"] == 0) == (s["label"] == labels[0]) for s in edited_weights)
+    assert any(s["label"] == labels[0] and s["weight"] > 0 for note in window_notes(plain) for s in note["sources"])

@@ -22,7 +22,7 @@ import json
 import numpy as np
 import torch
 
-from foley.config import FoleyConfig
+from foley.config import FoleyConfig, SourcesConfig
 from foley.media.windows import window_seed
 from foley.models.device import pick_device
 from foley.models.mapping import load_mapper
@@ -96,13 +96,19 @@ class Map:
         for position, ref in enumerate(windows):
             notes = json.loads(str(ref.row["window_sources"]))[ref.index]
             embeddings = np.asarray(ref.row["source_embeddings"][ref.index]).reshape(-1, width)
+            exclude = self.sources_of(ref.row).exclude
             for k, note in enumerate(notes):
-                excluded = note["label"] in self.config.sources.exclude
+                excluded = note["label"] in exclude
                 note["weight"] = 0.0 if excluded else None
                 if k < slots and not excluded:
                     conditions[position, (1 + k) * width : (2 + k) * width] = embeddings[k]
             note_window(ref.row, ref.index, sources=notes)
         return self.mapper_output(conditions, generators)
+
+    def sources_of(self, row: dict) -> SourcesConfig:
+        """The job's sources settings with the video's own list-line edits (exclude, boost) on top."""
+        edits = str(row.get("source_edits") or "")
+        return self.config.sources.model_copy(update=json.loads(edits)) if edits else self.config.sources
 
     def mapper_output(self, clip_embeddings: np.ndarray, generators: list[torch.Generator]) -> np.ndarray:
         mapped = self.mapper.map(
@@ -136,7 +142,7 @@ class Map:
         sources = self.mapper_output(np.stack([embedding for *_, embedding in found]), generators)
         mixed = mapped.copy()
         for position, ref in enumerate(windows):
-            weights = mix_weights(notes[position], self.config.sources)
+            weights = mix_weights(notes[position], self.sources_of(ref.row))
             for k, note in enumerate(notes[position]):
                 note["weight"] = round(weights[1][k], 4) if weights else 0.0
             note_window(ref.row, ref.index, sources=notes[position])

@@ -21,7 +21,13 @@ import pyarrow.compute as pc
 
 from foley.config import ConditionsConfig, ConfigError, FoleyConfig, ProgressConfig
 from foley.models.identity import ModelIdentities
-from foley.pipeline.conditions import CONDITION_COLUMNS, ConditionError, video_conditions, video_config_hash
+from foley.pipeline.conditions import (
+    LIST_COLUMNS,
+    ConditionError,
+    video_conditions,
+    video_config_hash,
+    video_source_edits,
+)
 from foley.pipeline.kinds import JobKind, clap_settings, container_settings, image_settings, result_id
 from foley.pipeline.layout import BOOKKEEPING_DIR, SEGMENTS_DIR
 from foley.pipeline.lease import OutputLease
@@ -224,7 +230,7 @@ class JobRun:
         self.sequence = 0  # this run's number on its output root, set by the plan
         self.journal: RunJournal | None = None  # the rows this run writes to the manifest, made by the plan
         self.columns = pipeline_columns(config, kind)  # a row's columns besides the plan's, for rows failed here
-        self._conditions: dict[tuple, tuple[str, dict] | Exception] = {}  # by an input's list cells
+        self._conditions: dict[tuple, tuple[str, dict, dict] | Exception] = {}  # by an input's list cells
         self.lease = OutputLease(self.storage, args.output, self.id, config.lease)
 
     def plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
@@ -243,7 +249,7 @@ class JobRun:
     def _plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
         extensions, columns = self.config.input.extensions, ()
         if self.kind.sound_design:
-            extensions, columns = extensions + self.config.input.image_extensions, CONDITION_COLUMNS
+            extensions, columns = extensions + self.config.input.image_extensions, LIST_COLUMNS
         listing = self.storage.list_inputs(self.args.input, extensions, columns)
         inputs, outputs, refused = listing.items, {}, {}
         for item in inputs:
@@ -331,19 +337,26 @@ class JobRun:
         conditions and kind go into the row."""
         if not self.kind.sound_design:
             return {}
-        row["conditions"], own = self.conditions_of(item.columns)
+        row["conditions"], own, edits = self.conditions_of(item.columns)
         own = dict(own)
+        if edits:
+            row["source_edits"] = json.dumps(edits, sort_keys=True)
+            own["sources"] = edits
         if is_image(item.relative_path, self.config.input.image_extensions):
             row["image"] = True
             own["image"] = image_settings(self.config)
         return own | container_settings(self.config, row["output_uri"])
 
-    def conditions_of(self, columns: tuple[tuple[str, str], ...]) -> tuple[str, dict]:
-        """The conditions of inputs with these list cells (JSON, for the row) and what of them goes into their hash;
-        worked out once per distinct cells (a folder's million inputs share the job's), or the error they give."""
+    def conditions_of(self, columns: tuple[tuple[str, str], ...]) -> tuple[str, dict, dict]:
+        """The conditions of inputs with these list cells (JSON, for the row), what of them goes into their hash,
+        and their sound-source edits; worked out once per distinct cells (a folder's million inputs share the
+        job's), or the error they give."""
         if columns not in self._conditions:
             try:
-                self._conditions[columns] = self._own_conditions(video_conditions(self.config.conditions, columns))
+                self._conditions[columns] = (
+                    *self._own_conditions(video_conditions(self.config.conditions, columns)),
+                    video_source_edits(self.config.sources, columns),
+                )
             except (ConditionError, StorageError) as exc:
                 self._conditions[columns] = exc
         if isinstance(known := self._conditions[columns], Exception):

@@ -105,6 +105,7 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("windows", WINDOWS_TYPE),
             ("segments", SEGMENTS_TYPE),
             ("conditions", pa.string()),  # JSON: the conditions that changed the sound (prompt, reference, weights)
+            ("source_edits", pa.string()),  # JSON: the list line's own sources.exclude / sources.boost
             ("window_notes", WINDOW_NOTES_TYPE),
             ("has_audio", pa.bool_()),
             ("audio_level_dbfs", pa.float64()),

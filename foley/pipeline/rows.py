@@ -45,6 +45,7 @@ def planned_row(item: InputItem, output_uri: str) -> dict:
         "relative_path": item.relative_path,
         "image": False,  # a still image, dubbed as one shot of output.image_seconds
         "conditions": "",  # JSON: the conditions of this video that change its sound (ConditionsConfig.used)
+        "source_edits": "",  # JSON: its list line's sources.exclude / sources.boost, when it has its own
         "result_id": "",
         "config_hash": "",  # with model_identities and result_id: filled in by the job run (foley.pipeline.kinds)
         "model_identities": "",
