@@ -140,3 +140,15 @@ def test_sound_source_boxes_are_outlined_on_the_poster_frames_the_best_on_top():
     assert strip[top, round(0.75 * 119)] == pytest.approx([255, 204, 0], abs=40)  # the second: #ffcc00
     assert strip[top, left] == pytest.approx([255, 59, 48], abs=40)  # where they meet, the best is on top
     assert strip[36, 60] == pytest.approx([128, 128, 128], abs=8) and strip[36, 180] == pytest.approx([128] * 3, abs=8)
+
+
+def test_a_windows_sources_read_with_their_weights_or_as_weighed_by_the_remixer():
+    from foley.pipeline.report import describe_window
+
+    window = {"start_s": 0.0, "end_s": 10.24, "shot": 0}
+    sources = [
+        {"label": "dog barking", "score": 0.61, "box": [0, 0, 1, 1], "frames": 2, "weight": 0.25},
+        {"label": "speech", "score": 0.4, "box": [0, 0, 1, 1], "frames": 1, "weight": None},
+    ]
+    described = describe_window(0, window, {"sources": sources})
+    assert described["sources"] == "dog barking 0.61 (weight 0.25), speech 0.40 (weighed by the remixer)"

@@ -64,7 +64,8 @@ def describe_window(index: int, window: dict, notes: dict) -> dict:
     )
     scores = notes.get("scores") or []
     sources = ", ".join(
-        f"{source['label']} {source['score']:.2f} (weight {source['weight']:.2f})"
+        f"{source['label']} {source['score']:.2f} "
+        + ("(weighed by the remixer)" if source.get("weight") is None else f"(weight {source['weight']:.2f})")
         for source in notes.get("sources") or []
     )
     return {
