@@ -20,6 +20,7 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -127,6 +128,12 @@ def dub_command(input_root, output_root, overrides, *extra, checkout: Path = ROO
     ]
 
 
+def own_ray(env: dict) -> dict:
+    """`env` for a job that must start a local Ray of its own: no cluster address, and a Ray temp folder of its
+    own, since ray.init() would otherwise join the newest local cluster in /tmp/ray (a multi-node test's)."""
+    return env | {"RAY_ADDRESS": "", "RAY_TMPDIR": tempfile.mkdtemp(prefix="rw", dir="/tmp")}  # short: socket paths
+
+
 def run_dub(
     ray: Head | None, input_root, output_root, overrides, *extra, checkout: Path = ROOT
 ) -> subprocess.CompletedProcess:
@@ -139,7 +146,7 @@ def run_dub(
         capture_output=True,
         text=True,
         timeout=900,
-        env=ray.client_env(env) if ray else env | {"RAY_ADDRESS": ""},
+        env=ray.client_env(env) if ray else own_ray(env),
     )
 
 
@@ -158,7 +165,7 @@ def start_dub(input_root, output_root, overrides, log_path: Path) -> subprocess.
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=os.environ | {"RAY_ADDRESS": ""},
+            env=own_ray(os.environ),
         )
 
 

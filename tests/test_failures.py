@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SLOW_SYNTHESIS, dub_command, one_window, run_dub, start_dub, tiny_overrides
+from conftest import ROOT, SLOW_SYNTHESIS, dub_command, one_window, own_ray, run_dub, start_dub, tiny_overrides
 from foley.media.render import render_test_video
 from media_checks import decoded_audio, plays, streams, video_packets_md5
 from processes import alive, cmdline, kill_session, kill_whole_session, session_processes, wait_for
@@ -265,7 +265,7 @@ def test_a_killed_actor_is_restarted_and_every_output_is_right(tmp_path, tiny_mo
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        env=os.environ | {"RAY_ADDRESS": ""},  # a Ray of its own: the actor to kill is found in the job's session
+        env=own_ray(os.environ),  # a Ray of its own: the actor to kill is found in the job's session
     )
     try:
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import OWN_RAY, ROOT, run_dub, tiny_overrides
+from conftest import OWN_RAY, ROOT, own_ray, run_dub, tiny_overrides
 from foley.config import StorageConfig
 from foley.media.render import render_test_video
 from foley.models.identity import ModelIdentities
@@ -56,7 +56,7 @@ def refusal(input_arg, output_arg, cwd: Path, overrides: list[str]) -> subproces
         *overrides,
     ]
     return subprocess.run(  # refused before any Ray starts
-        command, cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ | {"RAY_ADDRESS": ""}
+        command, cwd=cwd, capture_output=True, text=True, timeout=300, env=own_ray(os.environ)
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import own_ray
 from foley.config import FoleyConfig
 from jobs.make_samples import SAMPLES
 
@@ -77,7 +78,7 @@ def test_a_new_user_follows_the_readme_from_a_fresh_clone(tmp_path):
     air-gapped cluster: nothing may wait on the hub)."""
     clone = fresh_clone(tmp_path / "batch-foley")
     shell = {key: value for key, value in os.environ.items() if key not in {"HF_HUB_OFFLINE", "MAKEFLAGS", "MAKELEVEL"}}
-    shell |= {"PATH": f"{clone / '.venv/bin'}:{os.environ['PATH']}", "RAY_ADDRESS": ""}
+    shell = own_ray(shell) | {"PATH": f"{clone / '.venv/bin'}:{os.environ['PATH']}"}  # a local Ray, as a new user's
 
     def run(command: str) -> subprocess.CompletedProcess:
         done = subprocess.run(command, shell=True, cwd=clone, env=shell, capture_output=True, text=True, timeout=600)

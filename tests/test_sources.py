@@ -172,7 +172,9 @@ def test_bad_source_settings_are_config_errors():
     with pytest.raises(ConfigError, match="boost factors must be finite"):
         load_config(ROOT / "configs/tiny.yaml", ['sources.boost={"dog barking": -1}'])
     with pytest.raises(ConfigError, match="sources.mode"):
-        load_config(ROOT / "configs/tiny.yaml", ["sources.mode=remixer"])
+        load_config(ROOT / "configs/tiny.yaml", ["sources.mode=everything"])
+    with pytest.raises(ConfigError, match="remixer that mapper.checkpoint names"):
+        load_config(ROOT / "configs/tiny.yaml", ["sources.mode=remixer", "mapper.checkpoint=null"])
     with pytest.raises(ConfigError, match="cycle_mix ranks candidates by their sound sources"):
         load_config(ROOT / "configs/tiny.yaml", ["sources.mode=zero_shot", "sources.cycle_mix=true"])
 

@@ -27,7 +27,7 @@ class WritePairs(FinalStage):
             bounds,
             row["clip_embeddings"],
             row["clap_embeddings"],
-            EMBED.model_ids(self.config),
+            {model: value for model, value in EMBED.model_ids(self.config).items() if value},  # the models used
             row.get("source_embeddings"),
         )
         self.storage.write_bytes(str(row["output_uri"]), table_bytes(table))
