@@ -90,6 +90,10 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
     # (a screenshot of the picture), has its outline colour (the first of report.source_colors, #ff3b30).
     manifest = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()
     [street] = [row for row in manifest if row["relative_path"] == STREET]
+    assert street["detector_model"].endswith("detector:vggsound.txt")  # the sources reach the manifest, weighed
+    for note in street["window_notes"]:
+        assert note["sources"] and all({"label", "score", "box", "weight"} <= set(s) for s in note["sources"])
+        assert sum(source["weight"] for source in note["sources"]) == pytest.approx(0.5, abs=1e-3)
     x0, y0, x1, _ = street["window_notes"][0]["sources"][0]["box"]
     shown = Image.open(io.BytesIO(pictures[0].screenshot_as_png)).convert("RGB")  # the poster as drawn on screen
     scale_x = shown.width / browser.execute_script("return arguments[0].naturalWidth", pictures[0])

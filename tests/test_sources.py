@@ -4,10 +4,9 @@ tracked across frames, mapped and mixed in CLAP space; `exclude` and `boost` edi
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, row_for, run, run_dub, tiny_overrides
+from conftest import ROOT, row_for, run
 from foley.media.render import render_test_video
 from foley.models.detector import Detection, load_source_detector
 from foley.models.identity import ModelIdentities
@@ -177,23 +176,6 @@ def test_bad_source_settings_are_config_errors():
         load_config(ROOT / "configs/tiny.yaml", ["sources.mode=remixer", "mapper.checkpoint=null"])
     with pytest.raises(ConfigError, match="cycle_mix ranks candidates by their sound sources"):
         load_config(ROOT / "configs/tiny.yaml", ["sources.mode=zero_shot", "sources.cycle_mix=true"])
-
-
-@pytest.mark.slow
-def test_a_dub_job_with_sources_records_them_in_the_manifest(tmp_path, tiny_models, ray_cluster):
-    video = render_test_video(tmp_path / "lib" / "street.mp4", 3.0, 240, 160, 25)
-    overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), "sources.mode=zero_shot"]
-    result = run_dub(ray_cluster, video.parent, tmp_path / "out", overrides)
-    assert result.returncode == 0, result.stdout + result.stderr
-    manifest = pq.read_table(tmp_path / "out/_foley/manifest/manifest.parquet").to_pylist()
-    [row] = manifest
-    assert row["status"] == "ok" and row["detector_model"].endswith(f"{tiny_models['detector']}:vggsound.txt")
-    [note] = row["window_notes"]
-    assert note["sources"] and all({"label", "score", "box", "weight"} <= set(s) for s in note["sources"])
-    assert sum(source["weight"] for source in note["sources"]) == pytest.approx(0.5, abs=1e-3)
-    page = (tmp_path / "out/_foley/report/data/page-00000.js").read_text()  # the report lists them per window
-    first = note["sources"][0]
-    assert f"{first['label']} {first['score']:.2f} (weight {first['weight']:.2f})" in page
 
 
 def held_out_cosine(spec, pairs, held_out: set[str], steps: int, with_sources: bool) -> float:

@@ -113,9 +113,9 @@ def test_the_source_remixer_trains_with_ray_train_on_pairs_with_sources(tmp_path
     from foley.training.synthetic import write_synthetic_source_pairs
 
     data = tmp_path / "source-pairs"
-    write_synthetic_source_pairs(str(data), Storage(StorageConfig()), objects=8, per_pair=20, dim=64, max_sources=3)
+    write_synthetic_source_pairs(str(data), Storage(StorageConfig()), objects=6, per_pair=10, dim=64, max_sources=3)
     remixer = ["train.variant=source-remixer", "train.val_fraction=0.2", "train.depth=1", "train.head_dim=16"]
-    result = train_job(ray_cluster, data, tmp_path / "remixer", *remixer, "train.epochs=4")
+    result = train_job(ray_cluster, data, tmp_path / "remixer", *remixer, "train.epochs=2", "train.val_max_pairs=20")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "source-remixer mapper 64 -> 64" in result.stdout and "(no mapper: n/a)" in result.stdout
     metrics = json.loads((tmp_path / "remixer/metrics.json").read_text())
