@@ -38,10 +38,10 @@ FAKE_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
 OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its own (each caller says why)
 
 
-# The files that take longest (make test's --durations under -n 2 on 2 cores: training 735 s, segments 570 s,
-# failures 560 s, identity 530 s, ray job submit 470 s, bench 450 s, dub job 350 s), handed out first, so that no long
-# file runs alone at the end of a parallel run. (Makefile: pytest-xdist with --no-loadscope-reorder, which hands
-# out files in collection order.)
+# The files that take longest (make test's --durations under -n 2 on 2 cores, this session: bench 241 s, ray job
+# submit 257 s, segments 430 s, training 320 s, failures 280 s, identity 270 s, dub job 210 s, the README walk 142 s,
+# the report 90 s), handed out first, so that no long file runs alone at the end of a parallel run.
+# (Makefile: pytest-xdist with --no-loadscope-reorder, which hands out files in collection order.)
 LONGEST_FIRST = (
     "test_bench.py",
     "test_failures.py",
@@ -50,6 +50,8 @@ LONGEST_FIRST = (
     "test_segments.py",
     "test_dub_job.py",
     "test_ray_job_submit.py",
+    "test_readme.py",
+    "test_report.py",
 )
 
 
