@@ -38,9 +38,9 @@ FAKE_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
 OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its own (each caller says why)
 
 
-# The files that take longest (make test's --durations under -n 2 on 2 cores, this session: bench 241 s, ray job
-# submit 257 s, segments 430 s, training 320 s, failures 280 s, identity 270 s, dub job 210 s, the README walk 142 s,
-# the report 90 s), handed out first, so that no long file runs alone at the end of a parallel run.
+# The files that take longest, handed out first, so that no long file runs alone at the end of a parallel run
+# (make test's --durations under -n 2 on 2 cores name their slowest tests: the bench test 241 s, ray job submit 168
+# and 89 s, segments 148, 118, 95 and 67 s, training 143, 108 and 70 s, the README walk 142 s, the report 57 s set-up).
 # (Makefile: pytest-xdist with --no-loadscope-reorder, which hands out files in collection order.)
 LONGEST_FIRST = (
     "test_bench.py",
