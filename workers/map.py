@@ -42,10 +42,15 @@ class Map:
         self.mapper = load_mapper(config, Storage(config.storage), self.device)
         # With sources.cycle_mix: (row, window) -> its weighted sources in CLAP space, zero-padded to max_sources.
         self.mapped_sources: dict[int, dict[int, np.ndarray]] = {}
+        self.parsed_sources: dict[int, list[list[dict]]] = {}  # the batch's rows' window_sources, by row
         self.no_sources = np.zeros(config.sources.max_sources * self.mapper.clap_dim, np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
+        # Each row's sources, parsed once: a window's notes are read per window, and a long video has hundreds.
+        self.parsed_sources = {
+            id(row): json.loads(str(row["window_sources"])) for row in rows if "window_sources" in row
+        }
         map_windows(
             rows, "clip_embeddings", "clap_embeddings", self.resources.max_forward_batch, "map", self.map_windows
         )
@@ -94,7 +99,7 @@ class Map:
         conditions = np.zeros((len(windows), (1 + slots) * width), np.float32)
         conditions[:, :width] = clip_embeddings
         for position, ref in enumerate(windows):
-            notes = json.loads(str(ref.row["window_sources"]))[ref.index]
+            notes = self.parsed_sources[id(ref.row)][ref.index]
             embeddings = np.asarray(ref.row["source_embeddings"][ref.index]).reshape(-1, width)
             exclude = self.sources_of(ref.row).exclude
             for k, note in enumerate(notes):
@@ -125,7 +130,7 @@ class Map:
         (its own seed); a window without a source that weighs anything keeps the picture's embedding."""
         width = self.mapper.clip_dim
         found = []  # (window in chunk, source in window, its CLIP embedding)
-        notes = [json.loads(str(ref.row["window_sources"]))[ref.index] for ref in windows]
+        notes = [self.parsed_sources[id(ref.row)][ref.index] for ref in windows]
         for position, ref in enumerate(windows):
             embeddings = np.asarray(ref.row["source_embeddings"][ref.index]).reshape(-1, width)
             found += [(position, k, embeddings[k]) for k in range(len(notes[position]))]
