@@ -77,6 +77,8 @@ class Stages(Strict):
     mux: StageResources = StageResources()
     clap_embed: StageResources = StageResources()  # jobs.embed
     write_pairs: StageResources = StageResources()  # jobs.embed
+    classify_audio: StageResources = StageResources()  # jobs.evaluate: the PANNs classifier
+    seam_score: StageResources = StageResources()  # jobs.evaluate: spectral flux at the seams
 
 
 class WindowConfig(Strict):
@@ -428,8 +430,43 @@ class ReportConfig(Strict):
     spectrogram_columns: int = Field(480, ge=16, description="time columns of the spectrogram, however long the video")
 
 
+class ClassifierConfig(Strict):
+    """The audio classifier jobs.evaluate scores FD_PANNs, KL_PANNs, IS_PANNs and SSMS with: PANNs CNN14 at 16 kHz,
+    as av-benchmark runs it. The sizes come from the checkpoint; what it does not hold is set here."""
+
+    checkpoint: str | None = Field(
+        None,
+        description="the released CNN14 checkpoint (Cnn14_16k_mAP=0.438.pth), a local file, s3:// or hf://REPO/FILE; "
+        "null: the PANNs numbers are not computed (null in summary.json, with the reason)",
+    )
+    labels: str | None = Field(
+        None,
+        description="a text file of the checkpoint's class names in index order, one per line; null: the 527 "
+        "AudioSet names that the installed laion_clap ships",
+    )
+    sample_rate: int = Field(16000, ge=8000, description="rate the checkpoint was trained at; audio is decoded at it")
+    hop_size: int = Field(160, ge=1, description="STFT hop of the checkpoint's front end, in samples")
+    fmin: float = Field(50.0, ge=0, description="lowest mel frequency of the checkpoint's front end, Hz")
+    fmax: float = Field(8000.0, gt=0, description="highest mel frequency of the checkpoint's front end, Hz")
+
+
 class EvaluationConfig(Strict):
-    """jobs.evaluate: how the seams between windows are measured (spectral flux on the generated track)."""
+    """jobs.evaluate: the classifier-based numbers and how the seams between windows are measured (spectral flux on
+    the generated track)."""
+
+    classifier: ClassifierConfig = ClassifierConfig()
+    ssms_reference_top: int = Field(
+        10, ge=1, description="SSMS: the reference window's top labels by the classifier (SSV2A: 10)"
+    )
+    ssms_generated_top: int = Field(
+        50, ge=1, description="SSMS: the generated window's top labels by the classifier (SSV2A: 50)"
+    )
+    inception_splits: int = Field(
+        10, ge=1, description="IS_PANNs: the windows are split in this many parts (fewer with fewer windows)"
+    )
+    kl_epsilon: float = Field(
+        1e-6, gt=0, description="KL_PANNs: added to the generated probabilities before the log (av-benchmark's)"
+    )
 
     seam_sample_rate: int = Field(16000, ge=8000, description="rate the generated track is decoded at (AudioLDM's)")
     seam_frame: int = Field(512, ge=16, description="STFT frame of the spectral flux, in samples of the track")

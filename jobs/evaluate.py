@@ -1,4 +1,5 @@
-"""Score a finished dub job: CLAP scores per window, FD_CLAP against reference audio, and how visible the seams are.
+"""Score a finished dub job: CLAP scores per window, FD_CLAP against reference audio, how visible the seams are,
+and with an audio classifier the numbers av-benchmark publishes (FD_PANNs, KL_PANNs, IS_PANNs) and SSV2A's SSMS.
 
     python -m jobs.evaluate --output DIR|s3://B/P/ [--reference DIR|s3://B/P/|inputs] \
         [--config configs/foley.yaml] [key.path=value ...]
@@ -8,10 +9,12 @@ compare with: a folder or prefix holding a file at each input's relative path, w
 (evaluation.reference_extensions: `street.flac` for `street.mp4`), or `inputs` for the audio track of the input
 videos themselves (dataset augmentation often has the originals). What can be checked is checked before Ray starts
 (the CLAP, the reference folder). A number that cannot be computed is `null` in summary.json, with its reason
-under `reasons`. The windows of the generated and the
-reference audio are embedded by AudioLDM's own CLAP (clap.checkpoint) in a Ray Data stage (workers/clap_embed.py,
-the embed job's); scores only compare between runs that use the same CLAP. Results go to
-`<output>/_foley/evaluation/`: windows.parquet (one row per window), videos.parquet (one per video) and summary.json.
+under `reasons`. Everything that reads audio runs in Ray Data stages, one pass over
+the generated and the reference audio: AudioLDM's own CLAP (clap.checkpoint; workers/clap_embed.py, the embed job's),
+the PANNs CNN14 classifier when evaluation.classifier.checkpoint is set (workers/classify_audio.py), and the seams
+(workers/seam_score.py). CLAP scores only compare between runs that use the same CLAP, PANNs numbers between runs
+that use the same checkpoint. Results go to `<output>/_foley/evaluation/`: windows.parquet (one row per window),
+videos.parquet (one per video) and summary.json (foley.pipeline.evaluation says how each number is computed).
 """
 
 from __future__ import annotations
@@ -30,33 +33,68 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foley.config import ConfigError, FoleyConfig, load_config
-from foley.media.probe import decode_audio
-from foley.media.seams import seam_score
-from foley.media.stitch import TrackLayout
-from foley.media.windows import Window
 from foley.models.frechet import frechet_distance
-from foley.pipeline.evaluation import cosines, mean_or_nan, read_conditions
+from foley.models.panns import audioset_labels
+from foley.pipeline.evaluation import (
+    cosines,
+    inception_score,
+    kl_divergences,
+    mean_or_nan,
+    read_conditions,
+    source_matching,
+    top_labels,
+)
 from foley.pipeline.job import clap_identity, connect_ray, fail_setup, location, quiet_progress_when_logged
 from foley.pipeline.kinds import DUB, EMBED
 from foley.pipeline.layout import EVALUATION_DIR
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.outputs import SIDECAR_SUFFIX
-from foley.pipeline.rows import FAILED, OK, new_row
+from foley.pipeline.rows import EMPTY_MATRIX, FAILED, OK, new_row
 from foley.pipeline.stage import remove_input_copies, stage_options
 from foley.storage.inputs import InputItem
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, is_s3, join
 
 GENERATED, REFERENCE = "generated", "reference"
-SCORES = ("clap_score", "clap_score_reference", "fd_clap", "seam_score")
+CLAP_SCORES = ("clap_score", "clap_score_reference", "fd_clap", "seam_score")
+PANNS_SCORES = (
+    "fd_panns",
+    "kl_panns_softmax",
+    "kl_panns_sigmoid",
+    "is_panns",
+    "is_panns_std",
+    "ssms_precision",
+    "ssms_recall",
+    "ssms_f1",
+)
+SHOWN = {
+    "clap_score": "CLAP score",
+    "clap_score_reference": "with the reference",
+    "fd_clap": "FD_CLAP",
+    "seam_score": "seam score",
+    "fd_panns": "FD_PANNs",
+    "kl_panns_softmax": "KL_PANNs",
+    "kl_panns_sigmoid": "KL_PANNs (sigmoid)",
+    "is_panns": "IS_PANNs",
+    "ssms_f1": "SSMS F1",
+}
+WINDOW_PANNS_SCORES = ("kl_panns_softmax", "kl_panns_sigmoid", "ssms_precision", "ssms_recall", "ssms_f1")
+LABELS_SHOWN = 5  # top labels per window kept in windows.parquet, for a person to read
 
 
-def why_unscored(score: str, reference: str | None) -> str:
+def why_unscored(score: str, reference: str | None, classifier: bool) -> str:
     """Why a number of the summary could not be computed, said where it is null."""
     if score == "clap_score":
         return "no window has the condition AudioLDM read kept under _foley/conditions/"
     if score == "seam_score":
         return "no video has two windows in one shot, so there is no seam between windows to score"
+    if score in PANNS_SCORES and not classifier:
+        return (
+            "evaluation.classifier.checkpoint is not set: give PANNs' CNN14 16 kHz checkpoint "
+            "(Cnn14_16k_mAP=0.438.pth), a local file or s3://, to compute it"
+        )
+    if score.startswith("is_panns"):
+        return "no generated window was classified (see problems)"
     if not reference:
         return "no reference audio: run with --reference FOLDER, s3://BUCKET/PREFIX/ or inputs"
     return "fewer than 2 windows have both generated and reference audio (see problems)"
@@ -78,47 +116,90 @@ def audio_of(record: dict) -> str:
 
 
 def window_row(config: FoleyConfig, storage: Storage, uri: str, record: dict, role: str) -> dict:
-    """A row for the CLAP stage: the windows of `record` in the audio at `uri`."""
+    """A row for the evaluation stages: the windows of `record` in the audio at `uri`."""
     row = new_row(InputItem(uri, record["relative_path"], storage.identity(uri)), "", config, EMBED)
     row.update(
         windows=json.dumps(record["windows"]),
         n_windows=len(record["windows"]),
+        duration_s=float(record["duration_s"]),
         notes=role,
         seed=0,
         result_id=record["result_id"],
+        classifier_outputs=EMPTY_MATRIX,
+        seconds_classify_audio=0.0,
+        seam_score=math.nan,
     )
     return row
 
 
-def embed_windows(config: FoleyConfig, rows: list[dict], storage: Storage) -> dict[tuple[str, str], np.ndarray | str]:
-    """(role, relative path) -> the windows' CLAP audio embeddings, or the error that stopped them."""
+def score_windows(config: FoleyConfig, rows: list[dict], storage: Storage) -> dict[tuple[str, str], dict | str]:
+    """(role, relative path) -> what the stages made of that audio (its windows' CLAP embeddings, the classifier's
+    outputs, the seam score), or the error that stopped them."""
     from workers.clap_embed import ClapEmbed  # noqa: PLC0415 - loads torch and laion_clap only when there is work
+    from workers.classify_audio import ClassifyAudio  # noqa: PLC0415
+    from workers.seam_score import SeamScore  # noqa: PLC0415
 
     ray = connect_ray()
     quiet_progress_when_logged(config.progress)
-    embedded = ray.data.from_items(rows).map_batches(
-        ClapEmbed, fn_constructor_kwargs={"config": config}, **stage_options(config.stages.clap_embed)
-    )
+    stages = [(ClapEmbed, config.stages.clap_embed), (SeamScore, config.stages.seam_score)]
+    if config.evaluation.classifier.checkpoint:
+        stages.insert(1, (ClassifyAudio, config.stages.classify_audio))
+    scored = ray.data.from_items(rows)
+    for stage, resources in stages:
+        scored = scored.map_batches(stage, fn_constructor_kwargs={"config": config}, **stage_options(resources))
     results = {}
-    for result in embedded.iter_rows():
+    for result in scored.iter_rows():
         key = (str(result["notes"]), str(result["relative_path"]))
-        results[key] = result["error"] if result["status"] == FAILED else np.asarray(result["clap_embeddings"])
+        results[key] = (
+            result["error"]
+            if result["status"] == FAILED
+            else {
+                "clap": np.asarray(result["clap_embeddings"]),
+                "classifier": np.asarray(result["classifier_outputs"]),
+                "seam_score": float(result["seam_score"]),
+            }
+        )
         remove_input_copies(result, storage)
     return results
 
 
-def video_seam_score(config: FoleyConfig, storage: Storage, record: dict) -> float:
-    rate = config.evaluation.seam_sample_rate
-    uri = audio_of(record)
-    identity = storage.identity(uri)
+def classifier_check(config: FoleyConfig, storage: Storage) -> list[str]:
+    """The class names, checked before Ray starts with the checkpoint's presence; [] without a classifier."""
+    settings = config.evaluation.classifier
+    if not settings.checkpoint:
+        return []
+    local = not is_s3(settings.checkpoint) and "://" not in settings.checkpoint
+    if (local and not Path(settings.checkpoint).is_file()) or (
+        is_s3(settings.checkpoint) and not storage.exists(settings.checkpoint)
+    ):
+        raise StorageError(
+            f"evaluation.classifier.checkpoint={settings.checkpoint} does not exist; give PANNs' CNN14 16 kHz "
+            "checkpoint (Cnn14_16k_mAP=0.438.pth), or null to skip the PANNs numbers"
+        )
     try:
-        track = decode_audio(storage.fetch(uri, identity), 0.0, float(record["duration_s"]), rate)
-    finally:
-        storage.remove_copy(uri, identity)
-    windows = [Window(**window) for window in record["windows"]]
-    window = config.window
-    layout = TrackLayout.of(windows, float(record["duration_s"]), window.seconds, window.cut_crossfade_seconds, rate)
-    return seam_score(track, layout, config.evaluation.seam_frame, config.evaluation.seam_hop)
+        return audioset_labels(settings.labels)
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"evaluation.classifier.labels: {exc}") from None
+
+
+def classifier_windows(config: FoleyConfig, labels: list[str], generated: np.ndarray, reference) -> dict:
+    """Per window of one video, the classifier's numbers: its top labels, and against the reference KL and SSMS."""
+    classes = len(labels)
+    found = {"generated_labels": [[labels[i] for i in top] for top in top_labels(generated[:, :classes], LABELS_SHOWN)]}
+    if reference is None:  # the same columns, empty, so that every window row has them
+        nothing = np.full(len(generated), math.nan)
+        return found | {"reference_labels": [[]] * len(generated)} | dict.fromkeys(WINDOW_PANNS_SCORES, nothing)
+    settings = config.evaluation
+    kl = kl_divergences(generated[:, :classes], reference[:, :classes], settings.kl_epsilon)
+    matching = source_matching(
+        generated[:, :classes], reference[:, :classes], settings.ssms_reference_top, settings.ssms_generated_top
+    )
+    return found | {
+        "reference_labels": [[labels[i] for i in top] for top in top_labels(reference[:, :classes], LABELS_SHOWN)],
+        "kl_panns_softmax": kl["softmax"],
+        "kl_panns_sigmoid": kl["sigmoid"],
+        **{f"ssms_{name}": values for name, values in matching.items()},
+    }
 
 
 def reference_audio(config: FoleyConfig, storage: Storage, reference: str, records: list[dict]) -> tuple[dict, list]:
@@ -158,70 +239,97 @@ def evaluate(config: FoleyConfig, output: str, reference: str | None) -> dict:
     if not records:
         raise StorageError(f"{output} holds no finished video to evaluate (no ok row in its manifest)")
     clap_identity(storage, config, "jobs.evaluate")  # before Ray starts: a missing CLAP would fail every window
+    labels = classifier_check(config, storage)
     references, problems = reference_audio(config, storage, reference, records) if reference else ({}, [])
     rows = [window_row(config, storage, audio_of(record), record, GENERATED) for record in records]
     by_path = {record["relative_path"]: record for record in records}
     rows += [window_row(config, storage, uri, by_path[path], REFERENCE) for path, uri in references.items()]
-    embedded = embed_windows(config, rows, storage)
+    scored = score_windows(config, rows, storage)
 
     window_table, video_table = [], []
-    generated_all, reference_all = [], []
+    pooled = {"clap": ([], []), "classifier": ([], []), "generated_classifier": []}
     for record in records:
         path = record["relative_path"]
-        generated = embedded.get((GENERATED, path))
-        if not isinstance(generated, np.ndarray):
+        generated = scored.get((GENERATED, path))
+        if not isinstance(generated, dict):
             problems.append(f"{path}: generated audio: {generated}")
             continue
         conditions = read_conditions(storage, output, record["result_id"])
-        by_condition = cosines(generated, conditions) if conditions is not None else np.full(len(generated), math.nan)
-        ref = embedded.get((REFERENCE, path))
-        if reference and isinstance(ref, np.ndarray):
-            by_reference = cosines(generated, ref)
-            generated_all.append(generated)
-            reference_all.append(ref)
-        else:
-            by_reference = np.full(len(generated), math.nan)
-            if reference and ref is not None:
-                problems.append(f"{path}: reference audio: {ref}")
+        count = len(generated["clap"])
+        by_condition = cosines(generated["clap"], conditions) if conditions is not None else np.full(count, math.nan)
+        ref = scored.get((REFERENCE, path)) if reference else None
+        by_reference = np.full(count, math.nan)
+        if isinstance(ref, dict):
+            by_reference = cosines(generated["clap"], ref["clap"])
+            for name in ("clap", "classifier"):
+                pooled[name][0].append(generated[name])
+                pooled[name][1].append(ref[name])
+        elif ref is not None:
+            problems.append(f"{path}: reference audio: {ref}")
+        per_window = {"clap_score": by_condition, "clap_score_reference": by_reference}
+        if labels:
+            pooled["generated_classifier"].append(generated["classifier"])
+            reference_outputs = ref["classifier"] if isinstance(ref, dict) else None
+            per_window |= classifier_windows(config, labels, generated["classifier"], reference_outputs)
         for index, window in enumerate(record["windows"]):
             window_table.append(
-                {
-                    "relative_path": path,
-                    "window": index,
-                    **window,
-                    "clap_score": float(by_condition[index]),
-                    "clap_score_reference": float(by_reference[index]),
-                }
+                {"relative_path": path, "window": index, **window}
+                | {name: values[index] for name, values in per_window.items()}
             )
         video_table.append(
-            {
-                "relative_path": path,
-                "windows": len(generated),
-                "seam_score": video_seam_score(config, storage, record),
-                "clap_score": mean_or_nan(by_condition),
-                "clap_score_reference": mean_or_nan(by_reference),
-            }
+            {"relative_path": path, "windows": count, "seam_score": generated["seam_score"]}
+            | {name: mean_or_nan(values) for name, values in per_window.items() if not name.endswith("_labels")}
         )
-    fd = math.nan
-    if sum(len(embeddings) for embeddings in generated_all) >= 2:  # a Gaussian needs two points at least
-        fd = frechet_distance(np.concatenate(generated_all), np.concatenate(reference_all))
     scores = {
         "clap_score": mean_or_nan(w["clap_score"] for w in window_table),
         "clap_score_reference": mean_or_nan(w["clap_score_reference"] for w in window_table),
-        "fd_clap": fd,
+        "fd_clap": pooled_frechet(*pooled["clap"]),
         "seam_score": mean_or_nan(v["seam_score"] for v in video_table),
+        **panns_scores(config, labels, window_table, pooled),
     }
     summary = {
         "videos": len(video_table),
         "windows": len(window_table),
         **{name: None if math.isnan(value) else value for name, value in scores.items()},
-        "reasons": {name: why_unscored(name, reference) for name, value in scores.items() if math.isnan(value)},
+        "reasons": {
+            name: why_unscored(name, reference, bool(labels)) for name, value in scores.items() if math.isnan(value)
+        },
         "reference": reference,
         "clap_model": f"{config.clap.audio_model}:{config.clap.checkpoint}",
+        "classifier": config.evaluation.classifier.checkpoint,
         "problems": problems,
     }
     write_results(storage, output, window_table, video_table, summary)
     return summary
+
+
+def pooled_frechet(generated: list[np.ndarray], reference: list[np.ndarray], width: int | None = None) -> float:
+    """The Fréchet distance between all generated and all reference windows (their last `width` columns when
+    given); NaN below 2 windows, since a Gaussian needs two points at least."""
+    if sum(len(part) for part in generated) < 2:
+        return math.nan
+    first, second = np.concatenate(generated), np.concatenate(reference)
+    if width is not None:
+        first, second = first[:, -width:], second[:, -width:]
+    return frechet_distance(first, second)
+
+
+def panns_scores(config: FoleyConfig, labels: list[str], windows: list[dict], pooled: dict) -> dict[str, float]:
+    """The classifier's numbers over the whole job: FD_PANNs on the embeddings (the columns after the logits), KL
+    and SSMS as means over windows, IS over every generated window."""
+    if not labels:
+        return dict.fromkeys(PANNS_SCORES, math.nan)
+    generated = pooled["generated_classifier"]
+    inception = (math.nan, math.nan)
+    if generated:
+        inception = inception_score(np.concatenate(generated)[:, : len(labels)], config.evaluation.inception_splits)
+    width = next((part.shape[1] - len(labels) for part in generated), 0)
+    means = {name: mean_or_nan(w.get(name, math.nan) for w in windows) for name in PANNS_SCORES}
+    return means | {
+        "fd_panns": pooled_frechet(*pooled["classifier"], width=width),
+        "is_panns": inception[0],
+        "is_panns_std": inception[1],
+    }
 
 
 def write_results(storage: Storage, output: str, windows: list[dict], videos: list[dict], summary: dict) -> None:
@@ -241,15 +349,21 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate(config, args.output, args.reference)
     except (ConfigError, StorageError) as exc:
         return fail_setup(exc)
-    shown = {name: "n/a" if summary[name] is None else f"{summary[name]:.4g}" for name in SCORES}
+    shown = {name: "n/a" if summary[name] is None else f"{summary[name]:.4g}" for name in SHOWN}
+    panns = [f"{label} {shown[name]}" for name, label in SHOWN.items() if name in PANNS_SCORES]
     print(
         f"{summary['videos']} videos, {summary['windows']} windows: CLAP score {shown['clap_score']}, "
         f"with the reference {shown['clap_score_reference']}, FD_CLAP {shown['fd_clap']}, "
-        f"seam score {shown['seam_score']}; {join(args.output, EVALUATION_DIR)}/summary.json",
+        f"seam score {shown['seam_score']}"
+        + (f"; {', '.join(panns)}" if summary["classifier"] else "")
+        + f"; {join(args.output, EVALUATION_DIR)}/summary.json",
         flush=True,
     )
     for name, reason in summary["reasons"].items():
-        print(f"{name} n/a: {reason}", flush=True)
+        if summary["classifier"] or name not in PANNS_SCORES:  # without a classifier, one line says so
+            print(f"{name} n/a: {reason}", flush=True)
+    if not summary["classifier"]:
+        print(f"PANNs numbers n/a: {why_unscored('fd_panns', None, False)}", flush=True)
     for problem in summary["problems"]:
         print(f"not scored: {problem}", file=sys.stderr)
     return 1 if summary["problems"] else 0

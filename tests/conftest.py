@@ -103,6 +103,7 @@ def tiny_overrides(models: dict[str, Path], cache_dir: Path) -> list[str]:
         f"audioldm.model={models['audioldm']}",
         f"clap.checkpoint={models['clap']}",
         f"sources.detector={models['detector']}",
+        f"evaluation.classifier.checkpoint={models['panns']}",
         f"storage.cache_dir={cache_dir}",
     ]
 

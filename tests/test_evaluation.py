@@ -1,8 +1,9 @@
-"""jobs.evaluate: CLAP scores, FD_CLAP against reference audio, and the seam score."""
+"""jobs.evaluate: CLAP scores, FD_CLAP against reference audio, the seam score and the PANNs numbers; jobs.compare."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -14,6 +15,7 @@ from foley.media.render import render_test_video
 from foley.media.seams import seam_score
 from foley.media.stitch import TrackBuilder, TrackLayout
 from foley.media.windows import plan_windows
+from jobs.compare import main as compare
 from jobs.evaluate import main as evaluate
 
 RATE = 16000
@@ -85,6 +87,14 @@ def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_pat
     assert -1.0 <= itself["clap_score"] <= 1.0  # against the conditions the Mux stage kept
     assert itself["seam_score"] > 0  # long.mp4 has two windows in one shot
     assert itself["reasons"] == {}
+    # The classifier's numbers, computed in their Ray Data stage: against itself FD and KL are 0, and the reference's
+    # top 10 labels are among the generated top 50, so SSMS has recall 1 and precision 10/50.
+    assert itself["fd_panns"] == pytest.approx(0.0, abs=1e-4)
+    assert itself["kl_panns_softmax"] == pytest.approx(0.0, abs=1e-3)
+    assert itself["kl_panns_sigmoid"] == pytest.approx(0.0, abs=1e-3)
+    assert (itself["ssms_recall"], itself["ssms_precision"]) == (pytest.approx(1.0), pytest.approx(0.2))
+    assert itself["ssms_f1"] == pytest.approx(1 / 3) and itself["is_panns"] >= 1.0
+    assert itself["classifier"] == str(tiny_models["panns"])
 
     # The inputs' own sound: the silent one is named as having none, the others are compared.
     assert evaluate(["--output", str(out), "--reference", "inputs", *config]) == 1
@@ -103,7 +113,12 @@ def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_pat
         "third.mp4",
         "silent.mp4",
     }
-    assert "FD_CLAP" in capsys.readouterr().out
+    assert all(len(w["generated_labels"]) == 5 for w in windows)
+    assert [len(w["reference_labels"]) for w in windows if w["relative_path"] != "silent.mp4"] == [5] * 4
+    assert {"kl_panns_softmax", "ssms_f1", "clap_score"} <= set(windows[0])
+    printed = capsys.readouterr().out
+    assert "FD_CLAP" in printed and "FD_PANNs" in printed and "SSMS F1" in printed
+    assert against_inputs["kl_panns_softmax"] > 0 and against_inputs["fd_panns"] > 0
 
     # A reference folder of sound files found by name whatever their extension; one missing is named.
     references = tmp_path / "originals"
@@ -121,4 +136,48 @@ def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_pat
     alone = strict_json(summary_file.read_text())
     assert alone["fd_clap"] is None and alone["clap_score_reference"] is None
     assert alone["reasons"]["fd_clap"].startswith("no reference audio: run with --reference")
+    assert alone["reasons"]["ssms_f1"].startswith("no reference audio") and alone["is_panns"] >= 1.0
     assert "FD_CLAP n/a" in capsys.readouterr().out
+
+    # Without a classifier the PANNs numbers are null, each with the reason, and one console line says why.
+    assert evaluate(["--output", str(out), *config, "evaluation.classifier.checkpoint=null"]) == 0
+    unclassified = strict_json(summary_file.read_text())
+    assert unclassified["fd_panns"] is None and unclassified["clap_score"] is not None
+    assert "evaluation.classifier.checkpoint is not set" in unclassified["reasons"]["is_panns"]
+    assert "PANNs numbers n/a: evaluation.classifier.checkpoint is not set" in capsys.readouterr().out
+    missing = tmp_path / "no-cnn14.pth"
+    assert evaluate(["--output", str(out), *config, f"evaluation.classifier.checkpoint={missing}"]) == 2
+    assert f"evaluation.classifier.checkpoint={missing} does not exist" in capsys.readouterr().err
+
+    # A second tiny job, with fewer AudioLDM steps, evaluated like the first; jobs.compare puts them side by side.
+    assert evaluate(["--output", str(out), "--reference", "inputs", *config]) == 1
+    fewer, one_video = tmp_path / "fewer-steps", tmp_path / "one-video"
+    one_video.mkdir()
+    shutil.copy(library / "long.mp4", one_video / "long.mp4")  # two windows: enough for a Fréchet distance
+    result = run_dub(
+        ray_joined,
+        one_video,
+        fewer,
+        [*overrides, "input.existing_audio=replace", "window.cuts=off", "audioldm.steps=2"],
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert evaluate(["--output", str(fewer), "--reference", "inputs", *config]) == 0
+    capsys.readouterr()
+    assert compare(["--runs", str(out), str(fewer), "--name", "steps", *config]) == 0
+    printed = capsys.readouterr().out
+    head, rule, first, second = printed.splitlines()[:4]
+    assert head.startswith("| run | videos | audioldm.steps | CLAP score |") and "FD_PANNs" in head
+    assert first.startswith(f"| {out} | 4 | 3 |") and second.startswith(f"| {fewer} | 1 | 2 |")
+    for run in (out, fewer):
+        table = json.loads((run / "_foley/comparisons/steps.json").read_text())
+        assert table["settings"] == ["audioldm.steps"] and table["warnings"] == []
+        assert (
+            table["rows"][1]["numbers"]["fd_panns"]
+            == strict_json((fewer / "_foley/evaluation/summary.json").read_text())["fd_panns"]
+        )
+    # The first run's report was written again, and links to the comparison.
+    assert (
+        '"comparisons": ["../../_foley/comparisons/steps.html"]' in (out / "_foley/report/data/summary.js").read_text()
+    )
+    assert compare(["--runs", str(out), str(tmp_path / "notes"), *config]) == 2
+    assert "has not been evaluated: run python -m jobs.evaluate" in capsys.readouterr().err

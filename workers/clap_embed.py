@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from foley.config import FoleyConfig
-from foley.media.probe import decode_audio
 from foley.models.clap import load_clap_audio_encoder
 from foley.models.device import pick_device
-from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of
-from foley.pipeline.stage import WindowRef, local_input, map_windows, set_torch_threads
+from foley.pipeline.rows import batch_of, rows_of
+from foley.pipeline.stage import WindowRef, map_window_audio, set_torch_threads
 from foley.storage.store import Storage
 
 
@@ -30,29 +29,9 @@ class ClapEmbed:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
-        for row in rows:
-            if is_pending(row):
-                try:
-                    row["window_audio"] = self.window_audio(row)
-                except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
-                    fail(row, "clap", exc)
-        map_windows(
-            rows, "window_audio", "clap_embeddings", self.resources.max_forward_batch, "clap_embed", self.embed_windows
-        )
-        for row in rows:
-            row.pop("window_audio", None)  # raw audio never leaves the actor
+        sample_rate = self.config.clap.sample_rate
+        map_window_audio(rows, self.storage, sample_rate, "clap_embeddings", self.resources, "clap_embed", self.embed)
         return batch_of(rows)
 
-    def window_audio(self, row: dict) -> np.ndarray:
-        """(n_windows,) object array of each window's samples at CLAP's rate."""
-        path = local_input(row, self.storage)
-        windows = row_windows(row)
-        audio = np.empty(len(windows), dtype=object)
-        audio[:] = [
-            decode_audio(path, window.start_s, window.end_s - window.start_s, self.config.clap.sample_rate)
-            for window in windows
-        ]
-        return audio
-
-    def embed_windows(self, waveforms: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
+    def embed(self, waveforms: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
         return self.encoder.embed(waveforms)

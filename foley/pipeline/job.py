@@ -278,7 +278,12 @@ class JobRun:
         done_inputs = current.column("input_uri").to_pylist()
         moved: dict[str, str] = {}  # result id: its input's new location
         rows = []
-        shared = {"run_id": self.id, "run_seq": self.sequence, "model_identities": json.dumps(models, sort_keys=True)}
+        shared = {
+            "run_id": self.id,
+            "run_seq": self.sequence,
+            "model_identities": json.dumps(models, sort_keys=True),
+            "settings": json.dumps(self.kind.settings(self.config), sort_keys=True),  # jobs.compare reads them
+        }
         for item in inputs:
             written = outputs.get(item.uri, ("",))
             row = planned_row(item, written[0]) | shared  # one string of each shared value for every row

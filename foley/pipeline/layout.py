@@ -1,7 +1,7 @@
 """Where a job keeps its own files: one reserved folder, `<output>/_foley/`, beside the outputs that mirror the
 inputs' relative paths. Every file the job rewrites or deletes for its own sake lives in it (the manifest and its
-journal, staged segments, the report, the conditions, the evaluation), so an input whose output would land there
-fails its row instead of being published into it.
+journal, staged segments, the report, the conditions, the evaluation, the comparisons), so an input whose output
+would land there fails its row instead of being published into it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ SEGMENTS_DIR = f"{BOOKKEEPING_DIR}/segments"
 REPORT_DIR = f"{BOOKKEEPING_DIR}/report"
 CONDITIONS_DIR = f"{BOOKKEEPING_DIR}/conditions"
 EVALUATION_DIR = f"{BOOKKEEPING_DIR}/evaluation"
+COMPARISONS_DIR = f"{BOOKKEEPING_DIR}/comparisons"  # jobs.compare's tables, linked from the report
 # Where jobs before the reserved folder kept their manifest: read, never written, so their done work stays done.
 LEGACY_MANIFEST_DIR = "_manifest"
 # From the report's page back up to the output root, where the outputs' relative paths start.

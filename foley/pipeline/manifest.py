@@ -113,6 +113,7 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("seed", pa.int64()),
             ("config_hash", pa.string()),
             ("model_identities", pa.string()),
+            ("settings", pa.string()),  # JSON: the run's settings that, with the models, made its config hash
             ("decoder", pa.string()),  # what parsed and decoded the video: torchcodec and the FFmpeg it loaded
             *[(model, pa.string()) for model in kind.models],
             *[(f"seconds_{stage}", pa.float64()) for stage in kind.stages],

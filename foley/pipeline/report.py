@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from foley.config import FoleyConfig
 from foley.pipeline.kinds import DUB
-from foley.pipeline.layout import EVALUATION_DIR, REPORT_DIR, REPORT_TO_OUTPUT_ROOT
+from foley.pipeline.layout import COMPARISONS_DIR, EVALUATION_DIR, REPORT_DIR, REPORT_TO_OUTPUT_ROOT
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.outputs import with_suffix
 from foley.pipeline.report_assets import POSTERS, SPECTROGRAM
@@ -108,7 +108,7 @@ def video_entry(record: dict, output_root: str, pictures: set[str], scores: dict
     }
 
 
-def summary_of(records: list[dict], evaluation: dict | None, pages: int, left_out: str) -> dict:
+def summary_of(records: list[dict], evaluation: dict | None, comparisons: list[str], pages: int, left_out: str) -> dict:
     ok = [r for r in records if r["status"] == "ok"]
     finished = sorted(r["finished_at"].timestamp() for r in ok if r["finished_at"])
     span = (finished[-1] - finished[0]) if len(finished) > 1 else 0.0
@@ -127,6 +127,7 @@ def summary_of(records: list[dict], evaluation: dict | None, pages: int, left_ou
         "throughput": throughput,
         "throughput_bin_s": bin_s,
         "evaluation": evaluation,
+        "comparisons": comparisons,  # jobs.compare's tables that hold this run, as links from the report's page
         "pages": pages,
         "left_out": left_out,
     }
@@ -144,6 +145,11 @@ def write_report(config: FoleyConfig, output_root: str) -> str:
     records = sorted(manifest.current().values(), key=lambda r: r["relative_path"])
     pictures = {uri[len(root) + 1 :] for uri in storage.list_prefix(join(root, "media") + "/")}
     evaluation, scores = read_evaluation(storage, output_root)
+    comparisons = sorted(
+        relative_link(uri, output_root, uri)
+        for uri in storage.list_prefix(join(output_root, COMPARISONS_DIR) + "/")
+        if uri.endswith(".html")
+    )
     entries = [video_entry(record, output_root, pictures, scores) for record in records]
     size = config.report.page_size
     pages = [entries[first : first + size] for first in range(0, len(entries), size)]
@@ -151,7 +157,7 @@ def write_report(config: FoleyConfig, output_root: str) -> str:
         storage.write_bytes(join(root, f"data/page-{index:05d}.js"), script("page", index, page))
     storage.write_bytes(
         join(root, "data/summary.js"),
-        script("summary", summary_of(records, evaluation, len(pages), manifest.left_out())),
+        script("summary", summary_of(records, evaluation, comparisons, len(pages), manifest.left_out())),
     )
     page = resources.files("foley.pipeline").joinpath("templates/report.html").read_bytes()
     storage.write_bytes(join(root, "index.html"), page)

@@ -49,6 +49,7 @@ def planned_row(item: InputItem, output_uri: str) -> dict:
         "result_id": "",
         "config_hash": "",  # with model_identities and result_id: filled in by the job run (foley.pipeline.kinds)
         "model_identities": "",
+        "settings": "",
         "run_id": "",  # set by the job run: tells a retried batch's claim from another run's
         "run_seq": 0,  # set by the job run: its number on the output root, which orders rows across runs
         "staging_uri": "",  # where finished segments wait for the rest of their video

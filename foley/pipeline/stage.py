@@ -17,10 +17,20 @@ from ray.data import ActorPoolStrategy
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from foley.config import FoleyConfig, StageResources, StorageConfig
+from foley.media.probe import decode_audio
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.manifest import Manifest, utc_now
 from foley.pipeline.metrics import JobMetrics
-from foley.pipeline.rows import EMPTY_MATRIX, OK, SUMMARY_COLUMNS, batch_of, fail, is_pending, rows_of
+from foley.pipeline.rows import (
+    EMPTY_MATRIX,
+    OK,
+    SUMMARY_COLUMNS,
+    batch_of,
+    fail,
+    is_pending,
+    row_windows,
+    rows_of,
+)
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3
 
@@ -136,6 +146,38 @@ def local_input(row: dict, storage: Storage) -> Path:
         nodes = set(filter(None, str(row["cache_nodes"]).split(",")))
         row["cache_nodes"] = ",".join(sorted(nodes | {this_node()}))
     return path
+
+
+def window_waveforms(row: dict, storage: Storage, sample_rate: int) -> np.ndarray:
+    """(n_windows,) object array of each window's own audio of the row's input, decoded at `sample_rate` (mono)."""
+    path, windows = local_input(row, storage), row_windows(row)
+    waveforms = np.empty(len(windows), dtype=object)
+    waveforms[:] = [
+        decode_audio(path, window.start_s, window.end_s - window.start_s, sample_rate) for window in windows
+    ]
+    return waveforms
+
+
+def map_window_audio(
+    rows: list[dict],
+    storage: Storage,
+    sample_rate: int,
+    target: str,
+    resources: StageResources,
+    stage: str,
+    transform: Callable[[list[np.ndarray], list[WindowRef]], np.ndarray],
+) -> None:
+    """map_windows over each window's own audio at `sample_rate` (the audio stages of jobs.embed and
+    jobs.evaluate); a video whose audio cannot be decoded fails alone, and raw audio never leaves the actor."""
+    for row in rows:
+        if is_pending(row):
+            try:
+                row["window_audio"] = window_waveforms(row, storage, sample_rate)
+            except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
+                fail(row, stage, exc)
+    map_windows(rows, "window_audio", target, resources.max_forward_batch, stage, transform)
+    for row in rows:
+        row.pop("window_audio", None)
 
 
 @ray.remote(num_cpus=0)

@@ -24,7 +24,7 @@ from transformers import (
     SpeechT5HifiGanConfig,
 )
 
-from foley.config import ClapConfig
+from foley.config import ClapConfig, ClassifierConfig
 from foley.models.clap import (
     AUDIOLDM_CLAP_PREFIX,
     build_clap_module,
@@ -33,10 +33,13 @@ from foley.models.clap import (
     text_branch_config,
 )
 from foley.models.mapper import MapperSpec, V2AMapper, save_mapper
+from foley.models.panns import Cnn14
 from foley.models.tokenizers import byte_level_clip_tokenizer, byte_level_tokenizer
 
 TINY_EMBED_DIM = 64  # CLIP's
 TINY_CLAP_DIM = 512  # laion_clap's joint embedding with HTSAT-tiny, as in AudioLDM's CLAP
+TINY_CNN14_WIDTHS = (4, 4, 8, 8, 16, 32)
+FULL_CNN14_WIDTHS = (64, 128, 256, 512, 1024, 2048)  # PANNs' CNN14: 2048-d embeddings for FD_PANNs
 # laion_clap fixes the text width at 768; one layer and a byte-level vocabulary keep the tiny one small.
 TINY_CLAP_TEXT = RobertaConfig(
     vocab_size=len(byte_level_tokenizer()),
@@ -225,7 +228,25 @@ def save_tiny_models(root: Path) -> dict[str, Path]:
         "mapper": save_tiny_mapper(root / "mapper"),
         "clap": root / "clap",
         "detector": save_tiny_detector(root / "detector"),
+        "panns": save_cnn14(root / "panns" / "cnn14.pth", TINY_CNN14_WIDTHS),
     }
+
+
+def save_cnn14(path: Path, widths: tuple[int, ...] = FULL_CNN14_WIDTHS, seed: int = 0) -> Path:
+    """A random CNN14 in PANNs' released checkpoint format (torch.save of {"model": state_dict}), 16 kHz front end
+    (512-sample window, 64 mel bins) and AudioSet's 527 classes; the released widths unless told."""
+    torch.manual_seed(seed)
+    model = Cnn14(list(widths), mel_bins=64, classes=527, window_size=512, config=ClassifierConfig())
+    # Scaled as trained weights roughly are, so the outputs depend on the sound: the log-mel input normalised (it
+    # spans about -100 to 20 dB), and He-initialised convolutions that keep the signal's size through 12 ReLUs.
+    model.bn0.running_mean.fill_(-50.0)
+    model.bn0.running_var.fill_(30.0**2)
+    for name, parameter in model.named_parameters():
+        if name.endswith(("conv1.weight", "conv2.weight")) or name in ("fc1.weight", "fc_audioset.weight"):
+            torch.nn.init.kaiming_normal_(parameter, nonlinearity="relu")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "iteration": 0}, path)
+    return path
 
 
 def save_full_detector(folder: Path, seed: int = 0) -> Path:
