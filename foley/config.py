@@ -101,6 +101,12 @@ class WindowConfig(Strict):
     segment_windows: int = Field(
         16, ge=1, description="a video of more windows travels as segments of this many, spread over the actors"
     )
+    aggregator: Literal["mean", "learned"] = Field(
+        "mean",
+        description="mean: a window's frames' CLIP embeddings are averaged (V2A-Mapper); learned: all of them, with "
+        "their moments in the window, go to a trained temporal aggregator (SSV2A), which mapper.checkpoint names "
+        "(train.variant=temporal-aggregator); jobs.embed then keeps every frame's embedding to train it",
+    )
 
     @field_validator("cuts", mode="before")
     @classmethod
@@ -290,11 +296,17 @@ class TrainConfig(Strict):
     """jobs.train_mapper; defaults are the paper's diffusion prior."""
 
     variant: Literal[
-        "diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer", "source-remixer"
+        "diffusion-transformer",
+        "diffusion-mlp",
+        "regression-mlp",
+        "regression-transformer",
+        "source-remixer",
+        "temporal-aggregator",
     ] = Field(
         "diffusion-transformer",
         description="source-remixer: SSV2A's remixer over a window's picture and sound sources (needs pairs that "
-        "jobs.embed made with sources.mode on)",
+        "jobs.embed made with sources.mode on); temporal-aggregator: SSV2A's learned aggregation of a window's "
+        "frames (needs pairs that jobs.embed made with window.aggregator=learned; SSV2A uses train.depth=1)",
     )
     depth: int = Field(12, ge=1)
     heads: int = Field(12, ge=1)
@@ -305,7 +317,9 @@ class TrainConfig(Strict):
     condition_dropout: float = Field(
         0.1, ge=0, lt=1, description="for classifier-free guidance (source-remixer: each source muted with it)"
     )
-    kl_weight: float = Field(1e-3, ge=0, description="source-remixer: the KL term of its variational heads")
+    kl_weight: float = Field(
+        1e-3, ge=0, description="source-remixer and temporal-aggregator: the KL term of their variational heads"
+    )
     learning_rate: float = Field(1.1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(448, ge=1, description="global batch, split across workers")
@@ -592,6 +606,11 @@ class FoleyConfig(Strict):
             raise ValueError(
                 "sources.cycle_mix ranks candidates by their sound sources: it needs sources.mode=zero_shot and "
                 "audioldm.candidates of 2 or more"
+            )
+        if self.window.aggregator == "learned" and (not self.mapper.checkpoint or self.sources.mode != "off"):
+            raise ValueError(
+                "window.aggregator=learned maps each window's frames with the trained temporal aggregator that "
+                "mapper.checkpoint names (set it); it reads the frames alone, so sources.mode must be off"
             )
         if self.sources.mode == "remixer" and (not self.mapper.checkpoint or self.sources.boost):
             raise ValueError(

@@ -38,7 +38,7 @@ from foley.pipeline.job import connect_ray, quiet_progress_when_logged
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, join
 from foley.training.checkpoints import CheckpointStore
-from foley.training.pairs import embedding_dims, list_pair_files, read_pairs, split_by_file
+from foley.training.pairs import condition_columns, embedding_dims, list_pair_files, read_pairs, split_by_file
 from foley.training.plots import cosine_histogram, training_curves
 
 log = logging.getLogger("foley.train")
@@ -57,14 +57,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def mapper_spec(config: FoleyConfig, clip_dim: int, clap_dim: int, sources: int) -> MapperSpec:
-    """The architecture train.* asks for, sized by the data (`sources`: its source slots per window)."""
+def mapper_spec(config: FoleyConfig, clip_dim: int, clap_dim: int, sources: int, frames: int) -> MapperSpec:
+    """The architecture train.* asks for, sized by the data (`sources`: its source slots per window; `frames`: its
+    frames kept per window)."""
     train = config.train
-    remixer = train.variant == "source-remixer"
+    remixer, temporal = train.variant == "source-remixer", train.variant == "temporal-aggregator"
     if remixer and not sources:
         raise ConfigError(
             "train.variant=source-remixer learns from each window's sound sources, but these pairs have none; "
             "make them with `python -m jobs.embed ... sources.mode=zero_shot`"
+        )
+    if temporal and not frames:
+        raise ConfigError(
+            "train.variant=temporal-aggregator learns from each frame of a window, but these pairs keep only their "
+            "mean; make them with `python -m jobs.embed ... window.aggregator=learned`"
         )
     return MapperSpec(
         variant=train.variant,
@@ -77,7 +83,8 @@ def mapper_spec(config: FoleyConfig, clip_dim: int, clap_dim: int, sources: int)
         dropout=train.dropout,
         train_timesteps=train.train_timesteps,
         max_sources=sources if remixer else 0,
-        kl_weight=train.kl_weight if remixer else 0.0,
+        kl_weight=train.kl_weight if remixer or temporal else 0.0,
+        frames=frames if temporal else 0,
     )
 
 
@@ -234,9 +241,9 @@ def train(
         # Read once and keep in the object store: every epoch then iterates memory, not files. Validation samples the
         # prior for each pair, so it takes at most train.val_max_pairs of them, as write_results does.
         pairs = ray.data.read_parquet(paths, filesystem=filesystem)
-        if spec.max_sources:  # the remixer reads a window's picture and its source slots as one condition
-            pairs = pairs.map_batches(with_sources, batch_format="numpy")
-        pairs = pairs.select_columns(["clip", "clap"])
+        # A mapper's condition, as one column: a window's picture, with its source slots for the remixer, or its
+        # frames for the temporal aggregator.
+        pairs = pairs.map_batches(as_condition, fn_kwargs={"columns": condition_columns(spec)}, batch_format="numpy")
         datasets[name] = (pairs if name == "train" else pairs.limit(config.train.val_max_pairs)).materialize()
     with tempfile.TemporaryDirectory(prefix="foley-train-") as ray_train_dir:
         trainer = TorchTrainer(
@@ -253,11 +260,11 @@ def train(
         trainer.fit()
 
 
-def with_sources(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A window's picture and its source slots as one row: the source remixer's condition. (Ray Data hands a
+def as_condition(batch: dict[str, np.ndarray], columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A window's condition `columns` side by side as one `clip` column, and its target. (Ray Data hands a
     fixed-size list column over as an array of rows, so each column is stacked first.)"""
-    clip, sources = (np.stack(list(batch[name])).astype(np.float32) for name in ("clip", "sources"))
-    return {"clip": np.concatenate([clip, sources], axis=1), "clap": np.stack(list(batch["clap"])).astype(np.float32)}
+    parts = [np.stack(list(batch[name])).astype(np.float32) for name in columns]
+    return {"clip": np.concatenate(parts, axis=1), "clap": np.stack(list(batch["clap"])).astype(np.float32)}
 
 
 def write_results(
@@ -273,7 +280,7 @@ def write_results(
 
     clip, clap = (
         torch.from_numpy(m)
-        for m in read_pairs(val_files, storage, config.train.val_max_pairs, with_sources=mapper.spec.max_sources > 0)
+        for m in read_pairs(val_files, storage, config.train.val_max_pairs, condition_columns(mapper.spec))
     )
     torch.manual_seed(config.seed)  # the same initial weights the training started from
     untrained = V2AMapper(mapper.spec).eval()

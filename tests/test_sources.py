@@ -271,8 +271,8 @@ def test_the_embed_job_keeps_each_windows_sources_for_the_remixer_to_learn_from(
     storage = Storage(sources_config.storage)
     uri = str(tmp_path / "pairs/pairs/street.parquet")
     width = row["clip_embeddings"].shape[1]
-    assert embedding_dims(uri, storage) == (width, 8, sources_config.sources.max_sources)
-    clip, _ = read_pairs([uri], storage, with_sources=True)
+    assert embedding_dims(uri, storage) == (width, 8, sources_config.sources.max_sources, 0)
+    clip, _ = read_pairs([uri], storage, columns=("clip", "sources"))
     assert clip.shape == (1, width * (1 + sources_config.sources.max_sources))
     assert np.array_equal(clip[0, width:], row["source_embeddings"][0])
 

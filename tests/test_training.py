@@ -129,3 +129,23 @@ def test_the_source_remixer_trains_with_ray_train_on_pairs_with_sources(tmp_path
     write_synthetic_pairs(str(plain), Storage(StorageConfig()), count=200, clip_dim=64, clap_dim=64, files=10)
     refused = train_job(ray_cluster, plain, tmp_path / "refused", *remixer)
     assert refused.returncode == 2 and "these pairs have none" in refused.stderr
+
+
+def test_the_temporal_aggregator_trains_with_ray_train_on_pairs_that_keep_each_frame(tmp_path, ray_cluster):
+    from foley.training.synthetic import write_synthetic_temporal_pairs
+
+    data = tmp_path / "temporal-pairs"
+    write_synthetic_temporal_pairs(str(data), Storage(StorageConfig()), count=120, frames=4, dim=32, files=6)
+    settings = ["train.variant=temporal-aggregator", "train.val_fraction=0.3", "train.depth=1", "train.head_dim=16"]
+    result = train_job(ray_cluster, data, tmp_path / "aggregator", *settings, "train.epochs=2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "temporal-aggregator mapper 32 -> 32" in result.stdout
+    metrics = json.loads((tmp_path / "aggregator/metrics.json").read_text())
+    assert metrics["variant"] == "temporal-aggregator" and len(metrics["epochs"]) == 2
+    mapper = read_mapper(tmp_path / "aggregator")  # what jobs.dub loads with window.aggregator=learned
+    assert (mapper.spec.frames, mapper.spec.condition_dim, mapper.spec.kl_weight) == (4, 4 * 33, 1e-3)
+
+    plain = tmp_path / "plain-pairs"
+    write_synthetic_pairs(str(plain), Storage(StorageConfig()), count=60, clip_dim=32, clap_dim=32, files=6)
+    refused = train_job(ray_cluster, plain, tmp_path / "refused", *settings)
+    assert refused.returncode == 2 and "these pairs keep only their mean" in refused.stderr

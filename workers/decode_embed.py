@@ -143,8 +143,9 @@ class DecodeEmbed:
         per_window = self.config.window.frames
         posters = set(chosen_posters(len(every), self.config.report.max_posters)) if wanted == every else set()
         embeddings, sources, frames_kept, boxes, index = [], [], [], [], 0
+        each_frame = [] if self.config.window.aggregator == "learned" else None
         for frames in self.decode_window_frames(path, info, wanted):
-            embeddings.append(self.embed_frames(frames))
+            embeddings.append(self.embed_frames(frames, each_frame))
             if self.detector:
                 sources.extend(self.window_sources(frames.reshape(-1, per_window, *frames.shape[1:])))
             for offset in range(len(frames) // per_window):
@@ -153,12 +154,22 @@ class DecodeEmbed:
                     boxes.append([note["box"] for note in sources[index + offset][0]] if sources else [])
             index += len(frames) // per_window
         self.keep_posters(row, frames_kept, boxes)
-        return self.window_columns(np.concatenate(embeddings), sources)
+        kept = np.concatenate(each_frame) if each_frame is not None else None
+        return self.window_columns(np.concatenate(embeddings), sources, wanted, kept)
 
-    def window_columns(self, clip_embeddings: np.ndarray, sources: list[tuple[list[dict], np.ndarray]]) -> dict:
+    def window_columns(
+        self,
+        clip_embeddings: np.ndarray,
+        sources: list[tuple[list[dict], np.ndarray]],
+        windows: list[Window],
+        each_frame: np.ndarray | None = None,
+    ) -> dict:
         """Per window: its CLIP embedding and, with sound sources on, its sources' notes and embeddings (padded to
-        sources.max_sources rows of zeros, flattened, so that a segment's windows slice like its CLIP embeddings)."""
+        sources.max_sources rows of zeros, flattened, so that a segment's windows slice like its CLIP embeddings);
+        with window.aggregator=learned, its frames (frame_conditions)."""
         columns = {"clip_embeddings": clip_embeddings}
+        if each_frame is not None:
+            columns["frame_embeddings"] = self.frame_conditions(each_frame, windows)
         if self.detector:
             most, width = self.config.sources.max_sources, clip_embeddings.shape[1]
             padded = np.zeros((len(sources), most * width), np.float32)
@@ -167,6 +178,17 @@ class DecodeEmbed:
             columns["source_embeddings"] = padded
             columns["window_sources"] = np.array([json.dumps(notes) for notes, _ in sources], dtype=object)
         return columns
+
+    def frame_conditions(self, each_frame: np.ndarray, windows: list[Window]) -> np.ndarray:
+        """(windows, K, D) frame embeddings -> (windows, K * (D + 1)): each frame's embedding followed by its moment
+        in the window (seconds into it over window.seconds), what the temporal aggregator reads."""
+        settings = self.config.window
+        moments = np.array(
+            [[(t - w.start_s) / settings.seconds for t in sample_times(w.start_s, w.end_s, settings.frames)]
+             for w in windows],
+            np.float32,
+        )  # fmt: skip
+        return np.concatenate([each_frame, moments[..., None]], axis=2).reshape(len(windows), -1)
 
     def window_sources(self, windows: np.ndarray) -> list[tuple[list[dict], np.ndarray]]:
         """(windows, K, H, W, 3) sampled frames -> each window's sound sources: detected in sources.frames of its K
@@ -228,11 +250,13 @@ class DecodeEmbed:
         embedding = F.normalize(self.clip.embed_frames(image), dim=-1).cpu().numpy().astype(np.float32)
         sources = self.window_sources(image[:, None]) if self.detector else []
         self.keep_posters(row, [image[0]], [[note["box"] for note in sources[0][0]]] if sources else None)
-        return self.segment_rows(
-            row,
-            windows,
-            lambda wanted: self.window_columns(np.repeat(embedding, len(wanted), axis=0), sources * len(wanted)),
-        )
+        learned = self.config.window.aggregator == "learned"  # every sampled frame is the image
+
+        def columns(wanted: list[Window]) -> dict:
+            frames = np.tile(embedding[None], (len(wanted), window.frames, 1)) if learned else None
+            return self.window_columns(np.repeat(embedding, len(wanted), axis=0), sources * len(wanted), wanted, frames)
+
+        return self.segment_rows(row, windows, columns)
 
     def segment_rows(self, row: dict, windows: list[Window], embed: Callable[[list[Window]], dict]) -> list[dict]:
         """One row per segment an earlier run has not staged yet, with its windows' CLIP embeddings (`embed` makes
@@ -283,10 +307,13 @@ class DecodeEmbed:
         borders = shot_borders(cuts, info.duration_s, window.min_shot_seconds)
         return plan_windows(borders, window.seconds, window.overlap_seconds, window.cut_crossfade_seconds)
 
-    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+    def embed_frames(self, frames: np.ndarray, each_frame: list[np.ndarray] | None = None) -> np.ndarray:
         """(windows * K, H, W, 3) frames -> (windows, D): the L2-normalised mean of each window's K embeddings
-        (temporal averaging, the paper's best aggregator)."""
+        (temporal averaging, the paper's best aggregator); `each_frame` also gets each frame's, L2-normalised
+        (windows, K, D), for the learned aggregator."""
         embeddings = self.clip.embed_frames(frames).view(-1, self.config.window.frames, self.clip.embed_dim)
+        if each_frame is not None:
+            each_frame.append(F.normalize(embeddings, dim=-1).cpu().numpy().astype(np.float32))
         return F.normalize(embeddings.mean(dim=1), dim=-1).cpu().numpy().astype(np.float32)
 
     def decode_window_frames(self, path: Path, info: VideoInfo, windows: list[Window]) -> Iterator[np.ndarray]:

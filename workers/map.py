@@ -1,7 +1,8 @@
 """Stage 2: CLIP embedding -> CLAP audio-space embedding, with the V2A-Mapper (or the zero-shot mapper when no
 trained checkpoint is configured).
 
-INPUT  rows with clip_embeddings (n_windows x D_clip).
+INPUT  rows with clip_embeddings (n_windows x D_clip); with window.aggregator=learned, frame_embeddings
+       (n_windows x K*(D_clip+1)), which the trained temporal aggregator maps instead.
 OUTPUT the same rows plus clap_embeddings (n_windows x D_clap, unit length), and for the zero-shot mapper the
        labels it chose for each window, with their weights (window_notes). Fan-out 1:1.
 
@@ -44,6 +45,9 @@ class Map:
         self.mapped_sources: dict[int, dict[int, np.ndarray]] = {}
         self.parsed_sources: dict[int, list[list[dict]]] = {}  # the batch's rows' window_sources, by row
         self.no_sources = np.zeros(config.sources.max_sources * self.mapper.clap_dim, np.float32)
+        # What a window's condition is read from: its mean frame, or each of its frames for the learned aggregator.
+        self.learned = config.window.aggregator == "learned"
+        self.condition = "frame_embeddings" if self.learned else "clip_embeddings"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
@@ -51,10 +55,9 @@ class Map:
         self.parsed_sources = {
             id(row): json.loads(str(row["window_sources"])) for row in rows if "window_sources" in row
         }
-        map_windows(
-            rows, "clip_embeddings", "clap_embeddings", self.resources.max_forward_batch, "map", self.map_windows
-        )
+        map_windows(rows, self.condition, "clap_embeddings", self.resources.max_forward_batch, "map", self.map_windows)
         for row in rows:
+            row.pop("frame_embeddings", None)
             row.pop("source_embeddings", None)
             row.pop("window_sources", None)
             if self.config.sources.cycle_mix:
@@ -68,10 +71,11 @@ class Map:
 
     def map_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
         clip_embeddings = np.stack(embeddings)
-        if clip_embeddings.shape[1] != self.mapper.clip_dim:
+        expected = self.mapper.spec.condition_dim if self.learned else self.mapper.clip_dim
+        if clip_embeddings.shape[1] != expected:
             raise ValueError(
-                f"the mapper expects {self.mapper.clip_dim}-d CLIP embeddings but the CLIP model "
-                f"gives {clip_embeddings.shape[1]}-d; use a mapper trained for this CLIP model"
+                f"the mapper expects {expected}-d conditions but the CLIP model and window.frames give "
+                f"{clip_embeddings.shape[1]}-d; use a mapper trained for this CLIP model and window.frames"
             )
         generators = [
             torch.Generator(self.device).manual_seed(
@@ -84,6 +88,8 @@ class Map:
                 windows, self.mapper.top_labels(torch.from_numpy(clip_embeddings).to(self.device)), strict=True
             ):
                 note_window(ref.row, ref.index, labels=labels)
+        if self.learned:  # the temporal aggregator: each window's frames and their moments
+            return self.mapper_output(clip_embeddings, generators)
         if self.config.sources.mode == "remixer":
             return self.remix(clip_embeddings, windows, generators)
         mapped = self.mapper_output(clip_embeddings, generators)

@@ -1,7 +1,8 @@
 """Embed stage 3: a video's (CLIP, CLAP) window pairs -> one Parquet file, and its manifest row.
 
 INPUT  rows with clip_embeddings and clap_embeddings (n_windows x D each), and source_embeddings with sound
-       sources on (n_windows x max_sources*D: the source remixer's training input).
+       sources on (n_windows x max_sources*D: the source remixer's training input), and frame_embeddings with
+       window.aggregator=learned (n_windows x K*(D+1): the temporal aggregator's).
 OUTPUT one manifest row per video; its pairs at output_uri (<output>/pairs/<relative path>.parquet).
 
 One file per video, named after it, so a redo replaces the video's pairs instead of adding a second copy, and a
@@ -29,5 +30,6 @@ class WritePairs(FinalStage):
             row["clap_embeddings"],
             {model: value for model, value in EMBED.model_ids(self.config).items() if value},  # the models used
             row.get("source_embeddings"),
+            row.get("frame_embeddings"),
         )
         self.storage.write_bytes(str(row["output_uri"]), table_bytes(table))

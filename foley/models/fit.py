@@ -56,4 +56,18 @@ def misfit_models(config: FoleyConfig, storage: Storage) -> list[str]:
             else f"sources.mode=remixer needs a mapper.checkpoint trained with train.variant=source-remixer; "
             f"{config.mapper.checkpoint!r} is a {architecture.get('variant', 'diffusion-transformer')}"
         )
+    temporal = architecture.get("variant") == "temporal-aggregator"
+    if temporal != (config.window.aggregator == "learned"):
+        misfits.append(
+            f"mapper.checkpoint = {config.mapper.checkpoint!r} is a temporal aggregator, which needs "
+            "window.aggregator=learned"
+            if temporal
+            else f"window.aggregator=learned needs a mapper.checkpoint trained with train.variant=temporal-aggregator; "
+            f"{config.mapper.checkpoint!r} is a {architecture.get('variant', 'diffusion-transformer')}"
+        )
+    if temporal and int(architecture["frames"]) != config.window.frames:
+        misfits.append(
+            f"mapper.checkpoint = {config.mapper.checkpoint!r} aggregates {architecture['frames']} frames per window, "
+            f"but window.frames = {config.window.frames}; sample as many frames as it was trained with"
+        )
     return misfits

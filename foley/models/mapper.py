@@ -7,7 +7,8 @@ checkpoint format (mapper.safetensors + mapper.json) and loaders, so the dub job
 
 SSV2A's Sound Source Remixer is one more variant ("source-remixer"): its condition is a window's whole picture and
 its sound sources' crops (`max_sources` CLIP embeddings after the global one, zero rows for none), and it is
-trained and loaded like the others.
+trained and loaded like the others. So is SSV2A's learned temporal aggregation ("temporal-aggregator"): its
+condition is each of a window's `frames` CLIP embeddings followed by its moment in the window, in place of their mean.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 Variant = Literal[
-    "diffusion-transformer", "diffusion-mlp", "regression-mlp", "regression-transformer", "source-remixer"
+    "diffusion-transformer",
+    "diffusion-mlp",
+    "regression-mlp",
+    "regression-transformer",
+    "source-remixer",
+    "temporal-aggregator",
 ]
 WEIGHTS_NAME = "mapper.safetensors"
 CONFIG_NAME = "mapper.json"
@@ -51,12 +57,14 @@ class MapperSpec:
     # Unit-length embeddings enter scaled by sqrt(dim) so their entries have unit variance, as noise does.
     embedding_scale: float | None = None
     max_sources: int = 0  # source-remixer: the source slots after the global embedding
-    kl_weight: float = 0.0  # source-remixer: the variational heads' KL term in the training loss
+    kl_weight: float = 0.0  # source-remixer, temporal-aggregator: the variational heads' KL term in the loss
+    frames: int = 0  # temporal-aggregator: the frames of a window it reads
 
     @property
     def condition_dim(self) -> int:
-        """The width of what map() takes: one CLIP embedding, or the remixer's global one and its source slots."""
-        return self.clip_dim * (1 + self.max_sources)
+        """The width of what map() takes: one CLIP embedding, the remixer's global one and its source slots, or
+        the aggregator's frames, each an embedding and its moment."""
+        return self.frames * (self.clip_dim + 1) if self.frames else self.clip_dim * (1 + self.max_sources)
 
     @property
     def is_diffusion(self) -> bool:
@@ -199,6 +207,47 @@ class SourceRemixer(nn.Module):
         return self.mean_head(tokens[:, 0]), self.log_variance_head(tokens[:, 1])
 
 
+MOMENT_SCALE = 1000.0  # a frame's moment (0..1) spread over the sinusoids' range as diffusion timesteps 0..1000 are
+
+
+class TemporalAggregator(nn.Module):
+    """SSV2A's learned temporal aggregation: a window's frames' CLIP embeddings, each plus a sinusoidal embedding
+    of its moment in the window, go through efficient-attention blocks (SSV2A: one) after two prediction tokens,
+    which give a Gaussian over the window's CLAP embedding; unlike the mean, it can tell when something appears."""
+
+    def __init__(self, spec: MapperSpec):
+        super().__init__()
+        width = spec.heads * spec.head_dim
+        self.clip_dim, self.frames = spec.clip_dim, spec.frames
+        self.project = nn.Linear(spec.clip_dim, width)
+        self.moment = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.prediction = nn.Parameter(torch.randn(2, width) * 0.02)  # mean, log-variance
+        self.blocks = nn.ModuleList(
+            RemixerBlock(width, spec.heads, spec.mlp_expansion, spec.dropout) for _ in range(spec.depth)
+        )
+        self.norm_out = nn.LayerNorm(width)
+        self.mean_head, self.log_variance_head = nn.Linear(width, spec.clap_dim), nn.Linear(width, spec.clap_dim)
+
+    def forward(self, condition: torch.Tensor, keep: torch.Tensor | None = None):
+        """(B, frames * (clip_dim + 1)) -> (mean, log-variance), each (B, clap_dim). A frame's moment is its time
+        into the window over the window's length (0 to 1); a zero embedding is no frame (a window cut short)."""
+        batch = len(condition)
+        parts = condition.view(batch, self.frames, self.clip_dim + 1)
+        embeddings, moments = parts[..., :-1], parts[..., -1]
+        present = embeddings.abs().sum(dim=-1) > 0
+        timing = self.moment(moments.reshape(-1) * MOMENT_SCALE).view(batch, self.frames, -1).to(embeddings.dtype)
+        tokens = torch.cat([self.prediction.expand(batch, -1, -1), self.project(F.normalize(embeddings, dim=-1))
+                            + timing], dim=1)  # fmt: skip
+        mask = torch.cat([torch.ones(batch, 2, dtype=torch.bool, device=condition.device), present], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens, mask.to(tokens.dtype))
+        tokens = self.norm_out(tokens)
+        return self.mean_head(tokens[:, 0]), self.log_variance_head(tokens[:, 1])
+
+
+VARIATIONAL = (SourceRemixer, TemporalAggregator)  # networks that give a Gaussian's mean and log-variance
+
+
 def _build_network(spec: MapperSpec) -> nn.Module:
     if spec.variant == "diffusion-transformer":
         # Tokens: visual condition, timestep, noisy audio embedding, learned output ("prd") token; full attention.
@@ -224,6 +273,8 @@ def _build_network(spec: MapperSpec) -> nn.Module:
         return RegressionTransformer(spec)
     if spec.variant == "source-remixer":
         return SourceRemixer(spec)
+    if spec.variant == "temporal-aggregator":
+        return TemporalAggregator(spec)
     raise ValueError(f"unknown mapper variant {spec.variant!r}")
 
 
@@ -269,8 +320,8 @@ class V2AMapper(nn.Module):
     ) -> torch.Tensor:
         """The training loss (forward, so data-parallel wrappers see it): MSE to the clean (scaled) target, with
         conditions dropped with probability `condition_dropout` for classifier-free guidance."""
-        if isinstance(self.network, SourceRemixer):
-            return self.remixer_loss(condition, target, condition_dropout, generator)
+        if isinstance(self.network, VARIATIONAL):
+            return self.variational_loss(condition, target, condition_dropout, generator)
         condition = F.normalize(condition, dim=-1) * self.spec.scale
         target = F.normalize(target, dim=-1) * self.spec.scale
         if not self.spec.is_diffusion:
@@ -285,13 +336,16 @@ class V2AMapper(nn.Module):
         keep = (torch.rand(len(target), 1, generator=generator, device="cpu") >= condition_dropout).to(device)
         return F.mse_loss(self.predict_clean(noisy, timesteps, condition * keep), target)
 
-    def remixer_loss(
+    def variational_loss(
         self, condition: torch.Tensor, target: torch.Tensor, mute: float, generator: torch.Generator | None
     ) -> torch.Tensor:
         """SSV2A's objective: (1 - cos)^2 between a sample of the predicted Gaussian and the target, plus the KL
-        term of the variational heads; each source is muted with probability `mute`."""
+        term of the variational heads; the remixer's sources are each muted with probability `mute`."""
         device = target.device
-        keep = (torch.rand(len(target), self.spec.max_sources, generator=generator, device="cpu") >= mute).to(device)
+        keep = None
+        if self.spec.max_sources:
+            keep = torch.rand(len(target), self.spec.max_sources, generator=generator, device="cpu") >= mute
+            keep = keep.to(device)
         mean, log_variance = self.network(condition, keep)
         noise = torch.randn(mean.shape, generator=generator, device="cpu").to(device)
         sample = mean + noise * torch.exp(0.5 * log_variance)
@@ -312,9 +366,10 @@ class V2AMapper(nn.Module):
         """Unit-length CLIP embeddings (B, clip_dim) -> unit-length CLAP embeddings (B, clap_dim).
 
         One generator per row makes every row's sample depend only on its own seed, not on the batch around it.
-        The source remixer takes (B, condition_dim) and gives its Gaussian's mean (it draws no noise).
+        The source remixer and the temporal aggregator take (B, condition_dim) and give their Gaussian's mean (they
+        draw no noise).
         """
-        if isinstance(self.network, SourceRemixer):
+        if isinstance(self.network, VARIATIONAL):
             mean, _ = self.network(clip_embeddings.to(self._dtype()))
             return F.normalize(mean.float(), dim=-1)
         condition = F.normalize(clip_embeddings.float(), dim=-1).to(self._dtype()) * self.spec.scale

@@ -109,9 +109,11 @@ CUT_SETTINGS = {"cut_threshold", "min_shot_seconds", "cut_crossfade_seconds", "c
 
 
 def window_settings(config: FoleyConfig) -> dict:
-    """How windows are planned; not how they travel (segments change only which windows share a batch)."""
+    """How windows are planned and embedded; not how they travel (segments change only which windows share a
+    batch). The mean aggregator, which every result before the setting used, is left out, keeping their identity."""
     window = config.window
-    return window.model_dump(exclude={"segment_windows"} | (set() if window.cuts == "detect" else CUT_SETTINGS))
+    exclude = {"segment_windows"} | (set() if window.cuts == "detect" else CUT_SETTINGS)
+    return window.model_dump(exclude=exclude | ({"aggregator"} if window.aggregator == "mean" else set()))
 
 
 def dub_settings(config: FoleyConfig) -> dict:

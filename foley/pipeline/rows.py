@@ -82,6 +82,8 @@ def pipeline_columns(config: FoleyConfig, kind: JobKind) -> dict:
         "segment_info": "",  # JSON: per segment, what made it (manifest column `segments`)
         "synthesize_worker": "",
         "clip_embeddings": EMPTY_MATRIX,
+        # window.aggregator=learned: each window's frames with their moments (the temporal aggregator's condition)
+        **({"frame_embeddings": EMPTY_MATRIX} if config.window.aggregator == "learned" else {}),
         **(
             {"window_sources": "[]", "source_embeddings": EMPTY_MATRIX}  # sound sources per window (the Map stage's)
             if config.sources.mode != "off"

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from foley.models.mapper import MapperSpec
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError
 
@@ -23,16 +24,18 @@ def pairs_table(
     clap: np.ndarray,
     model_ids: dict[str, str],
     sources: np.ndarray | None = None,
+    frames: np.ndarray | None = None,
 ) -> pa.Table:
     """One row per window: video_id, window bounds, and fixed-size float32 lists for the two embeddings; with
     sound sources on, `sources` too (each window's source crops' CLIP embeddings, max_sources slots of zeros where
-    there is none), what the source remixer learns from."""
+    there is none), what the source remixer learns from; with window.aggregator=learned, `frames` (each sampled
+    frame's CLIP embedding followed by its moment in the window), what the temporal aggregator learns from."""
     count = len(bounds)
-    extra = {}
-    if sources is not None:
-        extra["sources"] = pa.FixedSizeListArray.from_arrays(
-            pa.array(sources.astype(np.float32).ravel()), sources.shape[1]
-        )
+    extra = {
+        name: pa.FixedSizeListArray.from_arrays(pa.array(values.astype(np.float32).ravel()), values.shape[1])
+        for name, values in (("sources", sources), ("frames", frames))
+        if values is not None
+    }
     return pa.table(
         {
             "video_id": pa.array([video_id] * count, pa.string()),
@@ -78,29 +81,38 @@ def split_by_file(files: list[str], val_fraction: float, seed: int) -> tuple[lis
     return [uri for uri in files if uri not in set(val)], val
 
 
+def condition_columns(spec: MapperSpec) -> tuple[str, ...]:
+    """The pair columns that make a mapper's condition, in order: the window's picture (and, for the source
+    remixer, its source slots), or for the temporal aggregator its frames."""
+    if spec.frames:
+        return ("frames",)
+    return ("clip", "sources") if spec.max_sources else ("clip",)
+
+
 def read_pairs(
-    files: list[str], storage: Storage, limit: int | None = None, with_sources: bool = False
+    files: list[str], storage: Storage, limit: int | None = None, columns: tuple[str, ...] = ("clip",)
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(clip, clap) float32 matrices of the files' windows, at most `limit` rows; `with_sources`: each clip row
-    followed by the window's source slots, as the source remixer reads a window."""
-    clips, claps, total = [], [], 0
+    """(condition, clap) float32 matrices of the files' windows, at most `limit` rows; a condition row is the
+    window's `columns` side by side (condition_columns)."""
+    conditions, claps, total = [], [], 0
     for uri in files:
-        columns = ["clip", "clap", *(["sources"] if with_sources else [])]
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
-        clips.append(np.stack(table.column("clip").to_numpy(zero_copy_only=False)))
-        if with_sources:
-            clips[-1] = np.concatenate([clips[-1], np.stack(table.column("sources").to_numpy(zero_copy_only=False))], 1)
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=[*columns, "clap"])
+        conditions.append(
+            np.concatenate([np.stack(table.column(name).to_numpy(zero_copy_only=False)) for name in columns], 1)
+        )
         claps.append(np.stack(table.column("clap").to_numpy(zero_copy_only=False)))
         total += table.num_rows
         if limit is not None and total >= limit:
             break
-    clip, clap = np.concatenate(clips).astype(np.float32), np.concatenate(claps).astype(np.float32)
-    return (clip[:limit], clap[:limit]) if limit is not None else (clip, clap)
+    condition, clap = np.concatenate(conditions).astype(np.float32), np.concatenate(claps).astype(np.float32)
+    return (condition[:limit], clap[:limit]) if limit is not None else (condition, clap)
 
 
-def embedding_dims(uri: str, storage: Storage) -> tuple[int, int, int]:
-    """(CLIP width, CLAP width, source slots per window: 0 for pairs made without sound sources)."""
+def embedding_dims(uri: str, storage: Storage) -> tuple[int, int, int, int]:
+    """(CLIP width, CLAP width, source slots per window, frames per window): 0 sources for pairs made without
+    sound sources, 0 frames for pairs made with the mean aggregator."""
     schema = pq.read_schema(io.BytesIO(storage.read_bytes(uri)))
     clip = schema.field("clip").type.list_size
     sources = schema.field("sources").type.list_size // clip if "sources" in schema.names else 0
-    return clip, schema.field("clap").type.list_size, sources
+    frames = schema.field("frames").type.list_size // (clip + 1) if "frames" in schema.names else 0
+    return clip, schema.field("clap").type.list_size, sources, frames

@@ -8,6 +8,11 @@ The sound-source relation (SSV2A's claim, in embeddings) has a window show two o
 sound is both objects' sounds, whatever their size, while its global CLIP embedding is mostly the scene, each
 object weighing in by its area. The crops' embeddings see each object alone. A file holds one pair of objects,
 so the held-out split by file tests pairs never seen together in training.
+
+The temporal relation (SSV2A's claim for its learned aggregation) has an object appear in a window for a fixed
+share of its frames, starting at a random frame: the window's sound is the object's sound and a sound of when it
+appears (one of `phases`, early to late). The mean over the frames is the same whenever the object appears, so only
+an aggregator that sees each frame's moment can hear the timing.
 """
 
 from __future__ import annotations
@@ -111,6 +116,63 @@ def write_synthetic_source_pairs(
             sources,
         )
         uri = join(root, f"{PAIRS_DIR}/{name}.parquet")
+        storage.write_bytes(uri, table_bytes(table))
+        uris.append(uri)
+    return uris
+
+
+def synthetic_temporal_pairs(
+    count: int,
+    frames: int,
+    clip_dim: int,
+    clap_dim: int,
+    objects: int = 12,
+    phases: int = 4,
+    visible: float = 0.25,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean CLIP (count, clip_dim), frames (count, frames * (clip_dim + 1)), CLAP (count, clap_dim)).
+
+    A window is a random scene, with a random object's look added to `visible` of its `frames` frames in a row from
+    a random start; a frame is followed by its moment (the middle of its share of the window, 0 to 1). Its CLAP
+    embedding is normalise(sound of the object + sound of the phase its start falls in); the sounds come from the
+    synthetic_pairs relation of the looks, the phases' sounds are random."""
+    looks, sounds = (torch.from_numpy(m) for m in synthetic_pairs(objects, clip_dim, clap_dim, seed, noise=0.0))
+    draw = torch.Generator().manual_seed(seed + 3)
+    timing = F.normalize(torch.randn(phases, clap_dim, generator=draw), dim=-1)
+    shown = max(1, round(visible * frames))
+    which = torch.randint(0, objects, (count,), generator=draw)
+    start = torch.randint(0, frames - shown + 1, (count,), generator=draw)
+    scene = F.normalize(torch.randn(count, 1, clip_dim, generator=draw), dim=-1)
+    jitter = 0.2 * torch.randn(count, frames, clip_dim, generator=draw) / clip_dim**0.5
+    index = torch.arange(frames)
+    on = ((index >= start[:, None]) & (index < start[:, None] + shown)).float()[..., None]
+    each = F.normalize(scene + jitter + on * looks[which][:, None], dim=-1)
+    moments = ((index + 0.5) / frames).expand(count, frames)[..., None]
+    phase = torch.div(start * phases, frames - shown + 1, rounding_mode="floor")
+    clap = F.normalize(sounds[which] + timing[phase], dim=-1)
+    mean = F.normalize(each.mean(dim=1), dim=-1)
+    return mean.numpy(), torch.cat([each, moments], dim=2).reshape(count, -1).numpy(), clap.numpy()
+
+
+def write_synthetic_temporal_pairs(
+    root: str, storage: Storage, count: int, frames: int, dim: int, files: int, seed: int = 0
+) -> list[str]:
+    """The windows split over `files` files under <root>/pairs/, in the format jobs.embed writes with
+    window.aggregator=learned (the mean in `clip`, every frame in `frames`)."""
+    clip, each, clap = synthetic_temporal_pairs(count, frames, dim, dim, seed=seed)
+    uris = []
+    for index, rows in enumerate(np.array_split(np.arange(count), files)):
+        video_id = f"temporal-{index:04d}"
+        table = pairs_table(
+            video_id,
+            [(float(i), float(i) + 1) for i in rows],
+            clip[rows],
+            clap[rows],
+            {"clip_model": "synthetic", "clap_model": "synthetic"},
+            frames=each[rows],
+        )
+        uri = join(root, f"{PAIRS_DIR}/{video_id}.parquet")
         storage.write_bytes(uri, table_bytes(table))
         uris.append(uri)
     return uris
