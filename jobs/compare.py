@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 
 from foley.config import ConfigError, FoleyConfig, load_config
+from foley.pipeline.evaluation import SCORE_NAMES
 from foley.pipeline.job import fail_setup, location
 from foley.pipeline.kinds import DUB
 from foley.pipeline.layout import COMPARISONS_DIR, EVALUATION_DIR, REPORT_DIR
@@ -32,18 +33,6 @@ from foley.pipeline.rows import OK
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, join
 
-# The numbers of jobs.evaluate's summary, as the table heads them (av-benchmark's names for the PANNs ones).
-NUMBERS = {
-    "clap_score": "CLAP score",
-    "clap_score_reference": "CLAP vs reference",
-    "fd_clap": "FD_CLAP",
-    "seam_score": "seam score",
-    "fd_panns": "FD_PANNs",
-    "kl_panns_softmax": "KL_PANNs",
-    "kl_panns_sigmoid": "KL_PANNs (sigmoid)",
-    "is_panns": "IS_PANNs",
-    "ssms_f1": "SSMS F1",
-}
 SCORED_WITH = ("clap_model", "classifier", "reference")  # a difference here makes the numbers incomparable
 
 
@@ -104,7 +93,7 @@ def comparison(runs: list[dict]) -> dict:
                 "videos": run["videos"],
                 "windows": run["summary"].get("windows"),
                 "settings": {key: run["settings"].get(key, "") for key in differing},
-                "numbers": {name: run["summary"].get(name) for name in NUMBERS},
+                "numbers": {name: run["summary"].get(name) for name in SCORE_NAMES},
                 "scored_with": {name: run["summary"].get(name) for name in SCORED_WITH},
             }
             for run in runs
@@ -121,7 +110,7 @@ def shown(value) -> str:
 
 
 def table_cells(table: dict) -> tuple[list[str], list[list[str]]]:
-    heads = ["run", "videos", *table["settings"], *NUMBERS.values()]
+    heads = ["run", "videos", *table["settings"], *SCORE_NAMES.values()]
     cells = [
         [row["run"], str(row["videos"]), *row["settings"].values(), *(shown(v) for v in row["numbers"].values())]
         for row in table["rows"]

@@ -36,6 +36,7 @@ from foley.config import ConfigError, FoleyConfig, load_config
 from foley.models.frechet import frechet_distance
 from foley.models.panns import audioset_labels
 from foley.pipeline.evaluation import (
+    SCORE_NAMES,
     cosines,
     inception_score,
     kl_divergences,
@@ -67,17 +68,6 @@ PANNS_SCORES = (
     "ssms_recall",
     "ssms_f1",
 )
-SHOWN = {
-    "clap_score": "CLAP score",
-    "clap_score_reference": "with the reference",
-    "fd_clap": "FD_CLAP",
-    "seam_score": "seam score",
-    "fd_panns": "FD_PANNs",
-    "kl_panns_softmax": "KL_PANNs",
-    "kl_panns_sigmoid": "KL_PANNs (sigmoid)",
-    "is_panns": "IS_PANNs",
-    "ssms_f1": "SSMS F1",
-}
 WINDOW_PANNS_SCORES = ("kl_panns_softmax", "kl_panns_sigmoid", "ssms_precision", "ssms_recall", "ssms_f1")
 LABELS_SHOWN = 5  # top labels per window kept in windows.parquet, for a person to read
 
@@ -349,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate(config, args.output, args.reference)
     except (ConfigError, StorageError) as exc:
         return fail_setup(exc)
-    shown = {name: "n/a" if summary[name] is None else f"{summary[name]:.4g}" for name in SHOWN}
-    panns = [f"{label} {shown[name]}" for name, label in SHOWN.items() if name in PANNS_SCORES]
+    shown = {name: "n/a" if summary[name] is None else f"{summary[name]:.4g}" for name in SCORE_NAMES}
+    panns = [f"{label} {shown[name]}" for name, label in SCORE_NAMES.items() if name in PANNS_SCORES]
     print(
         f"{summary['videos']} videos, {summary['windows']} windows: CLAP score {shown['clap_score']}, "
         f"with the reference {shown['clap_score_reference']}, FD_CLAP {shown['fd_clap']}, "

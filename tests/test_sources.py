@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, row_for, run
+from conftest import ROOT, held_out_cosine, row_for, run
 from foley.media.render import render_test_video
 from foley.models.detector import Detection, load_source_detector
 from foley.models.identity import ModelIdentities
@@ -178,31 +178,15 @@ def test_bad_source_settings_are_config_errors():
         load_config(ROOT / "configs/tiny.yaml", ["sources.mode=zero_shot", "sources.cycle_mix=true"])
 
 
-def held_out_cosine(spec, pairs, held_out: set[str], steps: int, with_sources: bool) -> float:
-    """Train a mapper variant in-process on the synthetic pairs not held out; its mean cosine on those held out."""
-    import torch
-    import torch.nn.functional as F
-
-    from foley.models.mapper import V2AMapper
+def object_pairs(pairs, held_out: set[str], with_sources: bool) -> tuple[tuple, tuple]:
+    """(condition, CLAP) of the windows of the object pairs not held out, and of those held out."""
 
     def matrices(names):
         rows = [pair for pair in pairs if (pair[0] in held_out) == names]
         clip = np.concatenate([np.concatenate(r[1:3], axis=1) if with_sources else r[1] for r in rows])
-        return torch.from_numpy(clip), torch.from_numpy(np.concatenate([r[3] for r in rows]))
+        return clip, np.concatenate([r[3] for r in rows])
 
-    (clip, clap), (val_clip, val_clap) = matrices(False), matrices(True)
-    torch.manual_seed(0)
-    mapper = V2AMapper(spec)
-    optimizer = torch.optim.AdamW(mapper.parameters(), lr=1e-3, weight_decay=0.01)
-    draw = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        batch = torch.randint(0, len(clip), (64,), generator=draw)
-        loss = mapper(clip[batch], clap[batch], 0.1, draw)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    mapped = mapper.eval().map(val_clip, [torch.Generator().manual_seed(i) for i in range(len(val_clip))], 1, 1.0)
-    return float((mapped * F.normalize(val_clap, dim=-1)).sum(-1).mean())
+    return matrices(False), matrices(True)
 
 
 def test_the_trained_remixer_hears_both_objects_of_pairs_it_never_saw_where_the_global_mapper_cannot():
@@ -216,8 +200,8 @@ def test_the_trained_remixer_hears_both_objects_of_pairs_it_never_saw_where_the_
     size = dict(clip_dim=32, clap_dim=32, depth=2, heads=4, head_dim=16)
     remixer = MapperSpec(variant="source-remixer", max_sources=3, kl_weight=1e-3, **size)
     global_only = MapperSpec(variant="regression-transformer", **size)
-    remixed = held_out_cosine(remixer, pairs, held_out, 300, with_sources=True)
-    mapped = held_out_cosine(global_only, pairs, held_out, 300, with_sources=False)
+    remixed = held_out_cosine(remixer, *object_pairs(pairs, held_out, with_sources=True), steps=300)
+    mapped = held_out_cosine(global_only, *object_pairs(pairs, held_out, with_sources=False), steps=300)
     assert remixed > 0.8 and remixed > mapped + 0.15, (remixed, mapped)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT, row_for, run
+from conftest import ROOT, held_out_cosine, row_for, run
 from foley.config import ConfigError, StorageConfig, load_config
 from foley.media.render import render_test_video
 from foley.models.fit import misfit_models
@@ -39,32 +39,15 @@ def learned(tiny_config, aggregator):
     return tiny_config.with_overrides("window.aggregator=learned", f"mapper.checkpoint={aggregator}")
 
 
-def held_out_cosine(spec: MapperSpec, condition: np.ndarray, clap: np.ndarray, held_out: int, steps: int) -> float:
-    """Train a mapper in-process on all but the last `held_out` windows; its mean cosine on those."""
-    condition, clap = torch.from_numpy(condition), torch.from_numpy(clap)
-    train_x, train_y, val_x, val_y = condition[:-held_out], clap[:-held_out], condition[-held_out:], clap[-held_out:]
-    torch.manual_seed(0)
-    mapper = V2AMapper(spec)
-    optimizer = torch.optim.AdamW(mapper.parameters(), lr=1e-3, weight_decay=0.01)
-    draw = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        batch = torch.randint(0, len(train_x), (64,), generator=draw)
-        loss = mapper(train_x[batch], train_y[batch], 0.1, draw)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    mapped = mapper.eval().map(val_x, [torch.Generator().manual_seed(i) for i in range(len(val_x))], 1, 1.0)
-    return float((mapped * F.normalize(val_y, dim=-1)).sum(-1).mean())
-
-
 def test_the_learned_aggregator_hears_when_something_appears_where_the_mean_cannot():
     """SSV2A's ablation on a relation of our own: a window's sound depends on when its object appears, which the
     mean over frames hides. Held out: windows never trained on (new scenes, objects and moments)."""
     mean, frames, clap = synthetic_temporal_pairs(1200, 8, 32, 32, objects=6, seed=0)
     size = dict(clip_dim=32, clap_dim=32, depth=1, heads=4, head_dim=16)
     aggregator = MapperSpec(variant="temporal-aggregator", frames=8, kl_weight=1e-3, **size)
-    learned = held_out_cosine(aggregator, frames, clap, held_out=200, steps=300)
-    averaged = held_out_cosine(MapperSpec(variant="regression-transformer", **size), mean, clap, 200, 300)
+    learned = held_out_cosine(aggregator, (frames[:-200], clap[:-200]), (frames[-200:], clap[-200:]), steps=300)
+    mean_only = MapperSpec(variant="regression-transformer", **size)
+    averaged = held_out_cosine(mean_only, (mean[:-200], clap[:-200]), (mean[-200:], clap[-200:]), steps=300)
     assert learned > 0.8 and learned > averaged + 0.2, (learned, averaged)
 
 

@@ -170,7 +170,30 @@ class RemixerBlock(nn.Module):
         return tokens + self.mlp(self.norm_mlp(tokens))
 
 
-class SourceRemixer(nn.Module):
+class VariationalMixer(nn.Module):
+    """What SSV2A's remixer and temporal aggregator share: efficient-attention blocks over two prediction tokens and
+    the tokens they are given, whose outputs are a Gaussian over the CLAP embedding (mean, log-variance)."""
+
+    def build_mixer(self, spec: MapperSpec, width: int) -> None:
+        self.prediction = nn.Parameter(torch.randn(2, width) * 0.02)  # mean, log-variance
+        self.blocks = nn.ModuleList(
+            RemixerBlock(width, spec.heads, spec.mlp_expansion, spec.dropout) for _ in range(spec.depth)
+        )
+        self.norm_out = nn.LayerNorm(width)
+        self.mean_head, self.log_variance_head = nn.Linear(width, spec.clap_dim), nn.Linear(width, spec.clap_dim)
+
+    def mix(self, tokens: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, width) tokens, (B, T) which of them are there -> (mean, log-variance), each (B, clap_dim)."""
+        batch = len(tokens)
+        tokens = torch.cat([self.prediction.expand(batch, -1, -1), tokens], dim=1)
+        mask = torch.cat([torch.ones(batch, 2, dtype=torch.bool, device=tokens.device), present], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens, mask.to(tokens.dtype))
+        tokens = self.norm_out(tokens)
+        return self.mean_head(tokens[:, 0]), self.log_variance_head(tokens[:, 1])
+
+
+class SourceRemixer(VariationalMixer):
     """SSV2A's Sound Source Remixer: the global CLIP embedding and each source's are projected onto a learned
     cross-modal sound-source manifold (one MLP for all), then efficient-attention blocks over [mean token, variance
     token, global, sources] mix them; the two prediction tokens give a Gaussian over the CLAP embedding."""
@@ -181,12 +204,7 @@ class SourceRemixer(nn.Module):
         self.clip_dim, self.max_sources = spec.clip_dim, spec.max_sources
         self.manifold = nn.Sequential(nn.Linear(spec.clip_dim, width), nn.GELU(), nn.Linear(width, width))
         self.kind = nn.Parameter(torch.zeros(2, width))  # global, source
-        self.prediction = nn.Parameter(torch.randn(2, width) * 0.02)  # mean, log-variance
-        self.blocks = nn.ModuleList(
-            RemixerBlock(width, spec.heads, spec.mlp_expansion, spec.dropout) for _ in range(spec.depth)
-        )
-        self.norm_out = nn.LayerNorm(width)
-        self.mean_head, self.log_variance_head = nn.Linear(width, spec.clap_dim), nn.Linear(width, spec.clap_dim)
+        self.build_mixer(spec, width)
 
     def forward(self, condition: torch.Tensor, keep_sources: torch.Tensor | None = None):
         """(B, (1 + max_sources) * clip_dim) -> (mean, log-variance), each (B, clap_dim). A zero source row is no
@@ -199,18 +217,13 @@ class SourceRemixer(nn.Module):
         embedded = self.manifold(F.normalize(parts, dim=-1)) + torch.cat(
             [self.kind[:1].expand(1, -1), self.kind[1:].expand(self.max_sources, -1)]
         )
-        tokens = torch.cat([self.prediction.expand(batch, -1, -1), embedded], dim=1)
-        mask = torch.cat([torch.ones(batch, 3, dtype=torch.bool, device=condition.device), present], dim=1)
-        for block in self.blocks:
-            tokens = block(tokens, mask.to(tokens.dtype))
-        tokens = self.norm_out(tokens)
-        return self.mean_head(tokens[:, 0]), self.log_variance_head(tokens[:, 1])
+        return self.mix(embedded, torch.cat([torch.ones_like(present[:, :1]), present], dim=1))
 
 
 MOMENT_SCALE = 1000.0  # a frame's moment (0..1) spread over the sinusoids' range as diffusion timesteps 0..1000 are
 
 
-class TemporalAggregator(nn.Module):
+class TemporalAggregator(VariationalMixer):
     """SSV2A's learned temporal aggregation: a window's frames' CLIP embeddings, each plus a sinusoidal embedding
     of its moment in the window, go through efficient-attention blocks (SSV2A: one) after two prediction tokens,
     which give a Gaussian over the window's CLAP embedding; unlike the mean, it can tell when something appears."""
@@ -221,12 +234,7 @@ class TemporalAggregator(nn.Module):
         self.clip_dim, self.frames = spec.clip_dim, spec.frames
         self.project = nn.Linear(spec.clip_dim, width)
         self.moment = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.prediction = nn.Parameter(torch.randn(2, width) * 0.02)  # mean, log-variance
-        self.blocks = nn.ModuleList(
-            RemixerBlock(width, spec.heads, spec.mlp_expansion, spec.dropout) for _ in range(spec.depth)
-        )
-        self.norm_out = nn.LayerNorm(width)
-        self.mean_head, self.log_variance_head = nn.Linear(width, spec.clap_dim), nn.Linear(width, spec.clap_dim)
+        self.build_mixer(spec, width)
 
     def forward(self, condition: torch.Tensor, keep: torch.Tensor | None = None):
         """(B, frames * (clip_dim + 1)) -> (mean, log-variance), each (B, clap_dim). A frame's moment is its time
@@ -236,16 +244,7 @@ class TemporalAggregator(nn.Module):
         embeddings, moments = parts[..., :-1], parts[..., -1]
         present = embeddings.abs().sum(dim=-1) > 0
         timing = self.moment(moments.reshape(-1) * MOMENT_SCALE).view(batch, self.frames, -1).to(embeddings.dtype)
-        tokens = torch.cat([self.prediction.expand(batch, -1, -1), self.project(F.normalize(embeddings, dim=-1))
-                            + timing], dim=1)  # fmt: skip
-        mask = torch.cat([torch.ones(batch, 2, dtype=torch.bool, device=condition.device), present], dim=1)
-        for block in self.blocks:
-            tokens = block(tokens, mask.to(tokens.dtype))
-        tokens = self.norm_out(tokens)
-        return self.mean_head(tokens[:, 0]), self.log_variance_head(tokens[:, 1])
-
-
-VARIATIONAL = (SourceRemixer, TemporalAggregator)  # networks that give a Gaussian's mean and log-variance
+        return self.mix(self.project(F.normalize(embeddings, dim=-1)) + timing, present)
 
 
 def _build_network(spec: MapperSpec) -> nn.Module:
@@ -320,7 +319,7 @@ class V2AMapper(nn.Module):
     ) -> torch.Tensor:
         """The training loss (forward, so data-parallel wrappers see it): MSE to the clean (scaled) target, with
         conditions dropped with probability `condition_dropout` for classifier-free guidance."""
-        if isinstance(self.network, VARIATIONAL):
+        if isinstance(self.network, VariationalMixer):
             return self.variational_loss(condition, target, condition_dropout, generator)
         condition = F.normalize(condition, dim=-1) * self.spec.scale
         target = F.normalize(target, dim=-1) * self.spec.scale
@@ -369,7 +368,7 @@ class V2AMapper(nn.Module):
         The source remixer and the temporal aggregator take (B, condition_dim) and give their Gaussian's mean (they
         draw no noise).
         """
-        if isinstance(self.network, VARIATIONAL):
+        if isinstance(self.network, VariationalMixer):
             mean, _ = self.network(clip_embeddings.to(self._dtype()))
             return F.normalize(mean.float(), dim=-1)
         condition = F.normalize(clip_embeddings.float(), dim=-1).to(self._dtype()) * self.spec.scale

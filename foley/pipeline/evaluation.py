@@ -29,6 +29,19 @@ from foley.pipeline.layout import CONDITIONS_DIR
 from foley.storage.store import Storage
 from foley.storage.uris import join
 
+# The numbers of an evaluation's summary.json, as the console and jobs.compare head them (av-benchmark's names for
+# the PANNs ones).
+SCORE_NAMES = {
+    "clap_score": "CLAP score",
+    "clap_score_reference": "with the reference",
+    "fd_clap": "FD_CLAP",
+    "seam_score": "seam score",
+    "fd_panns": "FD_PANNs",
+    "kl_panns_softmax": "KL_PANNs",
+    "kl_panns_sigmoid": "KL_PANNs (sigmoid)",
+    "is_panns": "IS_PANNs",
+    "ssms_f1": "SSMS F1",
+}
 _PART = re.compile(r"from-window-(\d{5})\.npy$")
 
 

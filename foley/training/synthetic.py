@@ -48,16 +48,19 @@ def write_synthetic_pairs(
 ) -> list[str]:
     """The pairs split over `files` files under <root>/pairs/, in the format jobs.embed writes."""
     clip, clap = synthetic_pairs(count, clip_dim, clap_dim, seed)
+    return write_pair_files(root, storage, "synthetic", files, clip, clap)
+
+
+def write_pair_files(
+    root: str, storage: Storage, name: str, files: int, clip: np.ndarray, clap: np.ndarray, **extra: np.ndarray
+) -> list[str]:
+    """Windows split over `files` files <root>/pairs/<name>-NNNN.parquet, with `extra` pair columns (pairs_table)."""
     uris = []
-    for index, rows in enumerate(np.array_split(np.arange(count), files)):
-        video_id = f"synthetic-{index:04d}"
-        table = pairs_table(
-            video_id,
-            [(float(i), float(i) + 1) for i in rows],
-            clip[rows],
-            clap[rows],
-            {"clip_model": "synthetic", "clap_model": "synthetic"},
-        )
+    for index, rows in enumerate(np.array_split(np.arange(len(clip)), files)):
+        video_id = f"{name}-{index:04d}"
+        bounds = [(float(i), float(i) + 1) for i in rows]
+        models = {"clip_model": "synthetic", "clap_model": "synthetic"}
+        table = pairs_table(video_id, bounds, clip[rows], clap[rows], models, **{k: v[rows] for k, v in extra.items()})
         uri = join(root, f"{PAIRS_DIR}/{video_id}.parquet")
         storage.write_bytes(uri, table_bytes(table))
         uris.append(uri)
@@ -161,18 +164,4 @@ def write_synthetic_temporal_pairs(
     """The windows split over `files` files under <root>/pairs/, in the format jobs.embed writes with
     window.aggregator=learned (the mean in `clip`, every frame in `frames`)."""
     clip, each, clap = synthetic_temporal_pairs(count, frames, dim, dim, seed=seed)
-    uris = []
-    for index, rows in enumerate(np.array_split(np.arange(count), files)):
-        video_id = f"temporal-{index:04d}"
-        table = pairs_table(
-            video_id,
-            [(float(i), float(i) + 1) for i in rows],
-            clip[rows],
-            clap[rows],
-            {"clip_model": "synthetic", "clap_model": "synthetic"},
-            frames=each[rows],
-        )
-        uri = join(root, f"{PAIRS_DIR}/{video_id}.parquet")
-        storage.write_bytes(uri, table_bytes(table))
-        uris.append(uri)
-    return uris
+    return write_pair_files(root, storage, "temporal", files, clip, clap, frames=each)
