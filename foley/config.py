@@ -475,6 +475,12 @@ class EvaluationConfig(Strict):
     ssms_generated_top: int = Field(
         50, ge=1, description="SSMS: the generated window's top labels by the classifier (SSV2A: 50)"
     )
+    labels_kept: int = Field(
+        5,
+        ge=0,
+        description="the classifier's top labels of each generated and reference window kept in "
+        "windows.parquet, for a person to read",
+    )
     inception_splits: int = Field(
         10, ge=1, description="IS_PANNs: the windows are split in this many parts (fewer with fewer windows)"
     )

@@ -57,7 +57,6 @@ from foley.storage.store import Storage
 from foley.storage.uris import StorageError, is_s3, join
 
 GENERATED, REFERENCE = "generated", "reference"
-CLAP_SCORES = ("clap_score", "clap_score_reference", "fd_clap", "seam_score")
 PANNS_SCORES = (
     "fd_panns",
     "kl_panns_softmax",
@@ -69,7 +68,6 @@ PANNS_SCORES = (
     "ssms_f1",
 )
 WINDOW_PANNS_SCORES = ("kl_panns_softmax", "kl_panns_sigmoid", "ssms_precision", "ssms_recall", "ssms_f1")
-LABELS_SHOWN = 5  # top labels per window kept in windows.parquet, for a person to read
 
 
 def why_unscored(score: str, reference: str | None, classifier: bool) -> str:
@@ -174,8 +172,8 @@ def classifier_check(config: FoleyConfig, storage: Storage) -> list[str]:
 
 def classifier_windows(config: FoleyConfig, labels: list[str], generated: np.ndarray, reference) -> dict:
     """Per window of one video, the classifier's numbers: its top labels, and against the reference KL and SSMS."""
-    classes = len(labels)
-    found = {"generated_labels": [[labels[i] for i in top] for top in top_labels(generated[:, :classes], LABELS_SHOWN)]}
+    classes, kept = len(labels), config.evaluation.labels_kept
+    found = {"generated_labels": [[labels[i] for i in top] for top in top_labels(generated[:, :classes], kept)]}
     if reference is None:  # the same columns, empty, so that every window row has them
         nothing = np.full(len(generated), math.nan)
         return found | {"reference_labels": [[]] * len(generated)} | dict.fromkeys(WINDOW_PANNS_SCORES, nothing)
@@ -185,7 +183,7 @@ def classifier_windows(config: FoleyConfig, labels: list[str], generated: np.nda
         generated[:, :classes], reference[:, :classes], settings.ssms_reference_top, settings.ssms_generated_top
     )
     return found | {
-        "reference_labels": [[labels[i] for i in top] for top in top_labels(reference[:, :classes], LABELS_SHOWN)],
+        "reference_labels": [[labels[i] for i in top] for top in top_labels(reference[:, :classes], kept)],
         "kl_panns_softmax": kl["softmax"],
         "kl_panns_sigmoid": kl["sigmoid"],
         **{f"ssms_{name}": values for name, values in matching.items()},
