@@ -39,10 +39,11 @@ OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its o
 
 
 # The files that take longest, handed out first, so that no long file runs alone at the end of a parallel run
-# (make test's --durations under -n 2 on 2 cores name their slowest tests: the bench test 241 s, ray job submit 168
-# and 89 s, segments 148, 118, 95 and 67 s, training 143, 108 and 70 s, the README walk 142 s, the report 57 s set-up).
+# (make test's --durations under -n 2 on 2 cores name their slowest tests: evaluation and comparison 311 s, the README
+# walk 207 s, the bench test 175 s, ray job submit 172 and 90 s, segments 164 and 133 s, training 118 and 93 s).
 # (Makefile: pytest-xdist with --no-loadscope-reorder, which hands out files in collection order.)
 LONGEST_FIRST = (
+    "test_evaluation.py",
     "test_bench.py",
     "test_failures.py",
     "test_training.py",

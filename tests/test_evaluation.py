@@ -96,6 +96,31 @@ def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_pat
     assert itself["ssms_f1"] == pytest.approx(1 / 3) and itself["is_panns"] >= 1.0
     assert itself["classifier"] == str(tiny_models["panns"])
 
+    # A reference folder of sound files found by name whatever their extension; one missing is named.
+    references = tmp_path / "originals"
+    references.mkdir()
+    for name, suffix in (("long", ".flac"), ("short", ".wav")):
+        audio = ["-vn", "-c:a", "flac" if suffix == ".flac" else "pcm_s16le", str(references / f"{name}{suffix}")]
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(library / f"{name}.mp4"), *audio], check=True)
+    assert evaluate(["--output", str(out), "--reference", str(references), *config]) == 1
+    by_name = strict_json(summary_file.read_text())
+    assert by_name["fd_clap"] > 1e-3 and len(by_name["problems"]) == 2
+    assert any(f"third.mp4: reference audio: no file third.* under {references}" in p for p in by_name["problems"])
+
+    # Without any reference and without a classifier: what needs them is null with its reason, in the JSON and on
+    # the console (one line for all the PANNs numbers).
+    assert evaluate(["--output", str(out), *config, "evaluation.classifier.checkpoint=null"]) == 0
+    alone = strict_json(summary_file.read_text())
+    assert alone["fd_clap"] is None and alone["clap_score_reference"] is None and alone["fd_panns"] is None
+    assert alone["reasons"]["fd_clap"].startswith("no reference audio: run with --reference")
+    assert "evaluation.classifier.checkpoint is not set" in alone["reasons"]["is_panns"]
+    assert alone["clap_score"] is not None
+    printed = capsys.readouterr().out
+    assert "FD_CLAP n/a" in printed and "PANNs numbers n/a: evaluation.classifier.checkpoint is not set" in printed
+    missing = tmp_path / "no-cnn14.pth"
+    assert evaluate(["--output", str(out), *config, f"evaluation.classifier.checkpoint={missing}"]) == 2
+    assert f"evaluation.classifier.checkpoint={missing} does not exist" in capsys.readouterr().err
+
     # The inputs' own sound: the silent one is named as having none, the others are compared.
     assert evaluate(["--output", str(out), "--reference", "inputs", *config]) == 1
     against_inputs = strict_json(summary_file.read_text())
@@ -120,37 +145,7 @@ def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_pat
     assert "FD_CLAP" in printed and "FD_PANNs" in printed and "SSMS F1" in printed
     assert against_inputs["kl_panns_softmax"] > 0 and against_inputs["fd_panns"] > 0
 
-    # A reference folder of sound files found by name whatever their extension; one missing is named.
-    references = tmp_path / "originals"
-    references.mkdir()
-    for name, suffix in (("long", ".flac"), ("short", ".wav")):
-        audio = ["-vn", "-c:a", "flac" if suffix == ".flac" else "pcm_s16le", str(references / f"{name}{suffix}")]
-        subprocess.run(["ffmpeg", "-v", "error", "-i", str(library / f"{name}.mp4"), *audio], check=True)
-    assert evaluate(["--output", str(out), "--reference", str(references), *config]) == 1
-    by_name = strict_json(summary_file.read_text())
-    assert by_name["fd_clap"] > 1e-3 and len(by_name["problems"]) == 2
-    assert any(f"third.mp4: reference audio: no file third.* under {references}" in p for p in by_name["problems"])
-
-    # Without any reference, what needs one is null with its reason, in the JSON and on the console.
-    assert evaluate(["--output", str(out), *config]) == 0
-    alone = strict_json(summary_file.read_text())
-    assert alone["fd_clap"] is None and alone["clap_score_reference"] is None
-    assert alone["reasons"]["fd_clap"].startswith("no reference audio: run with --reference")
-    assert alone["reasons"]["ssms_f1"].startswith("no reference audio") and alone["is_panns"] >= 1.0
-    assert "FD_CLAP n/a" in capsys.readouterr().out
-
-    # Without a classifier the PANNs numbers are null, each with the reason, and one console line says why.
-    assert evaluate(["--output", str(out), *config, "evaluation.classifier.checkpoint=null"]) == 0
-    unclassified = strict_json(summary_file.read_text())
-    assert unclassified["fd_panns"] is None and unclassified["clap_score"] is not None
-    assert "evaluation.classifier.checkpoint is not set" in unclassified["reasons"]["is_panns"]
-    assert "PANNs numbers n/a: evaluation.classifier.checkpoint is not set" in capsys.readouterr().out
-    missing = tmp_path / "no-cnn14.pth"
-    assert evaluate(["--output", str(out), *config, f"evaluation.classifier.checkpoint={missing}"]) == 2
-    assert f"evaluation.classifier.checkpoint={missing} does not exist" in capsys.readouterr().err
-
     # A second tiny job, with fewer AudioLDM steps, evaluated like the first; jobs.compare puts them side by side.
-    assert evaluate(["--output", str(out), "--reference", "inputs", *config]) == 1
     fewer, one_video = tmp_path / "fewer-steps", tmp_path / "one-video"
     one_video.mkdir()
     shutil.copy(library / "long.mp4", one_video / "long.mp4")  # two windows: enough for a Fréchet distance
