@@ -44,6 +44,9 @@ def test_cnn14_loads_from_a_folder_and_from_s3_with_the_network_off(tmp_path, bu
     assert outputs[0].shape == (2, 527 + TINY_CNN14_WIDTHS[-1])  # logits, then the embedding
     np.testing.assert_array_equal(outputs[0], outputs[1])  # the same weights either way
     assert classifier.labels[0] == "Speech" and len(classifier.labels) == 527  # laion_clap's AudioSet names
+    # A window's scores do not depend on the windows it shares a batch with (a short last window is not padded).
+    np.testing.assert_allclose(classifier.classify(waves[1:]), outputs[0][1:], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outputs[0][0], outputs[0][1])  # and they depend on the sound
     with pytest.raises(OSError, match="network is off"):
         socket.create_connection(("203.0.113.1", 80), timeout=1)  # the guard is on
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from conftest import own_ray
 from foley.pipeline.job import pace_line
 
 RECORD_AND_SCRAPE = """
@@ -58,7 +59,7 @@ def test_job_metrics_reach_prometheus():
         capture_output=True,
         text=True,
         timeout=300,
-        env=os.environ | {"RAY_ADDRESS": ""},  # a Ray of its own: its counters must hold this test's records only
+        env=own_ray(os.environ),  # a Ray of its own: its counters must hold this test's records only
     )
     assert scraped.returncode == 0, scraped.stderr
 

@@ -90,7 +90,8 @@ def unsplit_film(tmp_path_factory, tiny_models, ray_cluster) -> tuple[Path, np.n
 @pytest.mark.slow
 def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models, ray_cluster, unsplit_film):
     films, unsplit, unsplit_hash = unsplit_film
-    # Both actors start together; at 1.5 s a window, neither makes all 9 windows before the other one is up.
+    # Both actors start together; at 1.5 s a window, neither makes all 9 windows before the other one is up. How the
+    # segments split between them depends on when each actor came up on a loaded machine; that both made some does not.
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SLOW_SYNTHESIS]
     two_actors = ["stages.synthesize.concurrency=2", "stages.synthesize.batch_size=1"]
     split = run_dub(ray_cluster, films, tmp_path / "split", [*overrides, *SEGMENTED, *two_actors])
@@ -98,7 +99,7 @@ def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, ti
     [row] = pq.read_table(tmp_path / "split/_foley/manifest/manifest.parquet").to_pylist()
     assert row["n_windows"] == 9 and len(row["segments"]) == 5
     counts = synthesized_windows(row)
-    assert len(counts) == 2 and max(counts.values()) <= 0.6 * 9, counts
+    assert len(counts) == 2 and sum(counts.values()) == 9, counts
     assert not (tmp_path / "split" / "_foley/segments").exists() or not any(
         (tmp_path / "split" / "_foley/segments").iterdir()
     )

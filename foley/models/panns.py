@@ -116,8 +116,15 @@ class AudioClassifier:
 
     @torch.inference_mode()
     def classify(self, waveforms: list[np.ndarray]) -> np.ndarray:
-        """(n, classes + width): each waveform's logits, then its embedding (one array, as a stage column)."""
-        length = max(len(wave) for wave in waveforms)
-        padded = np.stack([np.pad(wave, (0, length - len(wave))) for wave in waveforms]).astype(np.float32)
-        logits, embedding = self.model(torch.from_numpy(padded).to(self.device))
-        return torch.cat([logits, embedding], dim=1).float().cpu().numpy()
+        """(n, classes + width): each waveform's logits, then its embedding (one array, as a stage column). Waveforms
+        of one length go through together; none is padded, since padding would change a shorter one's scores with
+        the batch it happens to share."""
+        by_length: dict[int, list[int]] = {}
+        for index, wave in enumerate(waveforms):
+            by_length.setdefault(len(wave), []).append(index)
+        outputs = np.empty((len(waveforms), self.model.fc_audioset.out_features + self.model.fc1.out_features))
+        for indices in by_length.values():
+            batch = torch.from_numpy(np.stack([waveforms[i] for i in indices]).astype(np.float32)).to(self.device)
+            logits, embedding = self.model(batch)
+            outputs[indices] = torch.cat([logits, embedding], dim=1).float().cpu().numpy()
+        return outputs.astype(np.float32)
