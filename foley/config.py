@@ -7,6 +7,7 @@ work starts; a bad key or value raises ConfigError naming the key, the bad value
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 class ConfigError(ValueError):
     """A configuration problem the user must fix; the message says which key and how."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as version 1.2 reads it: only true and false are booleans. YAML 1.1 (PyYAML's default) also reads off,
+    on, yes and no as booleans, so `sources.mode=off` would arrive as False; here they stay the words a setting's
+    choices name, and a yes/no setting still takes them (pydantic reads "on", "off", "yes", "no" as booleans)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class Strict(BaseModel):
@@ -37,8 +57,9 @@ class StageResources(Strict):
     max_retries: int = Field(
         3,
         ge=0,
-        description="times a batch is retried on a restarted actor after its worker process died (a crash, out of "
-        "memory); then its videos fail, named, and the job goes on",
+        description="times this stage works again on an input whose worker process died on it (a crash, out of "
+        "memory), each time on a restarted actor; then that input fails, named, and the job goes on (a lost node "
+        "counts against no input: its batches wait for the actors to come back)",
     )
     batch_size: int = Field(1, ge=1, description="videos per Ray Data batch")
     max_forward_batch: int = Field(8, ge=1, description="frames (CLIP) or windows (mapper, AudioLDM) per forward pass")
@@ -107,12 +128,6 @@ class WindowConfig(Strict):
         "their moments in the window, go to a trained temporal aggregator (SSV2A), which mapper.checkpoint names "
         "(train.variant=temporal-aggregator); jobs.embed then keeps every frame's embedding to train it",
     )
-
-    @field_validator("cuts", mode="before")
-    @classmethod
-    def _off_is_not_false(cls, value):
-        """YAML reads a bare `off` as false; here it means the word."""
-        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> WindowConfig:
@@ -550,6 +565,18 @@ class StorageConfig(Strict):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint; default from AWS_ENDPOINT_URL(_S3)")
     region: str | None = Field(None, description="default from AWS_REGION / AWS_DEFAULT_REGION")
     max_attempts: int = Field(8, ge=1, description="adaptive retry attempts per S3 call")
+    retry_base_s: float = Field(
+        0.2,
+        gt=0,
+        description="first backoff of the job's own S3 retries (a body cut short while read, a conditional write "
+        "whose answer was lost); each further try waits up to twice as long",
+    )
+    multipart_mb: int = Field(
+        8,
+        ge=5,
+        description="part size of S3 uploads larger than this (MiB); known to the job, so that it checks a "
+        "multipart upload's ETag against the file it sent",
+    )
     parallel_requests: int = Field(16, ge=1, description="S3 requests the driver makes at once where it makes many")
     list_folder_from: int = Field(
         20,
@@ -687,7 +714,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key.path=value (e.g. audioldm.steps=10)")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    return key.strip(), read_yaml(raw) if raw.strip() else None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> FoleyConfig:
@@ -698,7 +725,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; presets live in configs/ (e.g. configs/tiny.yaml)")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(tree, dict):

@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import html
 import json
+import re
 import sys
 from collections import Counter
 
@@ -39,10 +40,22 @@ SCORED_WITH = ("clap_model", "classifier", "reference")  # a difference here mak
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, type=location, help="dub job outputs, scored by evaluate")
-    parser.add_argument("--name", default=None, help="the comparison's file name (default: from the runs)")
+    parser.add_argument(
+        "--name", default=None, type=comparison_name, help="the comparison's file name (default: from the runs)"
+    )
     parser.add_argument("--config", default="configs/foley.yaml", help="preset YAML (its storage and report keys)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
     return parser.parse_args(argv)
+
+
+def comparison_name(name: str) -> str:
+    """--name as a plain file name: the comparison stays in _foley/comparisons/ and cannot overwrite the report."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name) or ".." in name:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a plain file name; use letters, digits, '.', '_' and '-' (no '/' or '..'), e.g. "
+            "steps-10-vs-25"
+        )
+    return name
 
 
 def flatten(settings: dict, prefix: str = "") -> dict[str, str]:

@@ -21,6 +21,7 @@ from foley.models.fit import misfit_models
 from foley.models.weights import missing_weights
 from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
 from foley.pipeline.kinds import DUB
+from foley.pipeline.lease import LeaseLostError
 from foley.pipeline.outputs import dub_outputs
 from foley.pipeline.report import write_report
 from foley.pipeline.stage import stage_options
@@ -108,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     videos = videos.map_batches(
         Mux, fn_constructor_kwargs={"config": config, "output_root": args.output}, **stage_options(stages.mux)
     )
-    run.follow(videos, total=len(rows))
+    try:
+        run.follow(videos, total=len(rows))
+    except LeaseLostError as exc:  # another run writes here now: leave at once, folding nothing
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
 
     # 3. Fold the journal into one manifest, write the report page and print the summary.
     return finish(run, config, args.output)

@@ -17,6 +17,7 @@ import sys
 from foley.config import ConfigError, load_config
 from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
 from foley.pipeline.kinds import EMBED
+from foley.pipeline.lease import LeaseLostError
 from foley.pipeline.stage import stage_options
 from foley.storage.uris import StorageError, join
 from foley.training.pairs import PAIRS_DIR
@@ -63,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         fn_constructor_kwargs={"config": config, "output_root": args.output},
         **stage_options(stages.write_pairs),
     )
-    run.follow(videos, total=len(rows))
+    try:
+        run.follow(videos, total=len(rows))
+    except LeaseLostError as exc:  # another run writes here now: leave at once, folding nothing
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
     return run.finish()
 
 

@@ -26,6 +26,7 @@ import logging
 import math
 import posixpath
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -123,12 +124,16 @@ def window_row(config: FoleyConfig, storage: Storage, uri: str, record: dict, ro
 def score_windows(config: FoleyConfig, rows: list[dict], storage: Storage) -> dict[tuple[str, str], dict | str]:
     """(role, relative path) -> what the stages made of that audio (its windows' CLAP embeddings, the classifier's
     outputs, the seam score), or the error that stopped them."""
+    from foley.pipeline.attempts import start_ledger  # noqa: PLC0415 - imports Ray, loaded only when there is work
     from workers.clap_embed import ClapEmbed  # noqa: PLC0415 - loads torch and laion_clap only when there is work
     from workers.classify_audio import ClassifyAudio  # noqa: PLC0415
     from workers.seam_score import SeamScore  # noqa: PLC0415
 
     ray = connect_ray()
     quiet_progress_when_logged(config.progress)
+    run_id = uuid.uuid4().hex
+    ledger = start_ledger(run_id)  # bounds how often one audio file may kill its worker (foley.pipeline.attempts)
+    rows = [row | {"run_id": run_id} for row in rows]
     stages = [(ClapEmbed, config.stages.clap_embed), (SeamScore, config.stages.seam_score)]
     if config.evaluation.classifier.checkpoint:
         stages.insert(1, (ClassifyAudio, config.stages.classify_audio))
@@ -148,6 +153,7 @@ def score_windows(config: FoleyConfig, rows: list[dict], storage: Storage) -> di
             }
         )
         remove_input_copies(result, storage)
+    ray.kill(ledger)
     return results
 
 
@@ -244,6 +250,12 @@ def evaluate(config: FoleyConfig, output: str, reference: str | None) -> dict:
             continue
         conditions = read_conditions(storage, output, record["result_id"])
         count = len(generated["clap"])
+        if conditions is not None and len(conditions) != count:
+            problems.append(
+                f"{path}: its kept conditions hold {len(conditions)} windows, not its {count}; CLAP scores left out "
+                "(dub it again with --force to keep them anew)"
+            )
+            conditions = None
         by_condition = cosines(generated["clap"], conditions) if conditions is not None else np.full(count, math.nan)
         ref = scored.get((REFERENCE, path)) if reference else None
         by_reference = np.full(count, math.nan)

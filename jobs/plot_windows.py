@@ -2,7 +2,8 @@
 
     python -m jobs.plot_windows --output DIR --video RELATIVE_PATH --figure FILE.png
 
-The windows and shots come from the job's manifest (its `windows` column); the sound from the published output.
+The windows and shots come from the job's manifest (its `windows` column, read with its journal, so a run still
+going or killed is read too); the sound from the published output.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from foley.config import StorageConfig
 from foley.media.probe import decode_audio
 from foley.media.spectrogram import spectrogram_png
 from foley.media.windows import Window
-from foley.pipeline.layout import MANIFEST_DIR
+from foley.pipeline.kinds import DUB
+from foley.pipeline.manifest import Manifest
+from foley.storage.store import Storage
+from foley.storage.uris import StorageError
 
 SAMPLE_RATE = 16000  # AudioLDM's rate: the generated track holds nothing above 8 kHz
 FIGURE_INCHES = (9, 2.8)
@@ -29,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", required=True, help="the input's relative path, as in the manifest")
     parser.add_argument("--figure", required=True, type=Path)
     args = parser.parse_args(argv)
-    rows = pq.read_table(args.output / MANIFEST_DIR / "manifest.parquet").to_pylist()
+    try:
+        rows = Manifest(str(args.output), Storage(StorageConfig()), DUB).current().values()
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     row = next((row for row in rows if row["relative_path"] == args.video and row["status"] == "ok"), None)
     if row is None:
         print(f"error: the manifest under {args.output} has no finished row for {args.video}", file=sys.stderr)

@@ -8,6 +8,7 @@ input is refused before any work starts, and the originals' bytes stay as they w
 import csv
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -191,9 +192,9 @@ def test_another_input_root_redoes_at_the_new_paths_and_skipped_rows_are_final(t
 
     first = plan(library)
     assert [row["relative_path"] for row in first] == ["a.mp4", "b.mp4"]
+    finish_rows(tmp_path / "out", tiny_config, first[:1])
     manifest = JobRun(argparse.Namespace(output=str(tmp_path / "out")), tiny_config, DUB).manifest
-    manifest.record(first[0] | {"status": "ok", "finished_at": 1.0})
-    manifest.record(first[1] | {"status": "skipped", "finished_at": 1.0})
+    manifest.record(first[1] | {"status": "skipped", "finished_at": 1.0, "output_uris": "[]"})  # wrote nothing
     assert plan(library) == []  # ok and skipped are both final under the same result
     again = plan(library.parent)  # the same files, listed from one folder up
     assert [row["relative_path"] for row in again] == ["shows/a.mp4", "shows/b.mp4"]
@@ -214,15 +215,19 @@ def plan_dub(input_root, output_root, config, *extra) -> list[dict]:
 
 
 def finish_rows(output_root, config, rows: list[dict]) -> None:
-    """Journal rows as the Mux stage does once their outputs are published."""
+    """Publish a stand-in output of each row and journal the row with its size, as the Mux stage does."""
     import argparse
 
     from foley.pipeline.job import JobRun
     from foley.pipeline.kinds import DUB
 
-    manifest = JobRun(argparse.Namespace(output=str(output_root)), config, DUB).manifest
+    run = JobRun(argparse.Namespace(output=str(output_root)), config, DUB)
     for row in rows:
-        manifest.record(row | {"status": "ok"})
+        outputs = json.loads(row["output_uris"])
+        for uri in outputs:
+            run.storage.write_bytes(uri, b"a published output")
+        sizes = json.dumps([len(b"a published output")] * len(outputs))
+        run.manifest.record(row | {"status": "ok", "output_sizes": sizes})
 
 
 def test_a_moved_library_redoes_nothing_and_the_manifest_follows_it(tmp_path, tiny_config):

@@ -86,4 +86,6 @@ def test_the_dub_job_refuses_an_output_another_run_holds_before_writing_anything
         holder.give_back()
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert f"{tmp_path / 'out'} is in use by another run: run run-at-work on host" in refused.stderr
-    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == [".a.mp4.partial-89abcdef.mp4", "_foley"]
+    # Only the holder's files: its upload, and the lock beside its lease that its renewals and give-back took.
+    written = sorted(p.name for p in (tmp_path / "out").rglob("*"))
+    assert written == [".a.mp4.partial-89abcdef.mp4", "_foley", "lease.json.lock"]

@@ -14,6 +14,7 @@ import numpy as np
 from foley.config import FoleyConfig
 from foley.models.clap import load_clap_audio_encoder
 from foley.models.device import pick_device
+from foley.pipeline.attempts import bounded_crashes
 from foley.pipeline.rows import batch_of, rows_of
 from foley.pipeline.stage import WindowRef, map_window_audio, set_torch_threads
 from foley.storage.store import Storage
@@ -27,6 +28,7 @@ class ClapEmbed:
         self.storage = Storage(config.storage)
         self.encoder = load_clap_audio_encoder(config.clap, self.storage, pick_device(config.device, self.resources))
 
+    @bounded_crashes("clap_embed")
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
         sample_rate = self.config.clap.sample_rate

@@ -16,6 +16,7 @@ import numpy as np
 from foley.config import FoleyConfig
 from foley.models.device import pick_device
 from foley.models.panns import AudioClassifier
+from foley.pipeline.attempts import bounded_crashes
 from foley.pipeline.rows import batch_of, rows_of
 from foley.pipeline.stage import WindowRef, map_window_audio, set_torch_threads
 from foley.storage.store import Storage
@@ -29,6 +30,7 @@ class ClassifyAudio:
         self.storage = Storage(config.storage)
         self.classifier = AudioClassifier(self.settings, self.storage, pick_device(config.device, self.resources))
 
+    @bounded_crashes("classify_audio")
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
         sample_rate = self.settings.sample_rate

@@ -21,6 +21,7 @@ upright.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -32,12 +33,14 @@ import torch.nn.functional as F
 
 from foley.config import FoleyConfig
 from foley.media.cuts import detect_cuts
+from foley.media.mux import copy_video_stream
 from foley.media.probe import MediaError, VideoInfo, probe
 from foley.media.still import image_size, read_image
 from foley.media.windows import Window, plan_windows, sample_times, shot_borders
 from foley.models.clip import load_clip
 from foley.models.detector import load_source_detector
 from foley.models.device import pick_device
+from foley.pipeline.attempts import bounded_crashes
 from foley.pipeline.kinds import DUB, JobKind
 from foley.pipeline.report_assets import POSTERS, chosen_posters, poster_strip
 from foley.pipeline.rows import (
@@ -52,12 +55,14 @@ from foley.pipeline.rows import (
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_ranges
 from foley.pipeline.sources import track_sources
 from foley.pipeline.stage import local_input, set_torch_threads
+from foley.storage.publish import temporary_sibling
 from foley.storage.store import Storage
 from foley.storage.uris import join
 
 # torchcodec floors a moment to its stream's time base, so float error can move a moment that falls on a frame's
 # start (a 10.24-s window at 25 fps is 256 frames) into the frame before; a microsecond later it is that frame.
 ON_A_FRAMES_START_S = 1e-6
+SEEKABLE_COPIES = "seekable"  # under the node cache: video streams copied into a container torchcodec seeks in
 
 
 class DecodeEmbed:
@@ -89,6 +94,7 @@ class DecodeEmbed:
         self.decode_device = pick_device(config.decode.device, self.resources)
         self.decoder = decoder_identity(self.decode_device)  # the manifest's `decoder` column
 
+    @bounded_crashes("decode_embed")
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = []
         for planned in rows_of(batch):
@@ -325,7 +331,29 @@ class DecodeEmbed:
         only those frames, scaled in the decoder; decode.frames=all and decode.size=native are the slow ways, kept
         switchable so the benchmark can measure the difference.
         """
+        with self.seekable_decoder(path, info) as decoder:
+            yield from self.decode_with(decoder, info, windows)
+
+    @contextlib.contextmanager
+    def seekable_decoder(self, path: Path, info: VideoInfo):
+        """A decoder that can seek to the video's first frame: of the file itself, or, where torchcodec cannot seek
+        in it (MPEG-TS with B-frames, whose first frame is shown after it is decoded), of a copy of its video
+        stream in Matroska with every timestamp kept, made in this node's cache and removed after."""
         decoder = self.open_decoder(path, info)
+        try:
+            decoder.get_frames_played_at([decoder.metadata.begin_stream_seconds or 0.0])
+        except (RuntimeError, ValueError, IndexError):
+            copy = temporary_sibling(self.storage.cache_dir / SEEKABLE_COPIES / f"{path.stem}.mkv")
+            try:
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy_video_stream(path, copy, info.video_index)
+                yield self.open_decoder(copy, info)
+            finally:
+                copy.unlink(missing_ok=True)
+            return
+        yield decoder
+
+    def decode_with(self, decoder, info: VideoInfo, windows: list[Window]) -> Iterator[np.ndarray]:
         begin = decoder.metadata.begin_stream_seconds or 0.0
         end = decoder.metadata.end_stream_seconds or begin + info.duration_s
         last_moment = np.nextafter(end, begin)  # the last frame plays until `end`, exclusive

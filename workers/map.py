@@ -28,6 +28,7 @@ from foley.media.windows import window_seed
 from foley.models.device import pick_device
 from foley.models.mapping import load_mapper
 from foley.models.zero_shot import ZeroShotMapper
+from foley.pipeline.attempts import bounded_crashes
 from foley.pipeline.rows import EMPTY_MATRIX, batch_of, note_window, rows_of
 from foley.pipeline.sources import mix_weights
 from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads
@@ -49,6 +50,7 @@ class Map:
         self.learned = config.window.aggregator == "learned"
         self.condition = "frame_embeddings" if self.learned else "clip_embeddings"
 
+    @bounded_crashes("map")
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
         # Each row's sources, parsed once: a window's notes are read per window, and a long video has hundreds.
@@ -61,10 +63,13 @@ class Map:
             row.pop("source_embeddings", None)
             row.pop("window_sources", None)
             if self.config.sources.cycle_mix:
+                # Every window of a mapped row gets its sources' row, zeros where it has none (every label excluded, or
+                # nothing detected): Cycle Mix then ranks its candidates by the condition alone.
                 mapped = self.mapped_sources.pop(id(row), {})
+                windows = len(row["clap_embeddings"])
                 row["source_clap_embeddings"] = (
-                    np.stack([mapped.get(index, self.no_sources) for index in range(len(row["clap_embeddings"]))])
-                    if mapped
+                    np.stack([mapped.get(index, self.no_sources) for index in range(windows)])
+                    if windows
                     else EMPTY_MATRIX
                 )
         return batch_of(rows)

@@ -28,13 +28,14 @@ from foley.media.mux import mux_track
 from foley.media.spectrogram import spectrogram_png
 from foley.media.still import render_still_video
 from foley.media.stitch import TrackBuilder, TrackLayout, normalize_peak, track_problem
-from foley.pipeline.evaluation import conditions_uri
+from foley.pipeline.attempts import bounded_crashes
+from foley.pipeline.evaluation import conditions_uri, drop_other_conditions
 from foley.pipeline.kinds import DUB
 from foley.pipeline.report_assets import SPECTROGRAM
 from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of, window_notes
 from foley.pipeline.segments import ASSEMBLE_ONLY, SegmentStaging, segment_ranges
 from foley.pipeline.stage import FinalStage, local_input, summary
-from foley.storage.uris import join
+from foley.storage.uris import StorageError, join
 
 TIMED_STAGES = ("decode_embed", "map", "synthesize")  # what a segment's staged info records of its making
 
@@ -43,6 +44,7 @@ class Mux(FinalStage):
     kind = DUB
     stage = "mux"
 
+    @bounded_crashes()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         summaries = []
         for row in rows_of(batch):
@@ -83,7 +85,7 @@ class Mux(FinalStage):
         ranges = segment_ranges(int(row["n_windows"]), int(row["segment_windows"]) or None)
         return SegmentStaging(self.storage, str(row["staging_uri"]), ranges)
 
-    def publish(self, row: dict) -> None:
+    def publish(self, row: dict) -> list[int]:
         window = self.config.window
         layout = TrackLayout.of(
             row_windows(row),
@@ -94,6 +96,8 @@ class Mux(FinalStage):
         )
         if int(row["segment_count"]) == 1:
             self.keep_conditions(row)
+        ranges = segment_ranges(int(row["n_windows"]), int(row["segment_windows"]) or None)
+        drop_other_conditions(self.storage, self.output_root, str(row["result_id"]), {first for first, _ in ranges})
         tracks = self.assemble(row, layout)
         for track in tracks:
             if problem := track_problem(track, self.config.output.max_dc_fraction):
@@ -102,20 +106,30 @@ class Mux(FinalStage):
                     "models, then run again"
                 )
         tracks = [normalize_peak(track, self.config.output.peak_dbfs) for track in tracks]
+        sizes = []
         for output_uri in json.loads(str(row["output_uris"])):
             with self.storage.staged_output(output_uri) as staged:
-                self.write(row, tracks, layout.sample_rate, staged)
+                self.write(row, tracks, layout.sample_rate, staged)  # checked as a reader would (media.verify)
+                sizes.append(staged.stat().st_size)
         if str(row["report_uri"]):  # drawn from the track in memory: nothing is decoded again
-            report = self.config.report
-            picture = spectrogram_png(
-                tracks[0],
-                layout.sample_rate,
-                row_windows(row),
-                "",  # the page names the video in the browser's fonts, any script; matplotlib's would show boxes
-                report.spectrogram_inches,
-                report.spectrogram_columns,
-            )
+            self.keep_spectrogram(row, tracks[0], layout.sample_rate)
+        return sizes
+
+    def keep_spectrogram(self, row: dict, track: np.ndarray, sample_rate: int) -> None:
+        """The report's picture of the track; the outputs are published already, so a failure is only noted."""
+        report = self.config.report
+        picture = spectrogram_png(
+            track,
+            sample_rate,
+            row_windows(row),
+            "",  # the page names the video in the browser's fonts, any script; matplotlib's would show boxes
+            report.spectrogram_inches,
+            report.spectrogram_columns,
+        )
+        try:
             self.storage.write_bytes(join(str(row["report_uri"]), SPECTROGRAM), picture)
+        except StorageError as exc:
+            row["notes"] = "; ".join(filter(None, (str(row["notes"]), f"no spectrogram in the report: {exc}")))
 
     def keep_conditions(self, row: dict) -> None:
         """The conditions AudioLDM read for the row's windows, for jobs.evaluate's CLAP scores."""

@@ -20,6 +20,7 @@ from foley.config import FoleyConfig
 from foley.media.probe import decode_audio
 from foley.media.seams import seam_score
 from foley.media.stitch import TrackLayout
+from foley.pipeline.attempts import bounded_crashes
 from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of
 from foley.pipeline.stage import local_input
 from foley.storage.store import Storage
@@ -32,6 +33,7 @@ class SeamScore:
         self.config = config
         self.storage = Storage(config.storage)
 
+    @bounded_crashes("seam_score")
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
         for row in rows:

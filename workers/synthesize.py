@@ -30,6 +30,7 @@ from foley.models.audioldm import load_audioldm
 from foley.models.clap import load_clap_audio_encoder
 from foley.models.conditions import Conditioner
 from foley.models.device import pick_device
+from foley.pipeline.attempts import bounded_crashes
 from foley.pipeline.rows import batch_of, is_pending, note_window, row_windows, rows_of
 from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads, this_worker
 from foley.storage.store import Storage
@@ -59,6 +60,7 @@ class Synthesize:
             max_reference_seconds=config.input.max_duration_s,
         )
 
+    @bounded_crashes("synthesize")
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
         self.composed.clear()

@@ -21,7 +21,7 @@ class WritePairs(FinalStage):
     kind = EMBED
     stage = "write_pairs"
 
-    def publish(self, row: dict) -> None:
+    def publish(self, row: dict) -> list[int]:
         bounds = [(window.start_s, window.end_s) for window in row_windows(row)]
         table = pairs_table(
             str(row["relative_path"]),
@@ -32,4 +32,6 @@ class WritePairs(FinalStage):
             row.get("source_embeddings"),
             row.get("frame_embeddings"),
         )
-        self.storage.write_bytes(str(row["output_uri"]), table_bytes(table))
+        content = table_bytes(table)
+        self.storage.write_bytes(str(row["output_uri"]), content)
+        return [len(content)]

@@ -8,6 +8,7 @@ import ffmpeg
 import numpy as np
 
 from foley.media.mux import run_with_track
+from foley.media.verify import Planned
 
 AUDIO_FILE_CODECS = {".flac": "flac", ".wav": "pcm_s16le"}
 
@@ -25,4 +26,5 @@ def write_audio_file(
     command = ffmpeg.input("pipe:", format="f32le", ac=1, ar=sample_rate).output(
         str(output), acodec=AUDIO_FILE_CODECS[suffix], ar=output_sample_rate, metadata=f"title={title}"
     )
-    run_with_track(ffmpeg.compile(command, overwrite_output=True), output, [], track, "writing the sound file")
+    planned = Planned(("audio",), {0: len(track) / sample_rate})
+    run_with_track(ffmpeg.compile(command, overwrite_output=True), output, [], track, "writing the sound file", planned)

@@ -16,6 +16,7 @@ import ffmpeg
 import numpy as np
 
 from foley.media.probe import MediaError, StreamInfo, VideoInfo, ffmpeg_reason, probe
+from foley.media.verify import Planned, check_written
 
 # The mix of the original and the generated track goes through a limiter with this ceiling, a little under full
 # scale, for the overshoot a lossy encoder adds when the mix is decoded again (about 0.5 dB with Opus; ffmpeg's own
@@ -134,11 +135,16 @@ def mux_track(
 
     notes: list[str] = []
     outputs: list = []  # ffmpeg-python streams, in output order
+    kinds: list[str] = []  # each one's kind, what a reader must find in the file
+    durations: dict[int, float] = {}  # how long the ones of known length must run
     options: list[str] = []  # options for each of them, by output stream index
 
-    def add(stream, codec: str, metadata: Sequence[str] = (), **per_stream) -> None:
+    def add(stream, kind: str, codec: str, metadata: Sequence[str] = (), seconds: float | None = None, **per_stream):
         index = len(outputs)
         outputs.append(stream)
+        kinds.append(kind)
+        if seconds is not None:
+            durations[index] = seconds
         options.extend([f"-c:{index}", codec])
         for name, value in per_stream.items():
             options.extend([f"-{name}:{index}", str(value)])
@@ -149,20 +155,24 @@ def mux_track(
         if stream.kind == "video":
             codec = _video_codec(stream, container, video_codec, suffix, notes)
             if codec is not None:
-                add(source[str(stream.index)], codec)
+                main_picture = not stream.attached_pic and "video" not in kinds
+                add(source[str(stream.index)], "video", codec, seconds=info.duration_s if main_picture else None)
 
     encoded = {"b": audio_bitrate, "ar": output_sample_rate, "disposition": "default"}
+    seconds = len(track) / sample_rate
     if mixing:
         names = track_names(first_audio.language or language, title, suffix)  # the mix still speaks its language
         mixed = _mix(source, generated, first_audio, mix_under_original_db, output_sample_rate)
-        add(mixed, audio_codec, names, **encoded)
+        add(mixed, "audio", audio_codec, names, seconds, **encoded)
     else:
-        add(generated, audio_codec, track_names(language, title, suffix), ac=1, **encoded)
+        add(generated, "audio", audio_codec, track_names(language, title, suffix), seconds, ac=1, **encoded)
     for stream, (_, alternate_title) in zip(alternate_streams, alternates, strict=True):
         add(
             stream,
+            "audio",
             audio_codec,
             track_names(language, alternate_title, suffix),
+            seconds,
             ac=1,
             **(encoded | {"disposition": "0"}),
         )
@@ -174,13 +184,15 @@ def mux_track(
         codec = _kept_codec(stream, info, container, suffix, notes)
         if codec is not None:
             # A kept original audio stream stops being the default (its other flags stay): the generated one is.
-            add(source[str(stream.index)], codec, **({"disposition": "-default"} if stream.kind == "audio" else {}))
+            kept = {"disposition": "-default"} if stream.kind == "audio" else {}
+            add(source[str(stream.index)], stream.kind, codec, **kept)
 
     if suffix in MOV_FAMILY:
         options.extend(["-movflags", "+faststart"])
     command = ffmpeg.output(*outputs, str(output_path.resolve()))
     piped_tracks = np.stack([track, *(alternate for alternate, _ in alternates)], axis=1) if alternates else track
-    _run(command, video_path.resolve(), output_path.resolve(), options, piped_tracks)
+    planned = Planned(tuple(kinds), durations, frame_s=1 / info.fps if info.fps else 0.0)
+    _run(command, video_path.resolve(), output_path.resolve(), options, piped_tracks, planned)
     return notes
 
 
@@ -257,18 +269,25 @@ def track_names(language: str, title: str, suffix: str) -> list[str]:
     return names
 
 
-def _run(command, source_path: Path, output_path: Path, options: list[str], track: np.ndarray) -> None:
+def _run(
+    command, source_path: Path, output_path: Path, options: list[str], track: np.ndarray, planned: Planned
+) -> None:
     """Run the ffmpeg-python command with `options` added, `track` on stdin; chapters and global metadata come
     from the input file, found by its position."""
     args = ffmpeg.compile(command, overwrite_output=True)
     inputs = [args[position + 1] for position, arg in enumerate(args) if arg == "-i"]
     source = str(inputs.index(str(source_path)))
-    run_with_track(args, output_path, [*options, "-map_metadata", source, "-map_chapters", source], track, "muxing")
+    options = [*options, "-map_metadata", source, "-map_chapters", source]
+    run_with_track(args, output_path, options, track, "muxing", planned)
 
 
-def run_with_track(args: list[str], output_path: Path, options: list[str], track: np.ndarray, action: str) -> None:
+def run_with_track(
+    args: list[str], output_path: Path, options: list[str], track: np.ndarray, action: str, planned: Planned
+) -> None:
     """Run ffmpeg's compiled `args` with `options` added before the output file and `track` (mono float32) on
     stdin, where a "pipe:" input in f32le reads it; a failure is a MediaError saying "`action` failed" and why.
+    The file written is then checked as a reader would check it (foley.media.verify): ffmpeg can exit 0 on a
+    full disk and leave a file that does not play.
 
     ffmpeg-python passes an option once per name, and these repeat (-metadata:s:2 twice), so they are added to
     the argument list it compiles.
@@ -280,3 +299,18 @@ def run_with_track(args: list[str], output_path: Path, options: list[str], track
     if result.returncode != 0:
         reason = ffmpeg_reason(ffmpeg.Error("ffmpeg", result.stdout, result.stderr))
         raise MediaError(f"{action} failed (ffmpeg: {reason})")
+    check_written(output_path, planned, result.stderr.decode(errors="replace"))
+
+
+def copy_video_stream(source: Path, target: Path, stream_index: int) -> None:
+    """Copy one video stream, packets and timestamps untouched, into a Matroska file (`target`, .mkv): what a
+    decoder that cannot seek in the source's container (MPEG-TS whose first frame is shown after it is decoded, as
+    in all broadcast TS with B-frames) can seek in."""
+    command = ffmpeg.input(str(source.resolve()), copyts=None).output(
+        str(target.resolve()), map=f"0:{stream_index}", c="copy", f="matroska"
+    )
+    try:
+        command.run(overwrite_output=True, capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as exc:
+        raise MediaError(f"its video stream could not be copied for decoding (ffmpeg: {ffmpeg_reason(exc)})") from None
+    check_written(target, Planned(("video",)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class VideoInfo:
     audio_peak_dbfs: float = math.nan  # peak of the first audio stream; NaN without one (or not measured)
     streams: tuple[StreamInfo, ...] = ()
     chapters: int = 0
+    video_index: int = 0  # the stream index of the video (the first that is not cover art)
 
     @property
     def audio_streams(self) -> int:
@@ -82,16 +84,26 @@ def _rate(text: str | None) -> float:
     return rate if math.isfinite(rate) and rate > 0 else 0.0
 
 
-def _stream_duration(stream: dict) -> float:
-    """The video stream's own length: its duration field, or Matroska's DURATION tag (HH:MM:SS.fraction).
-    The container's duration is only a fallback: it also covers an audio track that runs longer."""
+def _stream_duration(path: Path, stream: dict) -> float:
+    """The video stream's own length: its duration field, or else the span of its packets. (Matroska's DURATION tag
+    and the container's duration count from time 0, not from the stream's first frame, so a file that starts later
+    (trimmed, concatenated, broadcast) would seem longer by its start; the container's also covers an audio track
+    that runs longer.) 0.0 when neither is known."""
     if stream.get("duration"):
         return float(stream["duration"])
-    tag = stream.get("tags", {}).get("DURATION", "")
-    if tag.count(":") == 2:
-        hours, minutes, seconds = tag.split(":")
-        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    return 0.0
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", str(stream["index"])]
+        + ["-show_entries", "packet=pts_time,dts_time,duration_time", "-of", "csv=p=0", str(path.resolve())],
+        capture_output=True,
+        text=True,
+    )
+    first, end = math.inf, -math.inf
+    for line in result.stdout.splitlines():
+        cells = [float(cell) if cell not in ("", "N/A") else None for cell in line.strip().split(",")[:3]]
+        moment = cells[0] if cells[0] is not None else (cells[1] if len(cells) > 1 else None)
+        if moment is not None:
+            first, end = min(first, moment), max(end, moment + ((cells[2] if len(cells) > 2 else None) or 0.0))
+    return max(end - first, 0.0) if math.isfinite(first) else 0.0
 
 
 def _quarter_turns(degrees: float) -> int:
@@ -149,7 +161,7 @@ def probe(path: Path, measure_audio: bool = True) -> VideoInfo:
     if video is None:
         kinds = sorted({s.get("codec_type", "?") for s in streams}) or ["none"]
         raise MediaError(f"has no video stream (streams found: {', '.join(kinds)})")
-    duration = _stream_duration(video) or float(facts.get("format", {}).get("duration") or 0.0)
+    duration = _stream_duration(path, video) or float(facts.get("format", {}).get("duration") or 0.0)
     if duration <= 0:
         raise MediaError("has no usable duration; the file may be truncated")
     # avg_frame_rate can be malformed or 0/0 (variable-rate files); r_frame_rate is the stream's base rate.
@@ -174,6 +186,7 @@ def probe(path: Path, measure_audio: bool = True) -> VideoInfo:
         audio_peak_dbfs=peak,
         streams=infos,
         chapters=len(facts.get("chapters", [])),
+        video_index=int(video.get("index", 0)),
     )
 
 

@@ -17,6 +17,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from foley.media.mux import run_with_track, track_names
 from foley.media.probe import MediaError
+from foley.media.verify import Planned
 
 # EXIF orientations that turn the image a quarter turn, so that it is displayed with width and height swapped.
 _QUARTER_TURNED = frozenset({5, 6, 7, 8})
@@ -75,7 +76,9 @@ def render_still_video(
         picture = ffmpeg.input(str(frame), loop=1, framerate=fps)
         sound = ffmpeg.input("pipe:", format="f32le", ac=1, ar=sample_rate)
         command = ffmpeg.output(picture.video, sound.audio, str(output), t=seconds, **encoded)
-        run_with_track(ffmpeg.compile(command, overwrite_output=True), output, names, needed, "rendering the image")
+        planned = Planned(("video", "audio"), {0: seconds, 1: seconds}, frame_s=1 / fps)
+        args = ffmpeg.compile(command, overwrite_output=True)
+        run_with_track(args, output, names, needed, "rendering the image", planned)
 
 
 def _opened(path: Path) -> Image.Image:

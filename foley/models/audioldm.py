@@ -44,7 +44,9 @@ def load_audioldm(config: AudioLDMConfig, storage: Storage, device: torch.device
 
     quiet_hf_loading()
     dtype = DTYPES[config.dtype] if device.type == "cuda" else torch.float32
-    pipeline = AudioLDMPipeline.from_pretrained(local_weights(config.model, storage), dtype=dtype, **_revision(config))
+    pipeline = AudioLDMPipeline.from_pretrained(
+        local_weights(config.model, storage), dtype=dtype, use_safetensors=True, **_revision(config)
+    )  # safetensors only: a pickled .bin could run code as it loads
     if config.scheduler == "dpmsolver++":
         pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config,
                                                                      algorithm_type="dpmsolver++")
@@ -62,6 +64,8 @@ def load_audioldm_text_encoder(config: AudioLDMConfig, storage: Storage, device:
 
     quiet_hf_loading()
     location = local_weights(config.model, storage)
-    text_encoder = ClapTextModelWithProjection.from_pretrained(location, subfolder="text_encoder", **_revision(config))
+    text_encoder = ClapTextModelWithProjection.from_pretrained(
+        location, subfolder="text_encoder", use_safetensors=True, **_revision(config)
+    )
     tokenizer = AutoTokenizer.from_pretrained(location, subfolder="tokenizer", **_revision(config))
     return text_encoder.to(device).eval(), tokenizer

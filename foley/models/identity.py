@@ -52,7 +52,12 @@ class ModelIdentities:
             owner, repo, filename = location.removeprefix("hf://").split("/", 2)
             return f"hf:{owner}/{repo}@{hub_revision(f'{owner}/{repo}', revision)}/{filename}"
         if is_s3(location):
-            objects = self.storage.list_objects(location if Path(location).suffix else location.rstrip("/") + "/")
+            # One object (s3://b/m/weights.pt), or a folder (s3://b/models/v1.2/): told apart by what is there,
+            # never by a dot in the name, and a folder's listing ends in '/', so v1.2 never takes in v1.20/.
+            single = not location.endswith("/") and self.storage.exists(location)
+            objects = self.storage.list_objects(location if single else location.rstrip("/") + "/")
+            if single:
+                objects = [(uri, identity) for uri, identity in objects if uri == location]
             relative = sorted((uri.removeprefix(location), identity) for uri, identity in objects)
             return "s3:" + _sha256_text(json.dumps(relative))[:SHORT]
         path = Path(location)

@@ -24,7 +24,7 @@ def local_weights(location: str, storage: Storage) -> str:
     if not is_s3(location):
         return location
     folder_uri, names = location, ()
-    if Path(split_s3(location)[1]).suffix:  # a single file such as .../open_clip_model.safetensors
+    if not location.endswith("/") and storage.exists(location):  # one object, such as .../open_clip_model.safetensors
         folder_uri, names = location.rsplit("/", 1)[0], (location.rsplit("/", 1)[1],)
     folder = storage.fetch_tree(folder_uri, names)
     return str(folder / names[0]) if names else str(folder)

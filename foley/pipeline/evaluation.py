@@ -49,13 +49,26 @@ def conditions_uri(output_root: str, result_id: str, first_window: int) -> str:
     return join(output_root, f"{CONDITIONS_DIR}/{result_id}/from-window-{first_window:05d}.npy")
 
 
-def read_conditions(storage: Storage, output_root: str, result_id: str) -> np.ndarray | None:
-    """The video's window conditions in window order, from its parts (one per segment); None if none were kept."""
-    parts = sorted(
+def condition_parts(storage: Storage, output_root: str, result_id: str) -> list[tuple[int, str]]:
+    """(first window, URI) of each part of a video's kept conditions, in window order."""
+    return sorted(
         (int(match.group(1)), uri)
         for uri in storage.list_prefix(join(output_root, f"{CONDITIONS_DIR}/{result_id}") + "/")
         if (match := _PART.search(uri))
     )
+
+
+def drop_other_conditions(storage: Storage, output_root: str, result_id: str, first_windows: set[int]) -> None:
+    """Remove the parts of a video's conditions that no segment of its publication wrote (parts an earlier,
+    forced run cut into segments of another size left), so that they cannot mix with this one's."""
+    for first, uri in condition_parts(storage, output_root, result_id):
+        if first not in first_windows:
+            storage.delete(uri)
+
+
+def read_conditions(storage: Storage, output_root: str, result_id: str) -> np.ndarray | None:
+    """The video's window conditions in window order, from its parts (one per segment); None if none were kept."""
+    parts = condition_parts(storage, output_root, result_id)
     if not parts:
         return None
     return np.concatenate([np.load(io.BytesIO(storage.read_bytes(uri))) for _, uri in parts])

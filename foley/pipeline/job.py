@@ -7,10 +7,12 @@ finished video, folds the manifest journal and prints a summary.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
 import logging
 import os
+import posixpath
 import sys
 import time
 import uuid
@@ -30,7 +32,7 @@ from foley.pipeline.conditions import (
 )
 from foley.pipeline.kinds import JobKind, clap_settings, container_settings, image_settings, result_id
 from foley.pipeline.layout import BOOKKEEPING_DIR, SEGMENTS_DIR
-from foley.pipeline.lease import OutputLease
+from foley.pipeline.lease import LeaseLostError, OutputLease
 from foley.pipeline.manifest import KEY_COLUMNS, Manifest, RunJournal, utc_now
 from foley.pipeline.report_assets import media_uri
 from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, first_line, pipeline_columns, planned_row
@@ -175,8 +177,10 @@ def quiet_progress_when_logged(progress: ProgressConfig) -> None:
 
 
 def own_name_problem(relative_path: str) -> str:
-    """Why an input's output would collide with the job's own files (which it deletes or rewrites), or ''."""
-    first, name = relative_path.split("/", 1)[0], relative_path.rsplit("/", 1)[-1]
+    """Why an input's output would collide with the job's own files (which it deletes or rewrites), or ''. The
+    path is judged as it will be joined, normalised: `a/../_foley/x.mp4` lands in `_foley/` too."""
+    normalised = posixpath.normpath(relative_path)
+    first, name = normalised.split("/", 1)[0], normalised.rsplit("/", 1)[-1]
     if first == BOOKKEEPING_DIR:
         return f"its path {relative_path} would land in {first}/, the job's own folder under the output"
     if is_partial_name(name):
@@ -197,6 +201,12 @@ def shared_outputs(outputs: dict[str, tuple[str, ...]], location: Locations) -> 
         if len(group) > 1
         for input_uri in group
     }
+
+
+def published(outputs: list[str] | None, sizes: list[int] | None, main: str) -> list[tuple[str, int | None]]:
+    """An ok row's files with their sizes as published (None where its row is from before sizes were kept)."""
+    uris = outputs if outputs is not None else [main]  # a row from before the outputs column wrote its main one
+    return [(uri, sizes[index] if sizes and index < len(sizes) else None) for index, uri in enumerate(uris) if uri]
 
 
 def finished_results(current: pa.Table) -> dict[str, int]:
@@ -231,7 +241,8 @@ class JobRun:
         self.journal: RunJournal | None = None  # the rows this run writes to the manifest, made by the plan
         self.columns = pipeline_columns(config, kind)  # a row's columns besides the plan's, for rows failed here
         self._conditions: dict[tuple, tuple[str, dict, dict] | Exception] = {}  # by an input's list cells
-        self.lease = OutputLease(self.storage, args.output, self.id, config.lease)
+        # A run that loses its lease stops at once: the renewing thread interrupts the driver wherever it waits.
+        self.lease = OutputLease(self.storage, args.output, self.id, config.lease, on_lost=_thread.interrupt_main)
 
     def plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
         """The rows of the inputs still to do, after refusing any layout that could write an input.
@@ -242,6 +253,11 @@ class JobRun:
         check_roots(self.args.input, self.args.output)
         try:
             return self._plan(outputs_for)
+        except KeyboardInterrupt:
+            self.lease.give_back()
+            if self.lease.lost:
+                raise LeaseLostError(f"{self.lease.lost}; this run stopped before it started") from None
+            raise
         except BaseException:
             self.lease.give_back()
             raise
@@ -270,6 +286,8 @@ class JobRun:
         models = self.identify_models()
         config_hash = self.kind.config_hash(self.config, models)
         current, _ = self.manifest.snapshot(columns=KEY_COLUMNS)  # not the whole rows of a large library
+        for line in self.manifest.quarantine_damaged():
+            print(f"warning: {line}", file=sys.stderr, flush=True)
         # Runs on one output follow each other (the lease): this one's number orders its rows after every earlier
         # row, whatever the clocks of the nodes that wrote them say.
         self.sequence = 1 + (pc.max(current.column("run_seq")).as_py() or 0)
@@ -277,7 +295,7 @@ class JobRun:
         finished = {} if self.args.force else finished_results(current)
         done_inputs = current.column("input_uri").to_pylist()
         moved: dict[str, str] = {}  # result id: its input's new location
-        rows = []
+        rows, done_before = [], []  # to do; (row, index in current) of results finished before
         shared = {
             "run_id": self.id,
             "run_seq": self.sequence,
@@ -303,11 +321,17 @@ class JobRun:
                 self.journal.add_rows([self.columns | row | failed])
                 self.results.append({"status": FAILED})
             elif (done := finished.get(row["result_id"])) is not None:
-                self.already_done += 1
-                if done_inputs[done] != item.uri:  # the library moved: its row follows the input (by this run)
-                    moved[row["result_id"]] = item.uri
+                done_before.append((row, done))
             else:
                 rows.append(row)
+        unpublished = self.unpublished(current, [done for _, done in done_before])
+        for row, done in done_before:
+            if done in unpublished:  # its output is gone or not what was published: made again
+                rows.append(row)
+                continue
+            self.already_done += 1
+            if done_inputs[done] != row["input_uri"]:  # the library moved: its row follows the input (by this run)
+                moved[row["result_id"]] = row["input_uri"]
         self.journal.add_records(self.moved_rows(moved))
         self.journal.write()
         self.identities.save()  # the reference sounds' digests too
@@ -322,6 +346,32 @@ class JobRun:
             flush=True,
         )
         return rows
+
+    def unpublished(self, current: pa.Table, done: list[int]) -> set[int]:
+        """Of these finished rows (indices in `current`), those whose outputs are not all there at the size each was
+        published with (a row from before sizes were kept: only that it is there). An output deleted, or cut short
+        behind the job's back, is made again. Prints how many, with examples."""
+        status = current.column("status").to_pylist()
+        done = [index for index in done if status[index] == OK]  # a skipped input wrote nothing
+        if not done:
+            return set()
+        outputs, sizes = current.column("outputs").to_pylist(), current.column("output_sizes").to_pylist()
+        main = current.column("output_uri").to_pylist()
+        expected = {index: published(outputs[index], sizes[index], main[index]) for index in done}
+        found = self.storage.sizes([uri for files in expected.values() for uri, _ in files], self.args.output)
+        broken = {
+            index
+            for index, files in expected.items()
+            if any(uri not in found or size not in (None, found[uri]) for uri, size in files)
+        }
+        if broken:
+            names = ", ".join(sorted(main[index] for index in broken)[:3])
+            print(
+                f"{len(broken)} finished output{'s are' if len(broken) > 1 else ' is'} missing or not the size it was "
+                f"published with (e.g. {names}); made again",
+                flush=True,
+            )
+        return broken
 
     def moved_rows(self, moved: dict[str, str]) -> list[dict]:
         """The finished rows of results whose input moved (by result id: its new location), journalled again by this
@@ -422,14 +472,29 @@ class JobRun:
             self.lease.give_back()
             raise
         quiet_progress_when_logged(self.config.progress)
-        # A batch whose worker died on every try (stages.<name>.max_retries) is logged and dropped, not the end of
-        # the job: its videos have no row at the end, and finish() fails them by name.
+        # A batch whose task failed is logged and dropped, not the end of the job: its videos have no row at the
+        # end, and finish() fails them by name.
         ray.data.DataContext.get_current().max_errored_blocks = -1
+        from foley.pipeline.attempts import start_ledger  # noqa: PLC0415 - it imports Ray, loaded only for work
+
+        self.ledger = start_ledger(self.id)  # how often each input killed its worker (foley.pipeline.attempts)
         return ray
 
     def follow(self, videos, total: int) -> None:
         """Consume the pipeline's output as videos finish: a progress line each (and one per staged segment of a
-        long video), stop after too many failures."""
+        long video), stop after too many failures. A lost lease stops it (LeaseLostError): another run writes here
+        now, so this one leaves at once, its finished rows in the journal."""
+        try:
+            self._follow(videos, total)
+        except KeyboardInterrupt:
+            if not self.lease.lost:
+                raise
+            raise LeaseLostError(
+                f"{self.lease.lost}. This run stopped writing; what it finished is kept and published, and a later "
+                "run (once the other one ends) does the rest"
+            ) from None
+
+    def _follow(self, videos, total: int) -> None:
         max_failures = self.args.max_failures
         failures = 0
         finished: set[str] = set()
@@ -478,12 +543,20 @@ class JobRun:
 
     def finish(self) -> int:
         """Fold the journal into one manifest, print the summary, give the output root back; 0 if every input is
-        ok, else 1."""
-        self.journal.write()  # the last batch: the fold then reads batches only
-        snapshot = self.manifest.snapshot()  # the journal, read once for the check and the fold
-        if not self.aborted and self.fail_the_unfinished(snapshot[0]):
-            snapshot = self.manifest.snapshot()
-        final = self.manifest.compact(snapshot)
+        ok, else 1. Should the bookkeeping fail (a full disk, storage out of reach), it says so and gives the lease
+        back, exit 1: every output published stays, with its row in the journal, and the next run folds it."""
+        try:
+            final = self.fold()
+        except (StorageError, OSError) as exc:
+            self.lease.give_back()
+            print(
+                f"error: the manifest could not be brought up to date ({first_line(exc)}). Every output this run "
+                "published is in place and its row kept in the journal; run the job again to finish (nothing "
+                "finished is redone)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
         self.lease.give_back()
         counts = {status: sum(r["status"] == status for r in self.results) for status in (OK, FAILED, SKIPPED)}
         print(
@@ -495,6 +568,17 @@ class JobRun:
         if self.aborted:
             print(f"stopped early: more than --max-failures={self.args.max_failures} inputs failed", file=sys.stderr)
         return 1 if counts[FAILED] or self.aborted else 0
+
+    def fold(self) -> pa.Table:
+        """The last journal batch written, every streamed input given a row, the journal folded: the manifest."""
+        self.journal.flush()  # the last batch: the fold then reads batches only
+        snapshot = self.manifest.snapshot()  # the journal, read once for the check and the fold
+        if not self.aborted and self.fail_the_unfinished(snapshot[0]):
+            self.journal.flush()
+            snapshot = self.manifest.snapshot()
+        for line in self.manifest.quarantine_damaged():
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+        return self.manifest.compact(snapshot)
 
 
 def pace_line(done: int, total: int, elapsed_s: float) -> str:

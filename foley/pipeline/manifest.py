@@ -83,6 +83,7 @@ JSON_COLUMNS = {
     "segments": "segment_info",
     "window_notes": "window_notes",
     "outputs": "output_uris",
+    "output_sizes": "output_sizes",
 }
 
 
@@ -94,6 +95,7 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
             ("input_identity", pa.string()),
             ("output_uri", pa.string()),
             ("outputs", pa.list_(pa.string())),  # every file written, the main one first (a sidecar sound file)
+            ("output_sizes", pa.list_(pa.int64())),  # each one's size in bytes as published, checked by later plans
             ("result_id", pa.string()),
             ("run_id", pa.string()),  # the run that wrote the row
             ("run_seq", pa.int64()),  # that run's number on this output root: a later run has a larger one
@@ -123,15 +125,24 @@ def manifest_schema(kind: JobKind) -> pa.Schema:
     )
 
 
-# What the newest row of each input is chosen by (newest_rows): a plan reads only these of a large manifest.
-KEY_COLUMNS = ("input_uri", "result_id", "status", "run_seq", "finished_at")
+# What the newest row of each input is chosen by (newest_rows), and what a plan checks of a finished result's
+# outputs: a plan reads only these of a large manifest.
+KEY_COLUMNS = ("input_uri", "output_uri", "result_id", "status", "run_seq", "finished_at", "outputs", "output_sizes")
+QUARANTINE_DIR = "quarantine"  # under the manifest folder: damaged journal files, moved aside, never deleted
 
 
-def read_parquet(content: bytes, columns: tuple[str, ...] | None = None) -> pa.Table:
+class DamagedFileError(StorageError):
+    """A manifest or journal file that is not readable Parquet (cut short, empty, overwritten)."""
+
+
+def read_parquet(content: bytes, columns: tuple[str, ...] | None = None, uri: str = "") -> pa.Table:
     """A manifest or journal file's table: all of its columns, or those of `columns` it has."""
-    source = pq.ParquetFile(io.BytesIO(content))
-    names = set(source.schema_arrow.names)
-    return source.read(columns=None if columns is None else [name for name in columns if name in names])
+    try:
+        source = pq.ParquetFile(io.BytesIO(content))
+        names = set(source.schema_arrow.names)
+        return source.read(columns=None if columns is None else [name for name in columns if name in names])
+    except (pa.ArrowException, OSError) as exc:  # Arrow reports a damaged file as ArrowInvalid or OSError
+        raise DamagedFileError(f"{uri or 'a manifest file'} is damaged ({len(content)} bytes: {exc})") from None
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -178,7 +189,19 @@ def newest_rows(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
         pc.binary_join_element_wise("input:", table.column("input_uri"), ""),
     )
     table = _last_of_each(table.append_column("_one_per", one_per), "_one_per", order)
-    return table.drop_columns(["_run", "_written", "_one_per"])
+    # One ok row per output location: an input that moved and changed made its result anew, at the same output,
+    # and its new row supersedes the old input's (whose output it replaced).
+    ok = pc.fill_null(
+        pc.and_(pc.equal(table.column("status"), OK), pc.not_equal(pc.fill_null(table.column("output_uri"), ""), "")),
+        False,
+    )
+    per_output = pc.if_else(
+        ok,
+        pc.binary_join_element_wise("output:", table.column("output_uri"), ""),
+        pc.binary_join_element_wise("input:", table.column("input_uri"), ""),
+    )
+    table = _last_of_each(table.append_column("_per_output", per_output), "_per_output", order)
+    return table.drop_columns(["_run", "_written", "_one_per", "_per_output"])
 
 
 def utc_now() -> datetime:
@@ -213,15 +236,22 @@ class Manifest:
         self.compacted_uri = join(self.root, FOLDED_NAME)
         self.journal_root = join(self.root, JOURNAL_DIR)
         self.listing_uri = join(self.root, "listing.json")
+        self.quarantine_root = join(self.root, QUARANTINE_DIR)
         self.legacy_root = join(output_root, LEGACY_MANIFEST_DIR)
+        self.damaged: dict[str, str] = {}  # journal files found damaged: why
 
     def record(self, row: dict) -> bytes:
         """Journal one finished (ok, failed or skipped) row as a file of its own; its Parquet bytes, for the
-        driver's batch."""
+        driver's batch. Should the file not be written (a full disk), the driver's batch still holds the row, and
+        only a driver killed before that batch loses it: the input is then done again, never left wrong."""
         record = manifest_row(row, self.schema)
         record["finished_at"] = record["finished_at"] or utc_now()
         content = self.to_parquet([record])
-        self.storage.write_bytes(join(self.journal_root, one_row_name(record["input_uri"], record["run_id"])), content)
+        uri = join(self.journal_root, one_row_name(record["input_uri"], record["run_id"]))
+        try:
+            self.storage.write_bytes(uri, content)
+        except StorageError as exc:
+            log.warning("%s's row could not be journalled by the last stage (%s); the driver keeps it", uri, exc)
         return content
 
     def record_left_out(self, left_out: str) -> None:
@@ -231,17 +261,18 @@ class Manifest:
     def left_out(self) -> str:
         if not self.storage.exists(self.listing_uri):
             return ""
-        return json.loads(self.storage.read_bytes(self.listing_uri))["left_out"]
+        try:
+            return str(json.loads(self.storage.read_bytes(self.listing_uri))["left_out"])
+        except (ValueError, KeyError, TypeError):  # damaged: the next run writes it again
+            return ""
 
     def _journal(self, root: str, columns: tuple[str, ...] | None) -> tuple[list[pa.Table], list[str]]:
         """The journal's tables (`columns` of them, or all), and every file of it: the batches, then the one-row
         files no batch holds, each read storage.parallel_requests at a time (one-row files a batch stands for are
-        listed, not read)."""
+        listed, not read). A damaged file is passed over (see damaged)."""
         uris = [uri for uri in self.storage.list_prefix(join(root, JOURNAL_DIR) + "/") if uri.endswith(".parquet")]
         batches = [uri for uri in uris if uri.rsplit("/", 1)[-1].startswith(BATCH_PREFIX)]
-        tables = [
-            read_parquet(content, columns and (*columns, "run_id")) for content in self.storage.read_many(batches)
-        ]
+        tables = self._readable(batches, columns and (*columns, "run_id"))
         held = {
             one_row_name(input_uri, run_id)
             for table in tables
@@ -250,14 +281,47 @@ class Manifest:
             )
         }
         singles = [uri for uri in uris if uri not in batches and uri.rsplit("/", 1)[-1] not in held]
-        tables += [read_parquet(content, columns) for content in self.storage.read_many(singles)]
-        return tables, uris
+        tables += self._readable(singles, columns)
+        return tables, [uri for uri in uris if uri not in self.damaged]
+
+    def _readable(self, uris: list[str], columns: tuple[str, ...] | None) -> list[pa.Table]:
+        """The tables of these journal files; a damaged one is noted in `damaged`, with why, and passed over: the
+        rows it held are lost, so their inputs are redone (a batch's rows are still in their one-row files, which
+        are read instead)."""
+        tables = []
+        for uri, content in zip(uris, self.storage.read_many(uris), strict=True):
+            try:
+                tables.append(read_parquet(content, columns, uri))
+            except DamagedFileError as exc:
+                if uri not in self.damaged:
+                    log.warning("%s; its rows are passed over, and their inputs redone", exc)
+                self.damaged[uri] = str(exc)
+        return tables
+
+    def quarantine_damaged(self) -> list[str]:
+        """Move the damaged journal files found so far aside, into `quarantine/` beside the journal (never deleted:
+        a person may want to look), so that no later run reads them again. What was moved, as lines to print."""
+        moved = []
+        for uri, why in sorted(self.damaged.items()):
+            aside = join(self.quarantine_root, uri.rsplit("/", 1)[-1])
+            self.storage.write_bytes(aside, self.storage.read_bytes(uri))
+            self.storage.delete(uri)
+            moved.append(f"{why}: moved to {aside}; the inputs whose rows it held are redone")
+        self.damaged.clear()
+        return moved
 
     def _folded(self, root: str, columns: tuple[str, ...] | None) -> list[pa.Table]:
         uri = join(root, FOLDED_NAME)
         if not self.storage.exists(uri):
             return []
-        return [read_parquet(self.storage.read_bytes(uri), columns)]
+        try:
+            return [read_parquet(self.storage.read_bytes(uri), columns, uri)]
+        except DamagedFileError as exc:
+            raise DamagedFileError(
+                f"{exc}. It holds the rows of every finished input, so no run goes on without it: restore it from a "
+                "copy (S3 versioning, a backup), or move it aside to start the bookkeeping over (every input it "
+                "held is then done again; outputs are overwritten, never deleted)"
+            ) from None
 
     def _legacy(self, columns: tuple[str, ...] | None) -> list[pa.Table]:
         """The rows a job from before the reserved folder left in `_manifest/`, until the first fold here holds
@@ -309,7 +373,7 @@ class RunJournal:
 
     def add(self, one_row_file: bytes) -> None:
         """A row the last stage journalled, as it wrote it."""
-        self._add(read_parquet(one_row_file))
+        self._add(read_parquet(one_row_file, uri="a row the last stage sent"))
 
     def add_rows(self, rows: list[dict]) -> None:
         """Pipeline rows the driver decided itself (refused by the plan, left without a result)."""
@@ -329,6 +393,12 @@ class RunJournal:
         ):
             self.write()
 
+    def flush(self) -> None:
+        """Write the waiting rows now, or raise: the fold must not go on without them."""
+        self.write()
+        if self.waiting:
+            raise StorageError(f"the journal's last batch could not be written under {self.manifest.journal_root}")
+
     def write(self) -> None:
         """Write the waiting rows as one batch file. Should that fail, they wait for the next batch; the rows of the
         last stage are in its one-row files meanwhile."""
@@ -339,7 +409,7 @@ class RunJournal:
         pq.write_table(pa.concat_tables(self.waiting), sink)
         try:
             self.manifest.storage.write_bytes(join(self.manifest.journal_root, name), sink.getvalue())
-        except StorageError as exc:
+        except StorageError as exc:  # a full disk, an S3 outage: the rows stay here
             log.warning("a batch of the manifest's journal could not be written (%s); it is tried again later", exc)
             return
         self.waiting, self.batches, self.last_write = [], self.batches + 1, time.monotonic()

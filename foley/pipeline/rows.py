@@ -42,6 +42,7 @@ def planned_row(item: InputItem, output_uri: str) -> dict:
         "input_identity": item.identity,
         "output_uri": output_uri,
         "output_uris": json.dumps([output_uri]),  # JSON: every file the result writes (a video, a sidecar sound file)
+        "output_sizes": "[]",  # JSON: each one's size as published (the last stage fills it in)
         "relative_path": item.relative_path,
         "image": False,  # a still image, dubbed as one shot of output.image_seconds
         "conditions": "",  # JSON: the conditions of this video that change its sound (ConditionsConfig.used)
@@ -138,7 +139,7 @@ def fail(row: dict, stage: str, exc: BaseException) -> None:
     reason = str(exc) if expected and str(exc) else f"{type(exc).__name__}: {exc}"
     row["status"] = FAILED
     row["error"] = f"{stage}: {row['input_uri']}: {reason}"
-    row["output_uris"] = "[]"  # nothing of this result was written
+    row["output_uris"] = row["output_sizes"] = "[]"  # nothing of this result was written
     if not expected:
         log.warning("unexpected error in %s for %s\n%s", stage, row["input_uri"], traceback.format_exc())
 

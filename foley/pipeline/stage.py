@@ -4,9 +4,9 @@ for the model stages, the node-local input, and the final stage that publishes a
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from foley.config import FoleyConfig, StageResources, StorageConfig
 from foley.media.probe import decode_audio
+from foley.pipeline.attempts import bounded_crashes
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.manifest import Manifest, utc_now
 from foley.pipeline.metrics import JobMetrics
@@ -35,18 +36,15 @@ from foley.storage.store import Storage
 from foley.storage.uris import is_s3
 
 log = logging.getLogger("foley")
-# Ray 2.60 has no named map_batches parameter for an actor's task retries (max_task_retries), only the remote args it
-# marks deprecated for 2.64 (pinned below that in pyproject.toml); the warning would print on every run.
-warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
 REMOVE_TIMEOUT_S = 120  # for removing cached copies on other nodes; a node that does not answer keeps its copy
 
 
 def stage_options(resources: StageResources) -> dict:
     """map_batches arguments for a stage: its resources, actor pool and batch size, all from the config.
 
-    Ray Data restarts an actor whose process dies (max_restarts=-1) and retries the batch it held on the new one,
-    at most `max_retries` times: a lost worker costs time, and an input that kills its worker every time fails
-    alone instead of being retried without end.
+    Ray Data restarts an actor whose process dies and retries the batch it held on the new one, without end, so
+    that a lost node costs time, never inputs; how often a row may kill its worker (stages.<name>.max_retries) is
+    bounded by the stages themselves (foley.pipeline.attempts), so such an input fails alone.
     """
     if isinstance(resources.concurrency, tuple):
         pool = ActorPoolStrategy(min_size=resources.concurrency[0], max_size=resources.concurrency[1])
@@ -59,7 +57,6 @@ def stage_options(resources: StageResources) -> dict:
         resources=resources.resources or None,
         compute=pool,
         batch_format="numpy",
-        max_task_retries=resources.max_retries,
     )
     if resources.memory_gb is not None:
         options["memory"] = int(resources.memory_gb * 2**30)
@@ -194,6 +191,7 @@ def remove_input_copies(row: dict, storage: Storage) -> None:
     others = nodes - {this_node(), "local"}
     if not others:  # the usual case on one machine: nothing to ask of Ray
         return
+    others &= {node["NodeID"] for node in ray.nodes() if node["Alive"]}  # a lost node took its cache with it
     elsewhere = [
         remove_input_copy.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
             storage.config, uri, identity
@@ -223,9 +221,11 @@ class FinalStage:
         self.manifest = Manifest(output_root, self.storage, self.kind)
         self.metrics = JobMetrics(self.kind.name, self.kind.stages) if ray.is_initialized() else None
 
-    def publish(self, row: dict) -> None:
+    def publish(self, row: dict) -> list[int]:
+        """Write the row's outputs (each checked before it is published); their sizes, in output order."""
         raise NotImplementedError
 
+    @bounded_crashes()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return batch_of([self.finish(row) for row in rows_of(batch)])
 
@@ -234,7 +234,7 @@ class FinalStage:
         if is_pending(row):
             started = time.perf_counter()
             try:
-                self.publish(row)
+                row["output_sizes"] = json.dumps(self.publish(row))
                 row["status"] = OK
             except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
                 fail(row, self.stage, exc)
@@ -243,7 +243,10 @@ class FinalStage:
         one_row_file = self.manifest.record(row)
         if self.metrics is not None:
             self.metrics.record(row)
-        remove_input_copies(row, self.storage)
+        try:
+            remove_input_copies(row, self.storage)
+        except OSError as exc:  # a copy left in the cache is only space, and the next run's fetch reuses it
+            log.warning("could not remove the cached copy of %s: %s", row["input_uri"], exc)
         return summary(row) | {"journal_row": one_row_file}
 
 

@@ -9,14 +9,14 @@ every file is there.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
 import uuid
 from pathlib import Path
 
-from foley.storage.publish import temporary_sibling
-from foley.storage.s3 import s3_errors
+from foley.storage.publish import local_write_failed, temporary_sibling
 from foley.storage.uris import StorageError, is_s3, safe_relative_path, split_s3
 
 INPUTS_DIR, WEIGHTS_DIR = "inputs", "weights"
@@ -50,13 +50,14 @@ class NodeCache:
         target = self.local_copy_path(uri, identity)
         if target.is_file():  # published whole by an earlier stage on this node
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = temporary_sibling(target)
         bucket, key = split_s3(uri)
         try:
-            with s3_errors("downloading", uri):
-                self.s3.download_file(bucket, key, str(partial))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.s3_call("downloading", uri, lambda: self.s3.download_file(bucket, key, str(partial)))
             os.replace(partial, target)
+        except OSError as exc:  # the cache's disk: full, or not writable
+            raise local_write_failed(target, exc) from None
         finally:
             partial.unlink(missing_ok=True)
         return target
@@ -85,8 +86,11 @@ class NodeCache:
             for object_uri in wanted:
                 local = staging / safe_relative_path(split_s3(object_uri)[1][len(prefix) :])
                 local.parent.mkdir(parents=True, exist_ok=True)
-                with s3_errors("downloading", object_uri):
-                    self.s3.download_file(bucket, split_s3(object_uri)[1], str(local))
+                self.s3_call(
+                    "downloading",
+                    object_uri,
+                    functools.partial(self.s3.download_file, bucket, split_s3(object_uri)[1], str(local)),
+                )
                 self._check_download(object_uri, listed[object_uri], local)
             (staging / COMPLETE_MARKER).write_text(content)
             try:

@@ -101,7 +101,7 @@ class InputListing:
         items, left_out = [], {}
         for uri, identity in self.list_objects(prefix_uri):
             relative = uri[len(prefix_uri) :]
-            if uri.endswith("/"):  # a console's folder marker
+            if uri.endswith("/") or is_hidden(relative):  # a console's folder marker; ._clip.mp4, .git/x.mp4
                 continue
             if uri.lower().endswith(suffixes):
                 items.append(InputItem(uri, relative, identity))
@@ -115,16 +115,23 @@ class InputListing:
         lines = read_list(source, self.read_bytes(source), columns)
         if not lines:
             raise StorageError(f"input list {source} holds no URIs; give one per line (a 'uri' column)")
-        # The same file listed twice is one input (its first line counts); two different files that map to one output
-        # are caught later. A line that names no usable location fails alone, under its line number.
+        # A line that names no usable location fails alone, under its line number; so does a line that names a
+        # video an earlier line named (the first counts); two different files that map to one output are caught later.
         failed, by_uri = [], {}
         for line in lines:
-            if problem := line.problem or location_problem(line.location) or relative_path_problem(line):
+            location = line.location if is_s3(line.location) or not line.location else Path(line.location).resolve()
+            location = location.as_posix() if isinstance(location, Path) else location
+            problem = line.problem or location_problem(line.location) or relative_path_problem(line)
+            if not problem and location in by_uri:
+                problem = (
+                    f"it lists {line.location} again (first on line {by_uri[location].number}); list each video once: "
+                    "a video with two looks needs two copies, or two runs to two outputs"
+                )
+            if problem:
                 where = f"{source} line {line.number}"
                 failed.append(InputItem(where, f"line-{line.number}", "", line.cells, problem))
             else:
-                location = line.location if is_s3(line.location) else Path(line.location).resolve().as_posix()
-                by_uri.setdefault(location, line)
+                by_uri[location] = line
         # Without a relative_path column, outputs mirror the paths under the deepest folder holding every line's
         # video: a line added from another folder moves that folder, and with it every output.
         base = _common_directory(list(by_uri))
@@ -170,18 +177,23 @@ def _list_folder(root: Path, suffixes: tuple[str, ...]) -> Listing:
             continue
         for entry in entries:
             relative = entry.path[len(base) + 1 :]
+            if entry.name.startswith("."):  # hidden: .git/, .DS_Store, macOS's ._clip.mp4 (never an input)
+                continue
             if entry.is_dir(follow_symlinks=False):
                 folders.append(entry.path)
             elif entry.is_symlink() and _links_to_a_folder(entry):  # not entered
                 left_out.setdefault(FOLDER_LINK, []).append(relative)
-            elif entry.name.startswith("."):
-                continue
             elif not entry.name.lower().endswith(suffixes):
                 left_out.setdefault(_extension(relative), []).append(relative)
             else:
                 problem = _link_problem(Path(entry.path), root) if entry.is_symlink() else ""
                 items.append(InputItem(entry.path, relative, "" if problem else local_identity(entry), problem=problem))
     return Listing(sorted(items, key=lambda item: item.relative_path), left_out)
+
+
+def is_hidden(relative_path: str) -> bool:
+    """A file that is hidden, or inside a hidden folder (a name starting with a dot): never an input."""
+    return any(part.startswith(".") for part in relative_path.split("/"))
 
 
 def _links_to_a_folder(link: os.DirEntry) -> bool:
@@ -228,6 +240,11 @@ def relative_path_problem(line: ListLine) -> str:
         return ""
     if not line.relative_path:
         return f"its '{RELATIVE_COLUMN}' cell is empty; in a list with that column, give every line its output path"
+    if ".." in line.relative_path.replace("\\", "/").split("/"):
+        return (
+            f"its {RELATIVE_COLUMN} {line.relative_path!r} has a '..' part; give a plain path under the output root "
+            "(a/b.mp4)"
+        )
     if _extension(line.relative_path) != _extension(line.location):
         return (
             f"its {RELATIVE_COLUMN} {line.relative_path!r} has another extension than {line.location!r}; keep "

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyarrow import fs
 
@@ -18,6 +21,7 @@ from foley.config import StorageConfig
 from foley.storage.uris import StorageError
 
 DEFAULT_REGION = "us-east-1"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,34 @@ def s3_errors(what: str, uri: str) -> Iterator[None]:
 def is_missing(exc: Exception) -> bool:
     """A ClientError that means 'no such object'."""
     return getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A broken exchange that the same request may not meet again: a reset or timed-out connection, a response
+    body cut short. (S3's own 5xx and throttling answers are ClientErrors that botocore has retried already.)"""
+    from botocore.exceptions import (  # noqa: PLC0415 - only where S3 is used
+        ConnectionClosedError,
+        EndpointConnectionError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+    from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
+    from urllib3.exceptions import HTTPError  # noqa: PLC0415
+
+    broken = (ConnectionClosedError, EndpointConnectionError, IncompleteReadError, ReadTimeoutError)
+    return isinstance(exc, (*broken, ResponseStreamingError, BotoConnectionError, HTTPError, ConnectionError))
+
+
+def retried(call: Callable[[], T], attempts: int, base_delay_s: float) -> T:
+    """`call()`, again after a transient failure (is_transient), at most `attempts` times in all, waiting with
+    exponential backoff and full jitter. botocore retries a request, but not the reading of a streamed body
+    (get_object's Body), nor a whole exchange such as a conditional write and its check."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(random.uniform(0, base_delay_s * 2**attempt))
+    raise AssertionError("unreachable")
