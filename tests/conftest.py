@@ -198,6 +198,39 @@ def bucket(s3_endpoint, request):
     return name, storage
 
 
+# The dub job's plan alone, in-process: what a run would do with a library and a manifest.
+
+
+def plan_dub(input_root, output_root, config, *extra) -> list[dict]:
+    """The dub job's plan, with its arguments parsed as on the command line: the rows it would process."""
+    from foley.pipeline.job import JobRun
+    from foley.pipeline.kinds import DUB
+    from foley.pipeline.outputs import dub_outputs
+    from jobs.dub import parse_args
+
+    args = parse_args(["--input", str(input_root), "--output", str(output_root), *extra])
+    run = JobRun(args, config, DUB)
+    rows = run.plan(outputs_for=lambda item: dub_outputs(args.output, item, config))
+    run.lease.give_back()  # the plan alone is this run: the next one takes the output root
+    return rows
+
+
+def finish_rows(output_root, config, rows: list[dict]) -> None:
+    """Publish a stand-in output of each row and journal the row with its size, as the Mux stage does."""
+    import argparse
+
+    from foley.pipeline.job import JobRun
+    from foley.pipeline.kinds import DUB
+
+    run = JobRun(argparse.Namespace(output=str(output_root)), config, DUB)
+    for row in rows:
+        outputs = json.loads(row["output_uris"])
+        for uri in outputs:
+            run.storage.write_bytes(uri, b"a published output")
+        sizes = json.dumps([len(b"a published output")] * len(outputs))
+        run.manifest.record(row | {"status": "ok", "output_sizes": sizes})
+
+
 # Stages called in-process, the way Ray Data calls them (a numpy batch of rows); models loaded once per session.
 
 
@@ -251,3 +284,34 @@ def held_out_cosine(spec, train: tuple, held_out: tuple, steps: int) -> float:
     generators = [torch.Generator().manual_seed(i) for i in range(len(val_condition))]
     mapped = mapper.eval().map(val_condition, generators, 1, 1.0)
     return float((mapped * F.normalize(val_clap, dim=-1)).sum(-1).mean())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`mount(name, size)`: a folder under tmp_path on a tmpfs of `size` (e.g. "700k"), a disk that fills up as a
+    real one does (writes fail with ENOSPC). Skipped, with the reason, where this machine cannot mount one."""
+    mounted = []
+
+    def mount(name: str, size: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"a small disk (tmpfs) cannot be mounted here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder: Path, leave_bytes: int) -> Path:
+    """Fill the file system under `folder` until `leave_bytes` are free; the filler file, to delete to free it."""
+    import shutil
+
+    filler = folder / "filler.bin"
+    free = shutil.disk_usage(folder).free
+    with open(filler, "wb") as file:
+        file.write(b"\0" * max(free - leave_bytes, 0))
+    return filler

@@ -147,3 +147,20 @@ def test_models_that_do_not_fit_and_a_missing_reference_are_refused_before_ray_s
     )
     assert not ray.is_initialized() and not (tmp_path / "out").exists()
     assert main([*arguments, *tiny_overrides(tiny_models, tmp_path / "cache")]) == 0  # the fitting pair: nothing to do
+
+
+def test_yaml_words_reach_settings_as_words_everywhere(tmp_path):
+    """YAML 1.1 reads off, on, yes and no as booleans; a setting whose choices are words gets the word, from the
+    command line and from a preset alike, and a yes/no setting still takes them."""
+    config = load_config(ROOT / "configs/tiny.yaml", ["sources.mode=off", "window.cuts=off", "report.enabled=no"])
+    assert (config.sources.mode, config.window.cuts, config.report.enabled) == ("off", "off", False)
+    preset = tmp_path / "configs" / "words.yaml"
+    preset.parent.mkdir()
+    preset.write_text("sources: {mode: off}\nwindow: {cuts: off}\nreport: {enabled: yes}\noutput: {alternates: on}\n")
+    config = load_config(preset)
+    assert (config.sources.mode, config.window.cuts, config.report.enabled, config.output.alternates) == (
+        "off",
+        "off",
+        True,
+        True,
+    )

@@ -8,7 +8,6 @@ input is refused before any work starts, and the originals' bytes stay as they w
 import csv
 import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import OWN_RAY, ROOT, own_ray, run_dub, tiny_overrides
+from conftest import OWN_RAY, ROOT, finish_rows, own_ray, plan_dub, run_dub, tiny_overrides
 from foley.config import StorageConfig
 from foley.media.render import render_test_video
 from foley.models.identity import ModelIdentities
@@ -198,36 +197,6 @@ def test_another_input_root_redoes_at_the_new_paths_and_skipped_rows_are_final(t
     assert plan(library) == []  # ok and skipped are both final under the same result
     again = plan(library.parent)  # the same files, listed from one folder up
     assert [row["relative_path"] for row in again] == ["shows/a.mp4", "shows/b.mp4"]
-
-
-def plan_dub(input_root, output_root, config, *extra) -> list[dict]:
-    """The dub job's plan, with its arguments parsed as on the command line: the rows it would process."""
-    from foley.pipeline.job import JobRun
-    from foley.pipeline.kinds import DUB
-    from foley.pipeline.outputs import dub_outputs
-    from jobs.dub import parse_args
-
-    args = parse_args(["--input", str(input_root), "--output", str(output_root), *extra])
-    run = JobRun(args, config, DUB)
-    rows = run.plan(outputs_for=lambda item: dub_outputs(args.output, item, config))
-    run.lease.give_back()  # the plan alone is this run: the next one takes the output root
-    return rows
-
-
-def finish_rows(output_root, config, rows: list[dict]) -> None:
-    """Publish a stand-in output of each row and journal the row with its size, as the Mux stage does."""
-    import argparse
-
-    from foley.pipeline.job import JobRun
-    from foley.pipeline.kinds import DUB
-
-    run = JobRun(argparse.Namespace(output=str(output_root)), config, DUB)
-    for row in rows:
-        outputs = json.loads(row["output_uris"])
-        for uri in outputs:
-            run.storage.write_bytes(uri, b"a published output")
-        sizes = json.dumps([len(b"a published output")] * len(outputs))
-        run.manifest.record(row | {"status": "ok", "output_sizes": sizes})
 
 
 def test_a_moved_library_redoes_nothing_and_the_manifest_follows_it(tmp_path, tiny_config):

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -89,3 +90,57 @@ def test_the_dub_job_refuses_an_output_another_run_holds_before_writing_anything
     # Only the holder's files: its upload, and the lock beside its lease that its renewals and give-back took.
     written = sorted(p.name for p in (tmp_path / "out").rglob("*"))
     assert written == [".a.mp4.partial-89abcdef.mp4", "_foley", "lease.json.lock"]
+
+
+@pytest.mark.parametrize("content", [b"", b'{"run_id": "run-cut", "host": "h', b"not json at all"])
+def test_an_empty_or_damaged_lease_file_is_taken_over(output_root, content, capsys):
+    """What a full disk left (the create succeeded, the write did not), or a file cut short: taken as expired,
+    never a block on every later run."""
+    storage, root = output_root
+    lease = OutputLease(storage, root, "run-new", SETTINGS)
+    storage.write_bytes(lease.uri, content)
+    lease.take()
+    assert f"taking over {lease.uri} from a damaged lease: its file is damaged ({len(content)} bytes" in (
+        capsys.readouterr().err
+    )
+    assert json.loads(storage.read_bytes(lease.uri))["run_id"] == "run-new"
+    lease.give_back()
+    assert not storage.exists(lease.uri)
+
+
+def test_a_takeover_replaces_only_the_lease_it_judged_dead(output_root, monkeypatch):
+    """Two runs find one dead lease; the first takes it over. The second, whose judgement was of the dead lease, must
+    not replace the first's fresh one: its conditional write fails, it reads again, and is refused."""
+    storage, root = output_root
+    dead = {"run_id": "run-dead", "host": "another-host", "pid": 1, "renewed_at": time.time() - 3600}
+    first = OutputLease(storage, root, "run-first", SETTINGS)
+    second = OutputLease(storage, root, "run-second", SETTINGS)
+    storage.write_bytes(first.uri, json.dumps(dead).encode())
+    judge = OutputLease.holder_gone
+
+    def first_takes_over_meanwhile(self, held):
+        verdict = judge(self, held)
+        if self is second and held["run_id"] == "run-dead" and first.version is None:
+            first.take()  # between the second's read and its write
+        return verdict
+
+    monkeypatch.setattr(OutputLease, "holder_gone", first_takes_over_meanwhile)
+    with pytest.raises(LeaseHeldError, match="in use by another run: run run-first"):
+        second.take()
+    assert json.loads(storage.read_bytes(first.uri))["run_id"] == "run-first"
+    first.give_back()
+
+
+def test_a_run_whose_lease_is_taken_stops(output_root):
+    """A renewal that finds another run's lease calls on_lost (the job's driver stops there, exit 1) and leaves
+    that run's lease alone."""
+    storage, root = output_root
+    lost = threading.Event()
+    lease = OutputLease(storage, root, "run-1", SETTINGS, on_lost=lost.set)
+    lease.take()
+    other = {"run_id": "run-2", "host": "another-host", "pid": 1, "renewed_at": time.time()}
+    storage.write_bytes(lease.uri, json.dumps(other).encode())
+    assert lost.wait(30), "the renewal never noticed"
+    assert "no longer held by this run: another run took it over or removed it" in lease.lost
+    lease.give_back()
+    assert json.loads(storage.read_bytes(lease.uri))["run_id"] == "run-2"

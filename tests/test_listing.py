@@ -213,3 +213,50 @@ def test_inputs_that_would_land_in_the_jobs_own_files_fail_and_cleaning_touches_
     assert "4 inputs under" in summary and "0 to process" in summary
     assert "removed 1 partial files" in summary and "removed 1 staged segments" in summary
     assert json.loads((out / "_foley/manifest" / "listing.json").read_text()) == {"left_out": ""}
+
+
+def test_hidden_files_and_folders_are_never_inputs(tmp_path, bucket):
+    """.git/x.mp4, macOS's ._clip.mp4, a/.cache/y.mp4: hidden, in a folder and in a bucket alike."""
+    name, storage = bucket
+    hidden, shown = [".git/x.mp4", "._clip.mp4", "a/.cache/y.mp4", "a/.z.mp4"], ["a/ok.mp4"]
+    for relative in hidden + shown:
+        (tmp_path / "lib" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "lib" / relative).write_bytes(b"x")
+        storage.s3.put_object(Bucket=name, Key=f"lib/{relative}", Body=b"x")
+    assert [item.relative_path for item in listing(tmp_path / "lib").items] == shown
+    assert [item.relative_path for item in storage.list_inputs(f"s3://{name}/lib/", EXTENSIONS).items] == shown
+
+
+def test_a_video_listed_twice_fails_its_second_line_by_name(tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    source = write_csv(
+        tmp_path / "list.csv",
+        [["uri", "relative_path", "prompt"], [video, "one.mp4", "rain"], [video, "two.mp4", "wind"]],
+    )
+    items = listing(source).items
+    assert [(item.relative_path, item.problem) for item in items if not item.problem] == [("one.mp4", "")]
+    [twice] = [item for item in items if item.problem]
+    assert twice.uri == f"{source} line 3"
+    assert f"it lists {video} again (first on line 2); list each video once" in twice.problem
+
+
+def test_a_relative_path_is_judged_as_it_will_be_joined(tmp_path, tiny_config):
+    """`./_foley/...` lands in the job's own folder once normalised (where the next run would delete it), and a
+    `..` part fails its line, as the README says."""
+    from conftest import plan_dub
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    cells = ["./_foley/segments/a.mp4", "sub/../_foley/segments/b.mp4", "a/../c.mp4", "ok/./d.mp4"]
+    copies = []
+    for index, _ in enumerate(cells):
+        copies.append(tmp_path / f"v{index}.mp4")
+        copies[-1].write_bytes(bytes([index]))
+    source = write_csv(tmp_path / "list.csv", [["uri", "relative_path"], *zip(copies, cells, strict=True)])
+    planned = plan_dub(source, tmp_path / "out", tiny_config)
+    assert [row["output_uri"] for row in planned] == [str(tmp_path / "out/ok/d.mp4")]
+    current = Manifest(str(tmp_path / "out"), Storage(StorageConfig()), DUB).current()
+    errors = [row["error"] for row in current.values()]
+    assert len([e for e in errors if "would land in _foley/, the job's own folder" in e and "v0.mp4" in e]) == 1
+    assert len([e for e in errors if "has a '..' part; give a plain path under the output root" in e]) == 2

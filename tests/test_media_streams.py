@@ -441,3 +441,25 @@ def test_every_codec_and_container_is_read_and_dubbed_with_the_video_untouched(
     decoded_s = len(decoded_channels(output)) / int(audio["sample_rate"])  # TS and PS headers only estimate it
     assert abs(decoded_s - probe(video, measure_audio=False).duration_s) < 0.1
     assert [kind for kind in kinds(output) if kind[0] == "subtitle"] == ([("subtitle", subtitles)] if subtitles else [])
+
+
+def test_a_video_whose_timestamps_do_not_start_at_0_is_sampled_at_the_same_moments(tmp_path, tiny_config, decode_embed):
+    """Broadcast MPEG-TS (B-frames, a clock far from 0) and a trimmed Matroska file starting at 100 s hold the same
+    frames as the file they were cut from: each window's frames are the same, so is its CLIP embedding, and so is
+    the video's length (a Matroska DURATION tag counts from 0, not from the first frame)."""
+    source = tmp_path / "source.mp4"
+    ffmpeg(
+        *lavfi("testsrc2=size=160x120:rate=25:duration=3"), "-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p", source
+    )
+    copies = {"broadcast.ts": ["-output_ts_offset", "10"], "trimmed.mkv": ["-output_ts_offset", "100"]}
+    for name, offset in copies.items():
+        ffmpeg("-i", str(source), "-c", "copy", *offset, str(tmp_path / name))
+    rows = {
+        path.name: row
+        for path in [source, *(tmp_path / name for name in copies)]
+        for row in rows_of(decode_embed(batch_of([new_row(InputItem(str(path), path.name), "o", tiny_config, DUB)])))
+    }
+    for name in copies:
+        assert rows[name]["status"] == PENDING, rows[name]["error"]
+        assert rows[name]["duration_s"] == pytest.approx(3.0, abs=0.05) and rows[name]["n_windows"] == 1
+        assert np.allclose(rows[name]["clip_embeddings"], rows["source.mp4"]["clip_embeddings"], atol=1e-5), name

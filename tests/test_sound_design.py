@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import row_for, run, run_dub, tiny_overrides
+from conftest import finish_rows, row_for, run, run_dub, tiny_overrides
 from foley.config import ConditionsConfig
 from foley.media.probe import decode_audio
 from foley.media.render import render_test_video
@@ -22,7 +22,7 @@ from foley.models.conditions import Conditioner, normalised
 from foley.pipeline.job import JobRun
 from foley.pipeline.kinds import DUB
 from foley.pipeline.outputs import dub_outputs
-from foley.pipeline.rows import OK, window_notes
+from foley.pipeline.rows import window_notes
 from foley.storage.store import Storage
 from media_checks import ffprobe_facts, track_name
 
@@ -156,9 +156,8 @@ def test_a_prompt_column_changes_only_its_video_and_its_hash(tmp_path, tiny_conf
         return rows
 
     first = plan(write_list(tmp_path / "plain.csv", [{"uri": str(v)} for v in videos]))
+    finish_rows(tmp_path / "out", tiny_config, first)
     storage_run = JobRun(argparse.Namespace(input="", output=str(tmp_path / "out"), force=False), tiny_config, DUB)
-    for row in first:
-        storage_run.manifest.record(row | {"status": OK})
     prompted = [{"uri": str(videos[0])}, {"uri": str(videos[1]), "prompt": "seaside", "prompt_weight": 0.7}]
     second = plan(write_list(tmp_path / "prompted.csv", prompted))
 

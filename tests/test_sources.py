@@ -131,6 +131,26 @@ def test_cycle_mix_keeps_the_candidate_whose_cosines_to_the_sources_spread_least
         assert float((heard @ weighted.T).std(axis=1)[0]) == pytest.approx(min(notes["spreads"]), abs=1e-3)
 
 
+def test_cycle_mix_with_a_window_of_no_weighted_source_ranks_by_the_condition(found, sources_config, tiny_config):
+    """Every label excluded (or a detector that finds nothing): no window has two weighted sources, so Cycle Mix has
+    nothing to spread over and each window keeps its best-scoring candidate; a video beside it in the batch is
+    made too (no IndexError fails the batch)."""
+    from workers.map import Map
+    from workers.synthesize import Synthesize
+
+    config = sources_config.with_overrides("audioldm.candidates=2", "sources.cycle_mix=true")
+    labels = sorted({source["label"] for sources in json.loads(found["window_sources"]) for source in sources})
+    muted = config.with_overrides(f"sources.exclude={json.dumps(labels)}")
+    [mapped] = run(Map(muted), [dict(found)])
+    other = dict(mapped, input_uri="other.mp4", relative_path="other.mp4")
+    synthesize = Synthesize(muted)
+    rows = run(synthesize, [mapped, other])
+    assert [row["status"] for row in rows] == [PENDING, PENDING]
+    for notes in window_notes(rows[0]):
+        assert notes["spreads"] == [0.0, 0.0] and notes["kept"] == int(np.argmax(notes["scores"]))
+    assert len(rows[1]["waveforms"]) == rows[1]["n_windows"] == 2  # the video beside it is made, not failed
+
+
 def test_sources_off_keep_the_hash_and_on_the_detector_and_its_labels_count(tiny_config, tmp_path):
     identities = ModelIdentities(Storage(tiny_config.storage))
     off = tiny_config.with_overrides("sources.max_sources=2", "sources.exclude=[speech]", "sources.detector=elsewhere")

@@ -16,7 +16,7 @@ import ffmpeg
 import numpy as np
 
 from foley.media.probe import MediaError, StreamInfo, VideoInfo, ffmpeg_reason, probe
-from foley.media.verify import Planned, check_written
+from foley.media.verify import OUT_OF_SPACE, Planned, check_written, out_of_space
 
 # The mix of the original and the generated track goes through a limiter with this ceiling, a little under full
 # scale, for the overshoot a lossy encoder adds when the mix is decoded again (about 0.5 dB with Opus; ffmpeg's own
@@ -296,10 +296,13 @@ def run_with_track(
     args = [*args[:at], *options, *args[at:]]
     samples = memoryview(np.ascontiguousarray(track, dtype="<f4"))  # the track itself, not a copy of its bytes
     result = subprocess.run(args, input=samples.cast("B"), capture_output=True)
+    log = result.stderr.decode(errors="replace")
     if result.returncode != 0:
         reason = ffmpeg_reason(ffmpeg.Error("ffmpeg", result.stdout, result.stderr))
+        if OUT_OF_SPACE in log:
+            raise out_of_space(output_path, f"{action} failed (ffmpeg: {OUT_OF_SPACE})")
         raise MediaError(f"{action} failed (ffmpeg: {reason})")
-    check_written(output_path, planned, result.stderr.decode(errors="replace"))
+    check_written(output_path, planned, log)
 
 
 def copy_video_stream(source: Path, target: Path, stream_index: int) -> None:

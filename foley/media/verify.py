@@ -43,13 +43,18 @@ def check_written(path: Path, planned: Planned, ffmpeg_log: str = "") -> None:
     if not problem:
         return
     if OUT_OF_SPACE in ffmpeg_log or _out_of_space(path):
-        free = shutil.disk_usage(path.parent).free
-        raise MediaError(
-            f"no space left on the device holding {path.parent} ({free} bytes free) while writing {path.name}: "
-            f"{problem}; nothing was published. Free space there (for s3:// outputs it is storage.cache_dir) and "
-            "run the job again"
-        )
+        raise out_of_space(path, problem)
     raise MediaError(f"the written file failed its check ({problem}); nothing was published. Run the job again")
+
+
+def out_of_space(path: Path, problem: str) -> MediaError:
+    """A file that could not be written whole because its disk is full, named with the folder and what is free."""
+    free = shutil.disk_usage(path.parent).free
+    return MediaError(
+        f"no space left on the device holding {path.parent} ({free} bytes free) while writing {path.name}: "
+        f"{problem}; nothing was published. Free space there (for s3:// outputs it is storage.cache_dir) and run "
+        "the job again"
+    )
 
 
 def _out_of_space(path: Path) -> bool:

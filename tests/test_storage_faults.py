@@ -1,0 +1,141 @@
+"""Storage as infrastructure fails: S3 connections reset and bodies cut short (the fault-injecting proxy between
+the client and moto), uploads that do not arrive as sent, and full disks (a small tmpfs). Nothing is published
+unchecked, a transient fault is retried, and what still fails names the place and what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import fill
+from foley.config import LeaseConfig, StorageConfig
+from foley.media.probe import MediaError
+from foley.media.render import render_test_video
+from foley.pipeline.lease import OutputLease
+from foley.storage.store import Storage
+from foley.storage.uris import StorageError
+from media_checks import plays
+from s3_faults import FaultyS3
+
+
+@pytest.fixture
+def faulty(bucket, s3_endpoint):
+    """(bucket name, a Storage whose S3 calls cross the proxy, the proxy)."""
+    name, _ = bucket
+    with FaultyS3(upstream=s3_endpoint, seed=1) as proxy:
+        yield name, Storage(StorageConfig(endpoint_url=proxy.url, retry_base_s=0.01)), proxy
+    assert not proxy.errors, proxy.errors
+
+
+def test_a_body_cut_short_is_read_again(faulty):
+    name, storage, proxy = faulty
+    storage.write_bytes(f"s3://{name}/rows/a.parquet", bytes(range(256)) * 4096)
+    proxy.add_rule(lambda request: request.method == "GET" and request.key == "rows/a.parquet", fault="cut", times=2)
+    assert storage.read_bytes(f"s3://{name}/rows/a.parquet") == bytes(range(256)) * 4096
+    assert proxy.injected["cut"] == 2  # botocore does not retry a streamed body; Storage.read_bytes does
+
+
+def test_a_reset_after_the_leases_conditional_write_still_holds_the_lease(faulty):
+    """botocore retries the PUT whose answer was lost; the retry fails If-None-Match on the run's own record, which
+    the run recognises: it holds the lease instead of refusing itself."""
+    name, storage, proxy = faulty
+    proxy.add_rule(
+        lambda request: request.method == "PUT" and request.key.endswith("_foley/lease.json")
+        and "if-none-match" in request.headers,
+        fault="reset-after",
+    )  # fmt: skip
+    lease = OutputLease(storage, f"s3://{name}/out", "run-1", LeaseConfig(renew_s=30, expire_s=600))
+    lease.take()
+    assert proxy.injected["reset-after"] == 1
+    assert json.loads(storage.read_bytes(lease.uri))["run_id"] == "run-1"
+    lease.give_back()
+    assert not storage.exists(lease.uri)
+
+
+def test_an_upload_that_does_not_arrive_as_sent_is_removed_and_fails(bucket, tmp_path, monkeypatch):
+    name, storage = bucket
+    video = render_test_video(tmp_path / "clip.mp4", 1.0, 64, 48, 10)
+    real_upload = storage.s3.upload_file
+
+    def truncating(local, bucket_name, key, *args, **kwargs):  # what a broken proxy or client might do
+        half = tmp_path / "half"
+        half.write_bytes(Path(local).read_bytes()[:1000])
+        real_upload(str(half), bucket_name, key, *args, **kwargs)
+
+    monkeypatch.setattr(storage.s3, "upload_file", truncating)
+    with pytest.raises(StorageError, match="failed its check: 1000 bytes arrived of"):
+        storage.publish(video, f"s3://{name}/out/clip.mp4")
+    assert not storage.exists(f"s3://{name}/out/clip.mp4")
+
+
+def test_a_multipart_upload_is_checked_against_its_parts(bucket, tmp_path):
+    name, storage = bucket
+    storage = Storage(StorageConfig(endpoint_url=storage.config.endpoint_url, multipart_mb=5))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(11 * 2**20))  # three parts of 5 MiB
+    assert storage.publish(big, f"s3://{name}/out/big.bin") == big.stat().st_size
+    head = storage.s3.head_object(Bucket=name, Key="out/big.bin")
+    assert head["ETag"].strip('"').endswith("-3")
+
+
+def test_a_full_disk_fails_a_write_by_name_and_leaves_nothing(small_disk):
+    disk = small_disk("disk", "256k")
+    fill(disk, 4096)
+    storage = Storage(StorageConfig())
+    with pytest.raises(StorageError, match=f"no space left on the device holding {disk}"):
+        storage.write_bytes(str(disk / "_foley/manifest/rows/batch.parquet"), b"x" * 100_000)
+    assert not [path for path in disk.rglob("*") if path.is_file() and path.name != "filler.bin"]
+    # An exclusive create (the lease) on a full disk leaves no empty file that would block the next run.
+    with pytest.raises(StorageError, match="no space left"):
+        storage.create_exclusive(str(disk / "_foley/lease.json"), b"x" * 100_000)
+    assert not (disk / "_foley/lease.json").exists()
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov"])
+def test_a_mux_on_a_full_disk_fails_and_publishes_nothing(small_disk, tmp_path, suffix):
+    """ffmpeg 5.1 exits 0 writing an mp4 or mov with +faststart, or a Matroska file, on a full disk; the written
+    file is checked as a reader would, and the failure says it is the disk."""
+    from foley.media.mux import mux_track
+
+    video = render_test_video(tmp_path / f"in{suffix}", 6.0, 320, 240, 25)
+    disk = small_disk("out", "1m")
+    fill(disk, video.stat().st_size // 2)
+    storage = Storage(StorageConfig())
+    track = np.sin(np.arange(6 * 16000) / 7).astype(np.float32) * 0.3
+    full = pytest.raises(MediaError, match=f"no space left on the device holding {disk}")
+    with full, storage.staged_output(str(disk / f"clip{suffix}")) as staged:
+        mux_track(video, track, 16000, staged, "aac", "128k", 48000, language="und", title="Generated")
+    assert not [path for path in disk.rglob("*") if path.name != "filler.bin"]
+
+
+def test_a_file_cut_short_fails_its_check(tmp_path):
+    """What a disk filling up halfway leaves in Matroska: the header still claims the whole duration."""
+    from foley.media.verify import Planned, check_written
+
+    whole = render_test_video(tmp_path / "whole.mkv", 6.0, 320, 240, 25, with_audio=True)
+    check_written(whole, Planned(("video", "audio"), {0: 6.0, 1: 6.0}, frame_s=0.04))
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    assert plays(whole) and not plays(cut)
+    with pytest.raises(MediaError, match="its video stream 0 runs"):
+        check_written(cut, Planned(("video", "audio"), {0: 6.0, 1: 6.0}, frame_s=0.04))
+    with pytest.raises(MediaError, match="holds the streams video, audio, not the planned video"):
+        check_written(whole, Planned(("video",)))
+
+
+def test_a_name_near_the_file_systems_limit_is_published(tmp_path):
+    """The partial file's name is shortened where the final name, which the file system allows, leaves no room."""
+    from foley.storage.publish import is_partial_name, temporary_sibling
+
+    name = "é" * 123 + ".mp4"  # 250 bytes in UTF-8
+    target = tmp_path / name
+    sibling = temporary_sibling(target)
+    assert len(sibling.name.encode()) <= 255 and is_partial_name(sibling.name) and sibling.suffix == ".mp4"
+    storage = Storage(StorageConfig())
+    with storage.staged_output(str(target)) as staged:
+        staged.write_bytes(b"done")
+    assert target.read_bytes() == b"done"
