@@ -173,8 +173,8 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_clu
 @pytest.mark.slow
 def test_a_batch_whose_worker_dies_on_every_try_fails_its_video_by_name(tmp_path, tiny_models):
     """stages.synthesize.max_retries=0: the synthesis actor killed in the middle of a segment (as a decoder crash or
-    the out-of-memory killer would) is not retried without end. The job goes on, and at its end the video without
-    a result is a failed row that says why, and the exit code is 1. Its staged segments stay for the re-run."""
+    the out-of-memory killer would) is not retried without end: the retried batch fails the video by name, with
+    the knob to raise. The job goes on, and the exit code is 1. Its staged segments stay for the re-run."""
     render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED, *SLOW_SYNTHESIS]
     out, log = tmp_path / "out", tmp_path / "run.log"
@@ -189,9 +189,10 @@ def test_a_batch_whose_worker_dies_on_every_try_fails_its_video_by_name(tmp_path
         kill_whole_session(job.pid)
     output = log.read_text()
     assert job.returncode == 1, output[-3000:]
-    assert "1 input ended without a result: film.mkv" in output, output[-3000:]
+    assert "failed  film.mkv  (synthesize: " in output, output[-3000:]
     [row] = pq.read_table(out / "_foley/manifest/manifest.parquet").to_pylist()
-    assert row["status"] == "failed" and "worker process died on every try" in row["error"], row["error"]
+    assert row["status"] == "failed" and "its worker process died each of the 1 times" in row["error"], row["error"]
+    assert "stages.synthesize.max_retries" in row["error"], row["error"]
     assert not (out / "film.mkv").exists() and any((out / "_foley/segments").rglob("windows-*.npz"))
 
 

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 import pytest
 
@@ -125,6 +126,22 @@ def test_a_file_cut_short_fails_its_check(tmp_path):
         check_written(cut, Planned(("video", "audio"), {0: 6.0, 1: 6.0}, frame_s=0.04))
     with pytest.raises(MediaError, match="holds the streams video, audio, not the planned video"):
         check_written(whole, Planned(("video",)))
+
+
+def test_a_stream_whose_first_frame_is_shown_at_zero_runs_from_zero(tmp_path):
+    """x264 at 1 fps with B-frames decodes its first frames before 0 (negative dts): the length counts from the
+    first frame shown (pts 0.0), so a still image's 3 s video is 3 s, not 5."""
+    from foley.media.still import render_still_video
+
+    photo = tmp_path / "photo.png"
+    ffmpeg.input("testsrc2=size=200x150", f="lavfi").output(str(photo), vframes=1).run(quiet=True)
+    track = np.sin(np.arange(3 * 16000) / 7).astype(np.float32) * 0.3
+    output = tmp_path / "photo.mp4"
+    render_still_video(
+        photo, track, 16000, output, seconds=3.0, fps=1.0, video_codec="libx264", audio_codec="aac",
+        audio_bitrate="128k", output_sample_rate=48000, language="und", title="Generated",
+    )  # fmt: skip
+    assert plays(output)
 
 
 def test_a_name_near_the_file_systems_limit_is_published(tmp_path):

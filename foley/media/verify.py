@@ -108,7 +108,8 @@ def _streams_and_spans(path: Path) -> tuple[list[str] | None, dict[int, tuple[fl
         if section == "stream" and len(cells) >= 2:
             kinds[int(cells[0])] = cells[1]
         elif section == "packet" and len(cells) >= 4:
-            index, moment, duration = int(cells[0]), _number(cells[1]) or _number(cells[2]), _number(cells[3])
+            index, pts, dts, duration = int(cells[0]), _number(cells[1]), _number(cells[2]), _number(cells[3])
+            moment = dts if pts is None else pts  # a packet at 0.0 s has its pts: 0.0 is not "no pts"
             if moment is None:
                 continue
             first, end = spans.get(index, (moment, moment))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from importlib.metadata import version
@@ -25,6 +26,7 @@ from foley.config import ConfigError
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3, local_identity
 
+log = logging.getLogger("foley.models")
 DIGEST_CACHE = "digests.json"
 HASH_CHUNK = 1 << 22
 SHORT = 16  # hex digits kept of a digest: plenty to tell versions apart, short enough to read in a manifest
@@ -87,11 +89,16 @@ class ModelIdentities:
         return digest.hexdigest()
 
     def save(self) -> None:
-        """Keep the digests for the next run on this node (written whole, then renamed)."""
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        """Keep the digests for the next run on this node (written whole, then renamed). They only spare reading
+        the weights again: where the cache's disk is full or read-only, the next run reads them again."""
         partial = self.cache_path.with_name(f".{DIGEST_CACHE}.{os.getpid()}")
-        partial.write_text(json.dumps(self.cache))
-        os.replace(partial, self.cache_path)
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(self.cache))
+            os.replace(partial, self.cache_path)
+        except OSError as exc:
+            log.warning("the model digests could not be kept in %s (%s); the next run computes them again", partial, exc)
+            partial.unlink(missing_ok=True)
 
 
 def open_clip_tag_identity(model: str, pretrained: str) -> str:

@@ -16,7 +16,8 @@ import posixpath
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -252,15 +253,25 @@ class JobRun:
         """
         check_roots(self.args.input, self.args.output)
         try:
-            return self._plan(outputs_for)
-        except KeyboardInterrupt:
-            self.lease.give_back()
-            if self.lease.lost:
-                raise LeaseLostError(f"{self.lease.lost}; this run stopped before it started") from None
-            raise
+            with self.stopped_if_lease_lost():
+                return self._plan(outputs_for)
         except BaseException:
             self.lease.give_back()
             raise
+
+    @contextmanager
+    def stopped_if_lease_lost(self) -> Iterator[None]:
+        """The renewing thread interrupts the driver wherever it waits once the lease is lost (another run took
+        it): that interrupt becomes a LeaseLostError, which the jobs end on with exit 1; a user's ^C stays one."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if not self.lease.lost:
+                raise
+            raise LeaseLostError(
+                f"{self.lease.lost}. This run stopped writing; what it finished is kept and published, and a later "
+                "run (once the other one ends) does the rest"
+            ) from None
 
     def _plan(self, outputs_for: Callable[[InputItem], tuple[str, ...]]) -> list[dict]:
         extensions, columns = self.config.input.extensions, ()
@@ -464,35 +475,29 @@ class JobRun:
     def connect(self):
         """Ray (joined or started), after checking that it can host the stages' resources and reach the output;
         a run that cannot start gives its lease back."""
-        try:
-            ray = connect_ray()
-            check_gpus(self.config, self.kind, ray.cluster_resources().get("GPU", 0))
-            check_local_output(self.args.output, self.config, sum(node["Alive"] for node in ray.nodes()))
-        except ConfigError:
-            self.lease.give_back()
-            raise
-        quiet_progress_when_logged(self.config.progress)
-        # A batch whose task failed is logged and dropped, not the end of the job: its videos have no row at the
-        # end, and finish() fails them by name.
-        ray.data.DataContext.get_current().max_errored_blocks = -1
         from foley.pipeline.attempts import start_ledger  # noqa: PLC0415 - it imports Ray, loaded only for work
 
-        self.ledger = start_ledger(self.id)  # how often each input killed its worker (foley.pipeline.attempts)
+        try:
+            with self.stopped_if_lease_lost():  # starting Ray takes seconds, in which the lease can be lost
+                ray = connect_ray()
+                check_gpus(self.config, self.kind, ray.cluster_resources().get("GPU", 0))
+                check_local_output(self.args.output, self.config, sum(node["Alive"] for node in ray.nodes()))
+                quiet_progress_when_logged(self.config.progress)
+                # A batch whose task failed is logged and dropped, not the end of the job: its videos have no row
+                # at the end, and finish() fails them by name.
+                ray.data.DataContext.get_current().max_errored_blocks = -1
+                self.ledger = start_ledger(self.id)  # how often each input killed its worker (attempts.py)
+        except (ConfigError, LeaseLostError):
+            self.lease.give_back()
+            raise
         return ray
 
     def follow(self, videos, total: int) -> None:
         """Consume the pipeline's output as videos finish: a progress line each (and one per staged segment of a
         long video), stop after too many failures. A lost lease stops it (LeaseLostError): another run writes here
         now, so this one leaves at once, its finished rows in the journal."""
-        try:
+        with self.stopped_if_lease_lost():
             self._follow(videos, total)
-        except KeyboardInterrupt:
-            if not self.lease.lost:
-                raise
-            raise LeaseLostError(
-                f"{self.lease.lost}. This run stopped writing; what it finished is kept and published, and a later "
-                "run (once the other one ends) does the rest"
-            ) from None
 
     def _follow(self, videos, total: int) -> None:
         max_failures = self.args.max_failures
@@ -546,7 +551,8 @@ class JobRun:
         ok, else 1. Should the bookkeeping fail (a full disk, storage out of reach), it says so and gives the lease
         back, exit 1: every output published stays, with its row in the journal, and the next run folds it."""
         try:
-            final = self.fold()
+            with self.stopped_if_lease_lost():
+                final = self.fold()
         except (StorageError, OSError) as exc:
             self.lease.give_back()
             print(
@@ -606,5 +612,7 @@ def clap_identity(storage: Storage, config: FoleyConfig, needed_by: str) -> str:
 
 
 def fail_setup(exc: Exception) -> int:
+    """Exit 2 for what stopped the job before its work (arguments, configuration, storage); 1 for a lease that
+    another run took meanwhile, since nothing is wrong with the command."""
     print(f"error: {exc}", file=sys.stderr)
-    return 2
+    return 1 if isinstance(exc, LeaseLostError) else 2
