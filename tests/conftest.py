@@ -39,10 +39,12 @@ OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its o
 
 
 # The files that take longest, handed out first, so that no long file runs alone at the end of a parallel run
-# (make test's --durations under -n 2 on 2 cores name their slowest tests: evaluation and comparison 311 s, the README
-# walk 207 s, the bench test 175 s, ray job submit 172 and 90 s, segments 164 and 133 s, training 118 and 93 s).
+# (make test's --durations under -n 2 on 2 cores name their slowest tests: the README walk 267 s, the bench test
+# 258 s, evaluation and comparison 241 s, training 195 and 159 s, ray job submit 162 s; the fault tests' file, six
+# jobs of its own, about 10 minutes in all).
 # (Makefile: pytest-xdist with --no-loadscope-reorder, which hands out files in collection order.)
 LONGEST_FIRST = (
+    "test_faults.py",
     "test_evaluation.py",
     "test_bench.py",
     "test_failures.py",
