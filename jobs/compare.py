@@ -24,8 +24,9 @@ import sys
 from collections import Counter
 
 from foley.config import ConfigError, FoleyConfig, load_config
+from foley.pipeline.cli import fail_setup
 from foley.pipeline.evaluation import SCORE_NAMES
-from foley.pipeline.job import fail_setup, location
+from foley.pipeline.guard import location
 from foley.pipeline.kinds import DUB
 from foley.pipeline.layout import COMPARISONS_DIR, EVALUATION_DIR, REPORT_DIR
 from foley.pipeline.manifest import Manifest

@@ -19,7 +19,8 @@ import sys
 from foley.config import ConfigError, FoleyConfig, load_config
 from foley.models.fit import misfit_models
 from foley.models.weights import missing_weights
-from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
+from foley.pipeline.cli import add_common_arguments, fail_setup
+from foley.pipeline.job import JobRun
 from foley.pipeline.kinds import DUB
 from foley.pipeline.lease import LeaseLostError
 from foley.pipeline.outputs import dub_outputs
@@ -27,8 +28,6 @@ from foley.pipeline.report import write_report
 from foley.pipeline.stage import stage_options
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError
-
-ONE_ROW_PER_BLOCK = 1  # bytes: any row is larger, so each becomes a block of its own
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         run = JobRun(args, config, DUB)
         rows = run.plan(outputs_for=lambda item: dub_outputs(args.output, item, config))
         config = run.config  # with an unpinned hub model pinned to the commit the plan identified
-        ray = run.connect() if rows else None
+        # Each video, or segment of one, a Ray Data block of its own: what spreads one long video's segments over
+        # every actor of the next stage.
+        ray = run.connect(one_row_per_block=True) if rows else None
     except (ConfigError, StorageError) as exc:
         return fail_setup(exc)
     if not rows:
@@ -84,9 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     from workers.synthesize import Synthesize  # noqa: PLC0415
 
     stages = config.stages
-    # Every stage's output is cut into blocks of one row (a video, or a segment of one): Ray Data hands whole blocks
-    # to actors, so this is what spreads the segments of one long video over every actor of the next stage.
-    ray.data.DataContext.get_current().target_max_block_size = ONE_ROW_PER_BLOCK
     videos = ray.data.from_items(rows)
     # DecodeEmbed  INPUT video URI  OUTPUT per-window CLIP means (windows x 512), planned per shot
     #              1:1, or one row per segment of window.segment_windows windows still to make (long videos)

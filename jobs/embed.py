@@ -15,7 +15,8 @@ import logging
 import sys
 
 from foley.config import ConfigError, load_config
-from foley.pipeline.job import JobRun, add_common_arguments, fail_setup
+from foley.pipeline.cli import add_common_arguments, fail_setup
+from foley.pipeline.job import JobRun
 from foley.pipeline.kinds import EMBED
 from foley.pipeline.lease import LeaseLostError
 from foley.pipeline.stage import stage_options

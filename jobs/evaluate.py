@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from foley.config import ConfigError, FoleyConfig, load_config
 from foley.models.frechet import frechet_distance
 from foley.models.panns import audioset_labels
+from foley.pipeline.cli import fail_setup
 from foley.pipeline.evaluation import (
     SCORE_NAMES,
     cosines,
@@ -46,11 +47,13 @@ from foley.pipeline.evaluation import (
     source_matching,
     top_labels,
 )
-from foley.pipeline.job import clap_identity, connect_ray, fail_setup, location, quiet_progress_when_logged
+from foley.pipeline.guard import location
 from foley.pipeline.kinds import DUB, EMBED
 from foley.pipeline.layout import EVALUATION_DIR
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.outputs import SIDECAR_SUFFIX
+from foley.pipeline.planning import clap_identity
+from foley.pipeline.ray_session import connect_ray, quiet_progress_when_logged
 from foley.pipeline.rows import EMPTY_MATRIX, FAILED, OK, new_row
 from foley.pipeline.stage import remove_input_copies, stage_options
 from foley.storage.inputs import InputItem

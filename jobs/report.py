@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from foley.config import ConfigError, load_config
-from foley.pipeline.job import fail_setup, location
+from foley.pipeline.cli import fail_setup
+from foley.pipeline.guard import location
 from foley.pipeline.report import write_report
 from foley.storage.uris import StorageError
 

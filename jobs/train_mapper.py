@@ -34,7 +34,7 @@ from ray.train.torch import TorchTrainer
 
 from foley.config import ConfigError, FoleyConfig, MapperConfig, load_config
 from foley.models.mapper import CONFIG_NAME, WEIGHTS_NAME, MapperSpec, V2AMapper, mapper_to_bytes
-from foley.pipeline.job import connect_ray, quiet_progress_when_logged
+from foley.pipeline.ray_session import connect_ray, quiet_progress_when_logged
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, join
 from foley.training.checkpoints import CheckpointStore

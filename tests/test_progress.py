@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import own_ray
-from foley.pipeline.job import pace_line
+from foley.pipeline.progress import pace_line
 
 RECORD_AND_SCRAPE = """
 import socket, sys, time, urllib.request

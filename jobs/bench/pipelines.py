@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from foley.config import FoleyConfig
-from foley.pipeline.job import connect_ray
 from foley.pipeline.kinds import DUB
 from foley.pipeline.layout import MANIFEST_DIR
+from foley.pipeline.ray_session import connect_ray
 from foley.pipeline.rows import batch_of, new_row
 from foley.storage.inputs import InputItem
 from jobs import dub
