@@ -278,10 +278,10 @@ def test_rotated_videos_reach_clip_upright_and_keep_their_rotation(tmp_path, tin
     path, info = decode_embed.probe_input(row)
     assert (row["width"], row["height"]) == (96, 160) and info.rotation == 90  # as displayed: portrait
     windows = decode_embed.plan_windows(path, info)
-    [frames] = decode_embed.decode_window_frames(path, info, windows)
+    [frames] = decode_embed.frames.window_frames(path, info, windows)
     upright_info = probe(upright)
     assert (upright_info.width, upright_info.height, upright_info.rotation) == (96, 160, 0)
-    [expected] = decode_embed.decode_window_frames(upright, upright_info, windows)
+    [expected] = decode_embed.frames.window_frames(upright, upright_info, windows)
     assert frames.shape == expected.shape and frames.shape[1] > frames.shape[2]
     [window] = windows
     moments = sample_times(window.start_s, window.end_s, len(frames))
@@ -327,8 +327,8 @@ def test_variable_frame_rate_videos_are_sampled_at_their_timestamps(tmp_path, ti
     on_screen = [int(np.searchsorted(starts, t, side="right") - 1) for t in sample_times(start, end, per_window)]
     assert on_screen != frames_on_screen(start, end, len(starts) / info.duration_s, len(starts), per_window)
 
-    [frames] = decode_embed.decode_window_frames(path, info, windows)
-    assert np.array_equal(frames, decode_embed.open_decoder(path, info).get_frames_at(on_screen).data.numpy())
+    [frames] = decode_embed.frames.window_frames(path, info, windows)
+    assert np.array_equal(frames, decode_embed.frames.open(path, info).get_frames_at(on_screen).data.numpy())
 
 
 @pytest.mark.parametrize("name,fps", [("cfr.mp4", 25), ("cfr.mkv", 30), ("cfr.webm", 24)])
@@ -339,9 +339,9 @@ def test_constant_frame_rate_videos_sample_the_frames_on_screen(tmp_path, tiny_c
     window = tiny_config.window
     borders = shot_borders([], info.duration_s, window.min_shot_seconds)
     windows = plan_windows(borders, window.seconds, window.overlap_seconds, window.cut_crossfade_seconds)
-    decoded = list(decode_embed.decode_window_frames(video, info, windows))
+    decoded = list(decode_embed.frames.window_frames(video, info, windows))
     frames = np.concatenate(decoded)
-    decoder = decode_embed.open_decoder(video, info)
+    decoder = decode_embed.frames.open(video, info)
     per_window, count = tiny_config.window.frames, decoder.metadata.num_frames
     before = [i for w in windows for i in frames_on_screen(w.start_s, w.end_s, fps, count, per_window)]
     assert len(windows) == 3 and np.array_equal(frames, decoder.get_frames_at(before).data.numpy())

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from foley.config import ReportConfig
 from foley.pipeline.layout import REPORT_DIR
+from foley.storage.store import Storage
 from foley.storage.uris import join
 
 POSTERS, SPECTROGRAM = "posters.jpg", "spectrogram.png"
@@ -51,3 +52,12 @@ def poster_strip(frames: list[np.ndarray], settings: ReportConfig, boxes: list[l
     # 4:4:4: chroma at full resolution, so a box outline two pixels wide keeps its colour
     strip.save(sink, format="JPEG", quality=settings.jpeg_quality, optimize=True, subsampling=0)
     return sink.getvalue()
+
+
+def keep_posters(
+    storage: Storage, report_uri: str, frames: list[np.ndarray], settings: ReportConfig, boxes: list[list] | None
+) -> None:
+    """The decode stage's poster strip of a video, written where the report finds it (nothing without frames, or
+    with the report off: no `report_uri`)."""
+    if frames and report_uri:
+        storage.write_bytes(join(report_uri, POSTERS), poster_strip(frames, settings, boxes))

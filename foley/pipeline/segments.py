@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,29 @@ def clear_stale_staging(storage: Storage, output_root: str, keep: set[str]) -> i
             storage.delete(uri)
             removed += not uri.endswith("/" + CLAIM_NAME)
     return removed
+
+
+def segment_rows(
+    storage: Storage, row: dict, windows: list, segment_windows: int | None, embed: Callable[[list], dict]
+) -> list[dict]:
+    """The decode stage's fan-out: one row per segment an earlier run has not staged yet, with its windows'
+    columns (`embed` makes them, for only those windows: CLIP embeddings and any other per-window columns); a
+    video short enough is one segment, and one whose every segment is staged is one row without windows."""
+    ranges, size = segment_ranges(len(windows), segment_windows), segment_windows or 0
+    staged = SegmentStaging(storage, str(row["staging_uri"]), ranges).staged() if ranges[1:] else set()
+    todo = [index for index in range(len(ranges)) if index not in staged]
+    wanted = [window for index in todo for window in windows[slice(*ranges[index])]]
+    columns = embed(wanted) if wanted else {}
+    segments, taken = [], 0
+    for index in todo:
+        first, end = ranges[index]
+        segment = dict(row, segment=index, segment_count=len(ranges), segment_windows=size, first_window=first)
+        for name, values in columns.items():
+            part = values[taken : taken + end - first]
+            segment[name] = "[" + ",".join(part) + "]" if name == "window_sources" else part
+        taken += end - first
+        segments.append(segment)
+    # Every segment staged by an earlier run: one row without windows lets the last stage publish the video.
+    return segments or [
+        dict(row, segment=ASSEMBLE_ONLY, segment_count=len(ranges), segment_windows=size, first_window=0)
+    ]

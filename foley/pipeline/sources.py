@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from foley.config import SourcesConfig
 from foley.models.detector import Detection
@@ -91,3 +93,49 @@ def mix_weights(notes: list[dict], config: SourcesConfig) -> tuple[float, list[f
         return None
     rest = 1.0 - config.global_weight
     return config.global_weight, [rest * share / total for share in shares]
+
+
+class SourceFinder:
+    """SSV2A's sound sources of windows, from their sampled frames: detected in sources.frames of each window's K
+    frames (evenly spread), each box cropped and CLIP-embedded, tracked across those frames (track_sources)."""
+
+    def __init__(self, detector, clip, settings: SourcesConfig, max_forward_batch: int):
+        self.detector, self.clip, self.settings, self.step = detector, clip, settings, max_forward_batch
+
+    def __call__(self, windows: np.ndarray) -> list[tuple[list[dict], np.ndarray]]:
+        """(windows, K, H, W, 3) sampled frames -> each window's sources: their notes and crop embeddings."""
+        chosen = np.unique(np.linspace(0, windows.shape[1] - 1, self.settings.frames).round().astype(int))
+        frames = windows[:, chosen].reshape(-1, *windows.shape[2:])
+        detections = [
+            found
+            for first in range(0, len(frames), self.step)
+            for found in self.detector.detect(frames[first : first + self.step])
+        ]
+        crops = [
+            self.crop(frame, detection.box)
+            for frame, found in zip(frames, detections, strict=True)
+            for detection in found
+        ]
+        crop_embeddings = iter(self.embed_crops(crops))
+        per_frame = [[(detection, next(crop_embeddings)) for detection in found] for found in detections]
+        return [
+            track_sources(per_frame[window * len(chosen) : (window + 1) * len(chosen)], self.settings)
+            for window in range(len(windows))
+        ]
+
+    def crop(self, frame: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
+        """A box of a frame, scaled to CLIP's square input (a box of any shape fills it, as SSV2A crops)."""
+        height, width = frame.shape[:2]
+        x0, x1 = sorted((min(int(box[0] * width), width - 1), max(int(round(box[2] * width)), 1)))
+        y0, y1 = sorted((min(int(box[1] * height), height - 1), max(int(round(box[3] * height)), 1)))
+        pixels = torch.from_numpy(np.ascontiguousarray(frame[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]))
+        size = self.clip.image_size
+        resized = F.interpolate(pixels.permute(2, 0, 1)[None].float(), size=(size, size), mode="bilinear")
+        return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        embedded = [
+            self.clip.embed_frames(np.stack(crops[first : first + self.step])).cpu().numpy()
+            for first in range(0, len(crops), self.step)
+        ]
+        return np.concatenate(embedded).astype(np.float32) if embedded else np.zeros((0, 0), np.float32)

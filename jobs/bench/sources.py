@@ -73,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     grouped = frames.reshape(windows, per_window, *frames.shape[1:])
     chosen = np.unique(np.linspace(0, per_window - 1, config.sources.frames).round().astype(int))
     stage.embed_frames(frames[:per_window])  # warm-up: first calls allocate
-    stage.window_sources(grouped[:1])
+    stage.sources(grouped[:1])
     found = []
     results = {
         "clip on the sampled frames": timed(lambda: stage.embed_frames(frames)),
-        "detection": timed(lambda: stage.detector.detect(grouped[:, chosen].reshape(-1, *frames.shape[1:]))),
-        "detection, crops through CLIP, tracking": timed(lambda: found.extend(stage.window_sources(grouped))),
+        "detection": timed(lambda: stage.sources.detector.detect(grouped[:, chosen].reshape(-1, *frames.shape[1:]))),
+        "detection, crops through CLIP, tracking": timed(lambda: found.extend(stage.sources(grouped))),
     }
     sources = sum(len(notes) for notes, _ in found)
     if "audioldm" in models:

@@ -47,7 +47,7 @@ def _decode(instance: DecodeEmbed, rows: list[dict]) -> list[tuple[dict, list[np
         path, info = instance.probe_input(row)
         windows = instance.plan_windows(path, info)
         record_windows(row, windows)
-        outputs.append((row, list(instance.decode_window_frames(path, info, windows))))
+        outputs.append((row, list(instance.frames.window_frames(path, info, windows))))
     return outputs
 
 
