@@ -62,7 +62,7 @@ def pipeline_columns(config: FoleyConfig, kind: JobKind) -> dict:
     """Every other column of a row on its way through the stages, at its starting value: every column is present
     from the first stage on, so batches stay uniform."""
     return {
-        "window_notes": "",  # JSON: per window of the row, what shaped its sound (foley.pipeline.notes)
+        "window_notes": "",  # JSON: per window of the row, what shaped its sound (note_window, below)
         "cache_nodes": "",
         "notes": "",
         "decoder": "",  # torchcodec and the FFmpeg version that decoded the video (the decode stage fills it in)
