@@ -16,20 +16,11 @@ import shutil
 import uuid
 from pathlib import Path
 
-from foley.storage.publish import local_write_failed, temporary_sibling
+from foley.storage.publish import local_write_failed, md5_hex, temporary_sibling
 from foley.storage.uris import StorageError, is_s3, safe_relative_path, split_s3
 
 INPUTS_DIR, WEIGHTS_DIR = "inputs", "weights"
 COMPLETE_MARKER = ".complete"
-MD5_CHUNK = 1 << 20
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(MD5_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class NodeCache:
@@ -106,5 +97,5 @@ class NodeCache:
     def _check_download(uri: str, identity: str, local: Path) -> None:
         """A single-part upload's ETag is its MD5: check the copy against it (multipart ETags are not MD5s)."""
         etag = identity.split(":")[1]
-        if "-" not in etag and len(etag) == 32 and _md5(local) != etag:
+        if "-" not in etag and len(etag) == 32 and md5_hex(local) != etag:
             raise StorageError(f"the copy of {uri} does not match its ETag (corrupted download); run the job again")

@@ -20,7 +20,7 @@ import posixpath
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from foley.storage.s3 import is_missing, s3_errors
@@ -95,6 +95,23 @@ def local_write_failed(uri: str | Path, exc: OSError) -> StorageError:
             "there and run the job again (finished work is kept)"
         )
     return StorageError(f"writing {uri} failed: {exc.strerror or exc}")
+
+
+def _write_locally(uri: str, data: bytes, place: Callable[[Path, Path], None]) -> None:
+    """`data` written whole to a synced temporary sibling of `uri`, then put in place by `place` (os.replace, or
+    os.link, which fails with FileExistsError where a file is); the temporary file never stays."""
+    target = Path(uri)
+    temporary = temporary_sibling(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _synced_write(temporary, data)
+        place(temporary, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise local_write_failed(uri, exc) from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def md5_hex(path: Path) -> str:
@@ -241,16 +258,7 @@ class StagedPublishing:
         """Write `data` at `uri` whole: locally through a synced temporary file and a rename; on S3 in one PUT
         whose MD5 S3 checks, straight from memory (a full node cache never stops a small write)."""
         if not is_s3(uri):
-            final = Path(uri)
-            temporary = temporary_sibling(final)
-            try:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                _synced_write(temporary, data)
-                os.replace(temporary, final)
-            except OSError as exc:
-                raise local_write_failed(uri, exc) from None
-            finally:
-                temporary.unlink(missing_ok=True)
+            _write_locally(uri, data, os.replace)
             return
         if len(data) > self.config.multipart_mb << 20:
             with self.staged_output(uri) as temporary:
@@ -280,18 +288,10 @@ class StagedPublishing:
         exists, so a full disk never leaves an empty one; an S3 conditional PUT, If-None-Match: *). A retried PUT
         whose first try succeeded finds its own record there, and holds it."""
         if not is_s3(uri):
-            target = Path(uri)
-            temporary = temporary_sibling(target)
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _synced_write(temporary, data)
-                os.link(temporary, target)
+                _write_locally(uri, data, os.link)
             except FileExistsError:
                 return False
-            except OSError as exc:
-                raise local_write_failed(uri, exc) from None
-            finally:
-                temporary.unlink(missing_ok=True)
             return True
         return self._conditional_put(uri, data, IfNoneMatch="*") is not None
 
