@@ -58,3 +58,4 @@ def test_bench_tiny_writes_bench_json_and_a_chart(tmp_path):
     assert all(entry["speedup"] > 0 for entry in report["optimisations"])
     assert (tmp_path / "stage_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "speedup vs sequential" in result.stdout
+    assert report["relaxed_checks"] == ["output.max_dc_fraction=1"] and "relaxed for the bench" in result.stdout

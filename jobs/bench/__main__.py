@@ -101,6 +101,12 @@ def build_models(preset: str, folder: Path) -> list[str]:
     ]
 
 
+# Random weights measure cost, not sound: real-size AudioLDM with random weights makes tracks that are mostly a
+# constant offset, which the product rightly refuses to publish. The bench's own runs let them through, and say so;
+# the product's default stays strict.
+RELAXED_CHECKS = ("output.max_dc_fraction=1",)
+
+
 def render_videos(folder: Path, count: int, seconds: float) -> list[Path]:
     paths = [folder / f"clip{index:03d}.mp4" for index in range(count)]
     for path in paths:
@@ -117,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out / "work"
     shutil.rmtree(work, ignore_errors=True)
     print(f"building {args.preset} models and {count} test videos of {seconds:g} s ...", flush=True)
-    overrides = [*build_models(args.preset, args.out / f"models-{args.preset}"), *args.overrides]
+    overrides = [*build_models(args.preset, args.out / f"models-{args.preset}"), *RELAXED_CHECKS, *args.overrides]
+    print(f"relaxed for the bench's random weights (not the product's default): {', '.join(RELAXED_CHECKS)}")
     config_path = ROOT / preset.config
     config = load_config(config_path, overrides)
     videos = render_videos(args.out / "videos", count, seconds)
@@ -153,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         height=HEIGHT,
         fps=FPS,
     )
+    report["relaxed_checks"] = list(RELAXED_CHECKS)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     (args.out / "stage_throughput.png").write_bytes(chart(report))
     print(table(report))
