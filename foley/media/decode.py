@@ -140,4 +140,5 @@ def decoder_identity(on_gpu: bool) -> str:
 
 
 def _first_line(exc: Exception) -> str:
+    """As foley.pipeline.rows.first_line, which this layer may not import (media sits below the pipeline)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -1,7 +1,8 @@
 """The Ray session of a job: starting or joining Ray, the checks that it can host the job, and Ray Data's settings,
 made in one place.
 
-Ray is imported only here and only once there is work: a run with nothing left to do never starts or loads it.
+Ray is started or joined only here, once there is work: a run with nothing left to do never starts it (the jobs
+import the stage helpers, which import Ray's modules, but importing is not starting).
 """
 
 from __future__ import annotations

@@ -105,8 +105,12 @@ def _write_locally(uri: str, data: bytes, place: Callable[[Path, Path], None]) -
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _synced_write(temporary, data)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise local_write_failed(uri, exc) from None
+    try:
         place(temporary, target)
-    except FileExistsError:
+    except FileExistsError:  # os.link where a file is: the caller's answer, not a failure
         raise
     except OSError as exc:
         raise local_write_failed(uri, exc) from None
