@@ -7,6 +7,7 @@ every node that made them.
 
 import io
 import os
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -83,3 +84,14 @@ def test_dub_on_two_nodes_with_s3_leaves_no_copies_behind(two_node_cluster, buck
     assert f"--output {tmp_path / 'local-out'} is a local folder, but the Ray cluster has 3 nodes" in refused.stderr
     assert "storage.shared_local_output=true" in refused.stderr
     assert not (tmp_path / "local-out" / "a.mp4").exists()
+
+    # Without RAY_ADDRESS a job starts a Ray of its own, even while this cluster runs here: ray.init() alone would
+    # join the newest cluster on the machine (this one), with its nodes and the refusal above.
+    own = subprocess.run(
+        [sys.executable, "-c", "from foley.pipeline.ray_session import connect_ray; print(len(connect_ray().nodes()))"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"},
+    )
+    assert own.returncode == 0 and own.stdout.split()[-1] == "1", own.stdout[-3000:] + own.stderr[-3000:]

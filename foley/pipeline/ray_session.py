@@ -50,12 +50,14 @@ def check_local_output(output_root: str, config: FoleyConfig, nodes: int) -> Non
 
 
 def connect_ray():
-    """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a local Ray."""
+    """Join the cluster in RAY_ADDRESS (as under `ray job submit`; `auto` is the newest one on this machine), or
+    start a local Ray of this job's own: never, unasked, another job's Ray that happens to run on this machine, which
+    ray.init() alone would join (the newest in /tmp/ray), with its nodes, its load and its end."""
     import ray  # noqa: PLC0415 - only once there is work: a run with nothing left to do never starts or loads Ray
 
     if not ray.is_initialized():
         try:
-            ray.init(log_to_driver=True)
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)
         except Exception as exc:  # noqa: BLE001 - whatever stops Ray, the job cannot start; say why, not a traceback
             address = os.environ.get("RAY_ADDRESS")
             where = f"join the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray"
