@@ -93,14 +93,59 @@ def test_config_hash_follows_what_changes_the_result_only():
         assert dub_hash("audioldm.candidates=2", clap) != dub_hash("audioldm.candidates=2"), clap
 
 
+def test_every_setting_declares_whether_it_is_part_of_a_result():
+    """A setting added without a declaration would be left out of every result id, or counted by accident."""
+    from pydantic import BaseModel
+
+    from foley.config import FoleyConfig, declared_identity
+
+    def undeclared(model: type[BaseModel], prefix: str) -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():
+            if declared_identity(field) is None:
+                missing.append(prefix + name)
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                missing += undeclared(field.annotation, f"{prefix}{name}.")
+        return missing
+
+    assert undeclared(FoleyConfig, "") == []
+    assert len(FoleyConfig.model_fields["stages"].annotation.model_fields) == 8  # the walk reaches nested sections
+
+
+# Config hashes of results that earlier releases made (the tiny preset, these overrides, these model identities):
+# declaring identity on each setting keeps every one, so no finished result is redone.
+EARLIER_HASHES = {
+    (): ("71bb74ef618e963c", "cec44c008cdb24e3"),
+    ("window.cuts=off",): ("85caa6357301a5bd", "0cd76e944ae433fd"),
+    ("window.aggregator=learned", "mapper.checkpoint=/x"): ("dd24689d509fc934", "427436f6aaae5643"),
+    ("decode.device=cuda", "stages.decode_embed.num_gpus=1"): ("99dae763b794301e", "9a4adacd9187ec4f"),
+    ("mapper.checkpoint=/x", "mapper.steps=7"): ("86df6e4529996a84", "cec44c008cdb24e3"),
+    ("audioldm.candidates=3",): ("4174498b303c70ff", "cec44c008cdb24e3"),
+    ("input.existing_audio=mix", "input.mix_gain_db=-3"): ("b770cf54c4603e8e", "cec44c008cdb24e3"),
+    ("output.mode=both",): ("e4de8d58501904d0", "cec44c008cdb24e3"),
+    ("output.alternates=true", "audioldm.candidates=2"): ("feedd901638fabe5", "cec44c008cdb24e3"),
+    ("output.audio_codecs={.ts: mp2}",): ("75fa154d52e12366", "cec44c008cdb24e3"),
+    ("conditions.prompt=seaside", "conditions.prompt_weight=0.2"): ("0e4e644bb6415a08", "cec44c008cdb24e3"),
+    ("conditions.reference_audio=/r.wav",): ("9e20b23942a89b17", "cec44c008cdb24e3"),
+    ("clap.seconds=5", "audioldm.candidates=2"): ("961fac773932ce12", "de739994d4daca31"),
+    ("sources.mode=zero_shot", "sources.exclude=[speech]"): ("4e88d5016501bf46", "f11a04979d3fadbd"),
+}
+
+
+@pytest.mark.parametrize("overrides", EARLIER_HASHES)
+def test_results_of_earlier_releases_keep_their_hashes(overrides):
+    from foley.pipeline.kinds import DUB, EMBED
+
+    models = {"clip_model": "c", "mapper_model": "m", "audioldm_model": "a", "clap_model": "l", "detector_model": "d"}
+    config = load_config(ROOT / "configs/tiny.yaml", list(overrides))
+    assert (DUB.config_hash(config, models), EMBED.config_hash(config, models)) == EARLIER_HASHES[overrides]
+
+
 def test_decoding_on_the_gpu_needs_a_gpu_and_is_part_of_the_result():
-    from foley.pipeline.kinds import DUB, decode_settings
+    from foley.pipeline.kinds import DUB
 
     models = {"clip_model": "sha256:c", "mapper_model": "sha256:m", "audioldm_model": "sha256:a", "clap_model": "l"}
-    assert decode_settings(load_config(ROOT / "configs/tiny.yaml")) == {
-        "frames": "sampled",
-        "size": "clip",
-    }  # as before
+    assert DUB.settings(load_config(ROOT / "configs/tiny.yaml"))["decode"] == {"frames": "sampled", "size": "clip"}
     on_a_gpu = [f"stages.{stage}.num_gpus=1" for stage in ("decode_embed", "map", "synthesize")]
     cpu, nvdec = (load_config(ROOT / "configs/tiny.yaml", [*on_a_gpu, f"decode.device={d}"]) for d in ("cpu", "cuda"))
     assert DUB.config_hash(cpu, models) != DUB.config_hash(nvdec, models)

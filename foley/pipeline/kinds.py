@@ -2,8 +2,9 @@
 
 A result is identified by what changes it, never by where the code or the models sit on a machine:
 
-- the settings that change the output (a job kind's `settings`; a setting the run ignores is left out, such as
-  the dtype on a CPU or the mapper's sampling steps under the deterministic zero-shot mapper);
+- the settings that change the output: every field of foley.config declares whether it counts (Identity), a job
+  kind counts the sections it reads, and a setting the run ignores is left out (each section's inapplicable(),
+  such as the dtype on a CPU or the mapper's sampling steps under the deterministic zero-shot mapper);
 - the content of every model used (foley.models.identity);
 - the content of the input (S3 ETag and size; local size and mtime) and where the output goes.
 
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from foley.config import ConditionsConfig, FoleyConfig
+from foley.config import FoleyConfig
 from foley.models.identity import ModelIdentities, open_clip_tag_identity
 
 HASH_DIGITS = 16
@@ -36,8 +37,19 @@ class JobKind:
     name: str
     stages: tuple[str, ...]
     models: tuple[str, ...]  # manifest columns naming each model
-    settings: Callable[[FoleyConfig], dict] = field(hash=False)
+    sections: tuple[str, ...]  # the config's top-level settings that can change this job's results
+    model_stages: tuple[str, ...]  # the stages whose device changes the random draws
+    moot: Callable[[FoleyConfig], set[str]] = field(hash=False)  # dotted settings this job ignores, as it is set
     sound_design: bool = False  # takes per-video conditions from the input list, and still images
+
+    def settings(self, config: FoleyConfig) -> dict:
+        """What of the config counts (each field declares it: foley.config.Identity), less what this run ignores,
+        with the device of each model stage."""
+        others = {name for name in FoleyConfig.model_fields if name not in self.sections}
+        settings = config.counted(others | self.moot(config)) | {"devices": stage_devices(config, self.model_stages)}
+        if "output" in settings:
+            settings["output"]["audio_codecs"] = job_wide_codecs(config)
+        return settings
 
     def config_hash(self, config: FoleyConfig, model_identities: dict[str, str]) -> str:
         """Equal hashes mean equal outputs for equal inputs."""
@@ -99,87 +111,13 @@ def stage_devices(config: FoleyConfig, stages: tuple[str, ...]) -> dict[str, str
     return {stage: getattr(config.stages, stage).device(config.device) for stage in stages}
 
 
-def decode_settings(config: FoleyConfig) -> dict:
-    """How frames are decoded; the device only when it is the GPU, so results decoded on the CPU keep the identity
-    they had before the setting existed."""
-    return config.decode.model_dump(exclude=set() if config.decode.device == "cuda" else {"device"})
-
-
-CUT_SETTINGS = {"cut_threshold", "min_shot_seconds", "cut_crossfade_seconds", "cut_detect_width"}
-
-
-def window_settings(config: FoleyConfig) -> dict:
-    """How windows are planned and embedded; not how they travel (segments change only which windows share a
-    batch). The mean aggregator, which every result before the setting used, is left out, keeping their identity."""
-    window = config.window
-    exclude = {"segment_windows"} | (set() if window.cuts == "detect" else CUT_SETTINGS)
-    return window.model_dump(exclude=exclude | ({"aggregator"} if window.aggregator == "mean" else set()))
-
-
-def dub_settings(config: FoleyConfig) -> dict:
-    mapper, audioldm, source = config.mapper, config.audioldm, config.input
-    if mapper.checkpoint is None:  # deterministic: seeds, steps, guidance and sampler do not apply
-        mapper_settings = mapper.model_dump(
-            include={"zero_shot_top_k", "zero_shot_temperature", "zero_shot_image_prompt", "zero_shot_sound_prompt"}
-        )
-    else:
-        mapper_settings = mapper.model_dump(include={"steps", "guidance_scale", "scheduler"})
-    devices = stage_devices(config, ("decode_embed", "map", "synthesize"))
-    audioldm_settings = audioldm.model_dump(include={"steps", "guidance_scale", "scheduler"})
-    if devices["synthesize"] == "cuda":  # reduced precision applies on a GPU only
-        audioldm_settings["dtype"] = audioldm.dtype
-    if audioldm.candidates > 1:
-        audioldm_settings["candidates"] = audioldm.candidates
-    input_settings = {"existing_audio": source.existing_audio, "silence_threshold_dbfs": source.silence_threshold_dbfs}
-    if source.existing_audio == "mix":
-        input_settings["mix_gain_db"] = source.mix_gain_db
-    return {
-        "seed": config.seed,
-        "devices": devices,
-        "window": window_settings(config),
-        "decode": decode_settings(config),
-        "mapper": mapper_settings,
-        "audioldm": audioldm_settings,
-        "input": input_settings,
-        "output": output_settings(config),
-        **({"conditions": config.conditions.hashed()} if config.conditions.hashed() != DEFAULT_CONDITIONS else {}),
-        # Where the CLAP ranks candidates or embeds the job's reference, how it reads a sound changes the result.
-        **({"clap": clap_settings(config)} if config.uses_clap() else {}),
-        **({"sources": config.sources.hashed()} if config.sources.mode != "off" else {}),
-    }
-
-
-DEFAULT_CONDITIONS = ConditionsConfig().hashed()
-SOUND_DESIGN_OUTPUT = {
-    "mode",
-    "alternates",
-    "alternate_title",
-    "image_output",
-    "image_seconds",
-    "image_fps",
-    "image_video_codec",
-}
-
-OUTPUT_CHECKS = {"max_dc_fraction"}  # decide whether a track is published, never what it sounds like
-
-
 # The containers of the first release: their audio codecs stay in every video's hash, as when the results made then
 # were identified. A container added since counts only in the hash of its own videos (container_settings).
 JOB_WIDE_CONTAINERS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
 
-def output_settings(config: FoleyConfig) -> dict:
-    """How outputs are written; a setting only counts where it applies (image settings count per image)."""
-    output = config.output
-    settings = output.model_dump(exclude=SOUND_DESIGN_OUTPUT | OUTPUT_CHECKS)
-    settings["audio_codecs"] = {
-        suffix: codec for suffix, codec in output.audio_codecs.items() if suffix in JOB_WIDE_CONTAINERS
-    }
-    if output.mode != "mux":
-        settings["mode"] = output.mode
-    if output.alternates and config.audioldm.candidates > 1:
-        settings |= output.model_dump(include={"alternates", "alternate_title"})
-    return settings
+def job_wide_codecs(config: FoleyConfig) -> dict[str, str]:
+    return {suffix: codec for suffix, codec in config.output.audio_codecs.items() if suffix in JOB_WIDE_CONTAINERS}
 
 
 def container_settings(config: FoleyConfig, output_uri: str) -> dict:
@@ -199,31 +137,34 @@ def image_settings(config: FoleyConfig) -> dict:
 
 
 def clap_settings(config: FoleyConfig) -> dict:
-    """How AudioLDM's CLAP reads a sound (its crop, rate, fusion, branch); its weights count as a model."""
-    return config.clap.model_dump(exclude={"checkpoint"})
+    """How AudioLDM's CLAP reads a sound, for a video whose own reference sound it embeds."""
+    return config.clap.counted()
 
 
-def embed_settings(config: FoleyConfig) -> dict:
-    return {
-        "devices": stage_devices(config, ("decode_embed", "clap_embed")),
-        "window": window_settings(config),
-        "decode": decode_settings(config),
-        "clap": clap_settings(config),
-        "input": {"silence_threshold_dbfs": config.input.silence_threshold_dbfs},
-        **({"sources": config.sources.hashed()} if config.sources.mode != "off" else {}),
-    }
+def dub_moot(config: FoleyConfig) -> set[str]:
+    """The dub job reads AudioLDM's CLAP only to rank candidates or embed the job's reference sound."""
+    return set() if config.uses_clap() else {"clap"}
+
+
+def embed_moot(config: FoleyConfig) -> set[str]:
+    """jobs.embed reads a video's sound as it is: what the dub job does with existing sound does not apply."""
+    return {"input.existing_audio", "input.mix_gain_db"}
 
 
 DUB = JobKind(
     name="dub",
     stages=("decode_embed", "map", "synthesize", "mux"),
     models=("clip_model", "mapper_model", "audioldm_model", "clap_model", "detector_model"),
-    settings=dub_settings,
+    sections=("seed", "window", "decode", "mapper", "audioldm", "conditions", "clap", "sources", "input", "output"),
+    model_stages=("decode_embed", "map", "synthesize"),
+    moot=dub_moot,
     sound_design=True,
 )
 EMBED = JobKind(
     name="embed",
     stages=("decode_embed", "clap_embed", "write_pairs"),
     models=("clip_model", "clap_model", "detector_model"),
-    settings=embed_settings,
+    sections=("window", "decode", "clap", "sources", "input"),
+    model_stages=("decode_embed", "clap_embed"),
+    moot=embed_moot,
 )

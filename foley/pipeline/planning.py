@@ -217,8 +217,8 @@ class Planner:
 
     def _own_conditions(self, conditions: ConditionsConfig) -> tuple[str, dict]:
         own = {}
-        if conditions.hashed() != self.config.conditions.hashed():
-            own["conditions"] = conditions.hashed()
+        if conditions.counted() != self.config.conditions.counted():
+            own["conditions"] = conditions.counted()
         if reference := conditions.reference_audio:
             if not self.storage.identity(reference):
                 raise StorageError(f"its reference_audio {reference} does not exist; fix the path or URI")
