@@ -390,19 +390,20 @@ class SourcesConfig(Strict):
         return self.model_dump(exclude={"detector", "labels"})
 
 
+MapperVariant = Literal[
+    "diffusion-transformer",
+    "diffusion-mlp",
+    "regression-mlp",
+    "regression-transformer",
+    "source-remixer",
+    "temporal-aggregator",
+]
+
+
 class TrainConfig(Strict):
     """jobs.train_mapper; defaults are the paper's diffusion prior."""
 
-    variant: NotCounted[
-        Literal[
-            "diffusion-transformer",
-            "diffusion-mlp",
-            "regression-mlp",
-            "regression-transformer",
-            "source-remixer",
-            "temporal-aggregator",
-        ]
-    ] = Field(
+    variant: NotCounted[MapperVariant] = Field(
         "diffusion-transformer",
         description="source-remixer: SSV2A's remixer over a window's picture and sound sources (needs pairs that "
         "jobs.embed made with sources.mode on); temporal-aggregator: SSV2A's learned aggregation of a window's "

@@ -28,14 +28,8 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
-Variant = Literal[
-    "diffusion-transformer",
-    "diffusion-mlp",
-    "regression-mlp",
-    "regression-transformer",
-    "source-remixer",
-    "temporal-aggregator",
-]
+from foley.config import MapperVariant
+
 WEIGHTS_NAME = "mapper.safetensors"
 CONFIG_NAME = "mapper.json"
 
@@ -44,7 +38,7 @@ CONFIG_NAME = "mapper.json"
 class MapperSpec:
     """Architecture of a mapper; stored beside its weights as mapper.json."""
 
-    variant: Variant = "diffusion-transformer"
+    variant: MapperVariant = "diffusion-transformer"
     clip_dim: int = 512
     clap_dim: int = 512
     depth: int = 12
