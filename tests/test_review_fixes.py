@@ -75,7 +75,7 @@ def test_audioldm_loads_from_safetensors_only(tiny_models, tmp_path):
     from diffusers import UNet2DConditionModel
 
     from foley.config import AudioLDMConfig
-    from foley.models.audioldm import load_audioldm
+    from foley.models.audioldm import AudioLDM
 
     folder = tmp_path / "audioldm-pickled"
     shutil.copytree(tiny_models["audioldm"], folder)
@@ -85,8 +85,8 @@ def test_audioldm_loads_from_safetensors_only(tiny_models, tmp_path):
     assert not list((folder / "unet").glob("*.safetensors"))
     storage = Storage(StorageConfig())
     with pytest.raises((OSError, EnvironmentError, ValueError)):
-        load_audioldm(AudioLDMConfig(model=str(folder)), storage, __import__("torch").device("cpu"))
-    load_audioldm(AudioLDMConfig(model=str(tiny_models["audioldm"])), storage, __import__("torch").device("cpu"))
+        AudioLDM(AudioLDMConfig(model=str(folder)), storage, __import__("torch").device("cpu"))
+    AudioLDM(AudioLDMConfig(model=str(tiny_models["audioldm"])), storage, __import__("torch").device("cpu"))
 
 
 def test_conditions_of_another_segmentation_go_with_their_staging(tmp_path):

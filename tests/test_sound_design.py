@@ -36,12 +36,12 @@ def duration_of(path) -> float:
 
 
 def text_embedding(synthesize, text: str) -> np.ndarray:
-    pipeline = synthesize.pipeline
-    return clap_text_embeddings(pipeline.text_encoder, pipeline.tokenizer, [text], synthesize.device)[0].numpy()
+    audioldm = synthesize.audioldm
+    return clap_text_embeddings(audioldm.text_encoder, audioldm.tokenizer, [text], synthesize.device)[0].numpy()
 
 
 def clap_dim(synthesize) -> int:
-    return synthesize.pipeline.unet.config.projection_class_embeddings_input_dim
+    return synthesize.audioldm.condition_dim
 
 
 def sine_file(path, seconds=4.0, frequency=660):
@@ -72,8 +72,8 @@ def test_conditions_mix_in_clap_space(tmp_path, tiny_config, synthesize):
     # A reference sound mixes in through AudioLDM's own CLAP audio branch.
     encoder = load_clap_audio_encoder(tiny_config.clap, Storage(tiny_config.storage), torch.device("cpu"))
     conditioner = Conditioner(
-        synthesize.pipeline.text_encoder,
-        synthesize.pipeline.tokenizer,
+        synthesize.audioldm.text_encoder,
+        synthesize.audioldm.tokenizer,
         synthesize.device,
         Storage(tiny_config.storage),
         encoder,
@@ -98,7 +98,7 @@ def test_the_negative_prompt_is_the_unconditional_branch(tmp_path, tiny_config, 
     assert row["n_windows"] == 1
     row["clap_embeddings"] = normalised(np.ones(clap_dim(synthesize)))[None]
     seen = []
-    hook = synthesize.pipeline.unet.register_forward_pre_hook(
+    hook = synthesize.audioldm.unet.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["class_labels"].clone()), with_kwargs=True
     )
     try:

@@ -53,7 +53,7 @@ def two_window_row(config, embedding: np.ndarray, relative="a.mp4") -> dict:
 
 def test_synthesize_seeding(tiny_config, synthesize):
     """Same seed, same audio; another window or another video draws other noise."""
-    dim = synthesize.pipeline.unet.config.projection_class_embeddings_input_dim
+    dim = synthesize.audioldm.condition_dim
     embedding = (np.ones(dim) / np.sqrt(dim)).astype(np.float32)
     first, same, other_video = run(
         synthesize,
@@ -72,10 +72,16 @@ def test_synthesize_seeding(tiny_config, synthesize):
 
 
 def test_synthesize_guidance_uses_the_empty_text_embedding_by_default(tiny_config, synthesize):
-    pipeline = synthesize.pipeline
-    reference = pipeline._encode_prompt([""], pipeline.device, 1, False)  # the pipeline's own text path
-    np.testing.assert_allclose(synthesize.conditioner.text(""), reference[0].detach().numpy(), atol=1e-6)
-    dim = pipeline.unet.config.projection_class_embeddings_input_dim
+    audioldm = synthesize.audioldm
+    # AudioLDM's own text path: CLAP's projected text embedding of the prompt padded to the tokenizer's length, unit
+    tokens = audioldm.tokenizer(
+        [""], padding="max_length", max_length=audioldm.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        reference = audioldm.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask).text_embeds
+    reference = torch.nn.functional.normalize(reference, dim=-1)
+    np.testing.assert_allclose(synthesize.conditioner.text(""), reference[0].numpy(), atol=1e-6)
+    dim = audioldm.condition_dim
     embedding = torch.nn.functional.normalize(torch.randn(dim), dim=0).numpy()
     guided = synthesize.synthesize_windows([embedding], [_ref(tiny_config)])
     synthesize.config = tiny_config.model_copy(

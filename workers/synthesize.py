@@ -26,7 +26,7 @@ from scipy.signal import resample_poly
 
 from foley.config import ConditionsConfig, FoleyConfig
 from foley.media.windows import window_seed
-from foley.models.audioldm import load_audioldm
+from foley.models.audioldm import AudioLDM
 from foley.models.clap import load_clap_audio_encoder
 from foley.models.conditions import Conditioner
 from foley.models.device import pick_device
@@ -45,15 +45,15 @@ class Synthesize:
         set_torch_threads(self.resources)
         self.device = pick_device(config.device, self.resources)
         storage = Storage(config.storage)
-        self.pipeline = load_audioldm(config.audioldm, storage, self.device)
-        self.sample_rate = int(self.pipeline.vocoder.config.sampling_rate)
+        self.audioldm = AudioLDM(config.audioldm, storage, self.device)
+        self.sample_rate = self.audioldm.sample_rate
         self.worker = this_worker()
         needs_clap = config.uses_clap() or own_references
         self.clap = load_clap_audio_encoder(config.clap, storage, self.device) if needs_clap else None
         self.composed: dict[tuple[int, int], np.ndarray] = {}  # (row, window) -> the condition AudioLDM read
         self.conditioner = Conditioner(
-            self.pipeline.text_encoder,
-            self.pipeline.tokenizer,
+            self.audioldm.text_encoder,
+            self.audioldm.tokenizer,
             self.device,
             storage,
             self.clap,
@@ -80,7 +80,7 @@ class Synthesize:
         return batch_of(rows)
 
     def synthesize_windows(self, embeddings: list[np.ndarray], windows: list[WindowRef]) -> np.ndarray:
-        expected = self.pipeline.unet.config.projection_class_embeddings_input_dim
+        expected = self.audioldm.condition_dim
         if embeddings[0].shape[0] != expected:
             raise ValueError(
                 f"AudioLDM expects {expected}-d CLAP embeddings but the mapper gives "
@@ -115,7 +115,6 @@ class Synthesize:
     def generate(self, conditions: np.ndarray, negatives: np.ndarray, windows: list[WindowRef]) -> np.ndarray:
         """Every window's candidates in one forward pass: (windows, candidates, samples)."""
         candidates = self.config.audioldm.candidates
-        dtype = self.pipeline.unet.dtype
         generators = [
             torch.Generator(self.device).manual_seed(
                 window_seed(self.config.seed, str(ref.row["relative_path"]), ref.video_window, "audioldm", sample)
@@ -123,16 +122,15 @@ class Synthesize:
             for ref in windows
             for sample in range(candidates)
         ]
-        audio = self.pipeline(
-            prompt_embeds=torch.from_numpy(np.repeat(conditions, candidates, axis=0)).to(self.device, dtype),
-            negative_prompt_embeds=torch.from_numpy(np.repeat(negatives, candidates, axis=0)).to(self.device, dtype),
-            num_inference_steps=self.config.audioldm.steps,
-            guidance_scale=self.config.audioldm.guidance_scale,
-            audio_length_in_s=self.config.window.seconds,
-            generator=generators,
-            output_type="np",
-        ).audios
-        return np.asarray(audio, dtype=np.float32).reshape(len(windows), candidates, -1)
+        audio = self.audioldm.generate(
+            torch.from_numpy(np.repeat(conditions, candidates, axis=0)),
+            torch.from_numpy(np.repeat(negatives, candidates, axis=0)),
+            self.config.audioldm.steps,
+            self.config.audioldm.guidance_scale,
+            self.config.window.seconds,
+            generators,
+        )
+        return audio.reshape(len(windows), candidates, -1)
 
     def embed_audio(self, samples: np.ndarray) -> np.ndarray:
         """(windows, candidates, samples) -> each sample's CLAP audio embedding (windows, candidates, D_clap)."""

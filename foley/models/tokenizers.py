@@ -1,7 +1,7 @@
 """A tokenizer that builds with no hub access, for the text branches this project never feeds real text.
 
-laion_clap insists on building a RoBERTa tokenizer even when only audio is embedded, and AudioLDMPipeline wants a
-tokenizer object even when it is given embeddings; this one covers any text byte by byte. The tiny source
+laion_clap insists on building a RoBERTa tokenizer even when only audio is embedded, and the random AudioLDM
+folders of the tests need one for their CLAP text branch; this one covers any text byte by byte. The tiny source
 detectors of the tests get a CLIP tokenizer of the same kind.
 """
 

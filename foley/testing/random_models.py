@@ -12,9 +12,10 @@ import json
 import tempfile
 from pathlib import Path
 
+import diffusers
 import open_clip
 import torch
-from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import (
     ClapTextConfig,
@@ -142,8 +143,8 @@ def clap_text_encoder(clap: dict[str, torch.Tensor]) -> ClapTextModelWithProject
 
 
 def save_tiny_audioldm(folder: Path, original: Path, seed: int = 0) -> Path:
-    """A diffusers AudioLDMPipeline folder (save_pretrained) with tiny widths and the real audio geometry; its text
-    encoder is the CLAP text branch of `original` (save_tiny_audioldm_checkpoint), as in the real AudioLDM."""
+    """An AudioLDM folder as the hub holds it (save_audioldm_folder) with tiny widths and the real audio geometry;
+    its text encoder is the CLAP text branch of `original` (save_tiny_audioldm_checkpoint), as in the real one."""
     text_encoder = clap_text_encoder(read_audioldm_clap(original))
     torch.manual_seed(seed)
     tokenizer = byte_level_tokenizer()
@@ -187,7 +188,13 @@ def save_tiny_audioldm(folder: Path, original: Path, seed: int = 0) -> Path:
             initializer_range=0.5,  # audible noise rather than near-silence
         )
     )
-    scheduler = DDIMScheduler(
+    parts = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet, "vocoder": vocoder}
+    return save_audioldm_folder(folder, parts | {"scheduler": audioldm_scheduler()})
+
+
+def audioldm_scheduler() -> DDIMScheduler:
+    """AudioLDM's noise schedule, as cvssp/audioldm-s-full-v2 holds it."""
+    return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.0015,
         beta_end=0.0195,
@@ -196,10 +203,18 @@ def save_tiny_audioldm(folder: Path, original: Path, seed: int = 0) -> Path:
         clip_sample=False,
         set_alpha_to_one=False,
     )
-    pipeline = AudioLDMPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, vocoder=vocoder
-    )
-    pipeline.save_pretrained(folder)
+
+
+def save_audioldm_folder(folder: Path, parts: dict) -> Path:
+    """AudioLDM's parts as the hub holds them (cvssp/audioldm-s-full-v2): each with its own `save_pretrained` in its
+    subfolder, and the model_index.json that names their classes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"_class_name": "AudioLDMPipeline", "_diffusers_version": diffusers.__version__}
+    for name, part in parts.items():
+        part.save_pretrained(folder / name)
+        library = "diffusers" if type(part).__module__.startswith("diffusers") else "transformers"
+        index[name] = [library, type(part).__name__]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return folder
 
 
@@ -339,24 +354,15 @@ def save_full_audioldm(folder: Path, seed: int = 0) -> Path:
     """AudioLDM s-full-v2's architecture with random weights (about 1.6 GB on disk); the text encoder is
     RoBERTa-base + projection, with a byte-level tokenizer (real token ids are irrelevant to speed)."""
     torch.manual_seed(seed)
-    pipeline = AudioLDMPipeline(
-        vae=AutoencoderKL(**FULL_VAE),
-        text_encoder=ClapTextModelWithProjection(ClapTextConfig()),
-        tokenizer=byte_level_tokenizer(max_length=512),
-        unet=UNet2DConditionModel(**FULL_UNET),
-        scheduler=DDIMScheduler(
-            num_train_timesteps=1000,
-            beta_start=0.0015,
-            beta_end=0.0195,
-            beta_schedule="scaled_linear",
-            steps_offset=1,
-            clip_sample=False,
-            set_alpha_to_one=False,
-        ),
-        vocoder=SpeechT5HifiGan(SpeechT5HifiGanConfig(**FULL_VOCODER)),
-    )
-    pipeline.save_pretrained(folder)
-    return folder
+    parts = {
+        "vae": AutoencoderKL(**FULL_VAE),
+        "text_encoder": ClapTextModelWithProjection(ClapTextConfig()),
+        "tokenizer": byte_level_tokenizer(max_length=512),
+        "unet": UNet2DConditionModel(**FULL_UNET),
+        "scheduler": audioldm_scheduler(),
+        "vocoder": SpeechT5HifiGan(SpeechT5HifiGanConfig(**FULL_VOCODER)),
+    }
+    return save_audioldm_folder(folder, parts)
 
 
 def save_full_mapper(folder: Path, seed: int = 0) -> Path:

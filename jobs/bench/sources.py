@@ -82,22 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     sources = sum(len(notes) for notes, _ in found)
     if "audioldm" in models:
-        from foley.models.audioldm import load_audioldm  # noqa: PLC0415
+        import torch  # noqa: PLC0415
+
+        from foley.models.audioldm import AudioLDM  # noqa: PLC0415
         from foley.storage.store import Storage  # noqa: PLC0415
 
-        pipeline = load_audioldm(config.audioldm, Storage(config.storage), stage.device)
-        condition = np.random.default_rng(1).standard_normal((1, 512)).astype(np.float32)
+        audioldm = AudioLDM(config.audioldm, Storage(config.storage), stage.device)
+        condition = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 512)).astype(np.float32))
 
         def generate():
-            import torch  # noqa: PLC0415
-
-            pipeline(
-                prompt_embeds=torch.from_numpy(condition),
-                negative_prompt_embeds=torch.zeros(1, 512),
-                num_inference_steps=config.audioldm.steps,
-                guidance_scale=config.audioldm.guidance_scale,
-                audio_length_in_s=config.window.seconds,
-            )
+            generator = [torch.Generator().manual_seed(0)]
+            steps, guidance = config.audioldm.steps, config.audioldm.guidance_scale
+            audioldm.generate(condition, torch.zeros(1, 512), steps, guidance, config.window.seconds, generator)
 
         results["AudioLDM, one window"] = tuple(value * windows for value in timed(generate))  # per window below
     report = {
