@@ -243,7 +243,7 @@ def test_a_video_listed_twice_fails_its_second_line_by_name(tmp_path):
 
 def test_a_relative_path_is_judged_as_it_will_be_joined(tmp_path, tiny_config):
     """`./_foley/...` lands in the job's own folder once normalised (where the next run would delete it), and a
-    `..` part fails its line, as the README says."""
+    `..` part fails its line, as docs/running.md says."""
     from conftest import plan_dub
 
     video = tmp_path / "v.mp4"

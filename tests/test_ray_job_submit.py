@@ -71,11 +71,11 @@ def job_status(address: str, env: dict, job_id: str) -> str:
 
 
 def readme_entrypoint(name: str, s3_endpoint: str, node_cache: Path) -> list[str]:
-    """The README's `ray job submit` example as written, with the tiny models its next paragraph says to add: the dub
-    job over s3://<name>/silent/ into s3://<name>/foley/, its models in the bucket too. Only the bucket's name, the
-    loopback endpoint and the node cache are the test's own."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("Weights under `s3://`", 1)[1]
+    """The `ray job submit` example of docs/cluster.md (the README's, tests/test_readme.py checks) as written, with
+    the tiny models its next paragraph says to add: the dub job over s3://<name>/silent/ into s3://<name>/foley/, its
+    models in the bucket too. Only the bucket's name, the loopback endpoint and the node cache are the test's own."""
+    page = (ROOT / "docs" / "cluster.md").read_text()
+    section = page.split("Weights under `s3://`", 1)[1]
     [command] = re.findall(r"```bash\n(RAY_AUTH_MODE=token ray job submit .*?)```", section, re.S)
     words = shlex.split(command.replace("\\\n", " "))
     assert words[:8] == [

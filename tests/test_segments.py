@@ -21,7 +21,7 @@ THREE_SHOTS = [("testsrc2", 3.0), ("smptebars", 4.0), ("mandelbrot", 3.0)]  # cu
 LONG_FILM = [("testsrc2", 20.0), ("smptebars", 20.0), ("mandelbrot", 20.0)]
 # Lossless output, and two windows per forward pass whether a video is split or not: the same batches, so the
 # split track must equal the unsplit one exactly. (Other batch compositions change the float rounding inside
-# AudioLDM, which the tiny random models amplify; see the README.)
+# AudioLDM, which the tiny random models amplify; see docs/performance.md.)
 SEGMENTED = [
     "window.segment_windows=2",
     "output.audio_codecs={.mkv: flac}",
