@@ -1,4 +1,5 @@
-"""The README says what the code does: its sample count, its commands and the config keys it names exist."""
+"""The README and the docs pages say what the code does: the sample count, the commands and the config keys they
+name exist, the README stays short and its links to docs/ lead somewhere."""
 
 import importlib
 import json
@@ -16,6 +17,8 @@ from jobs.make_samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+PAGES = {path.name: path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))}
+DOCS = "\n".join([README, *PAGES.values()])  # the README and every docs page, the README first
 FILE_NAME = re.compile(r"\.(json|safetensors|flac|wav|mp4|yaml)$")
 
 
@@ -24,19 +27,20 @@ def test_the_quickstart_counts_the_sample_videos_make_demo_makes():
     assert int(count) == len(SAMPLES) + 1  # and the clip of three shots
 
 
-def test_every_job_the_readme_runs_exists():
-    modules = set(re.findall(r"python -m (jobs(?:\.\w+)+)", README))
+def test_every_job_the_readme_and_the_docs_run_exists():
+    modules = set(re.findall(r"python -m (jobs(?:\.\w+)+)", DOCS))
     assert "jobs.dub" in modules and "jobs.evaluate" in modules
+    assert {"jobs.bench.decoders", "jobs.bench.bookkeeping", "jobs.convert_audioldm_clap"} <= modules  # docs pages
     for name in modules:
         module = importlib.import_module(name if name != "jobs.bench" else "jobs.bench.__main__")
         assert callable(getattr(module, "main", None)), name
 
 
-def test_every_config_key_the_readme_names_exists():
+def test_every_config_key_the_readme_and_the_docs_name_exists():
     sections = set(FoleyConfig.model_fields)
     named = {
         key
-        for key in re.findall(r"`([a-z_]+(?:\.[a-z_<>]+)+)(?:=[^`]*)?`", README)
+        for key in re.findall(r"`([a-z_]+(?:\.[a-z_<>]+)+)(?:=[^`]*)?`", DOCS)
         if key.split(".")[0] in sections and "<" not in key and not FILE_NAME.search(key)  # clap.json is a file
     }
     assert len(named) > 20
@@ -52,12 +56,51 @@ def test_every_config_key_the_readme_names_exists():
     assert unknown == []
 
 
+def test_the_readme_stays_short():
+    assert len(README.splitlines()) < 400
+
+
+def heading_anchors(page: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    lines = re.sub(r"```.*?```", "", page, flags=re.S).splitlines()
+    headings = [line.lstrip("#").strip() for line in lines if line.startswith("#")]
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_every_link_into_docs_leads_to_a_page_and_a_heading():
+    links = re.findall(r"\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)", README)
+    assert len(links) > 10
+    for path, anchor in links:
+        assert (ROOT / path).exists(), path
+        if anchor:
+            assert anchor in heading_anchors((ROOT / path).read_text()), f"{path}#{anchor}"
+    for name, page in PAGES.items():  # the docs pages' links to each other and to their files
+        for path, anchor in re.findall(r"\]\(([\w./-]+)(?:#([^)\s]+))?\)", page):
+            assert (ROOT / "docs" / path).exists(), f"{name}: {path}"
+            if anchor and path.endswith(".md"):
+                assert anchor in heading_anchors((ROOT / "docs" / path).read_text()), f"{name}: {path}#{anchor}"
+
+
+def test_the_readmes_ray_job_submit_is_the_one_its_test_runs():
+    """tests/test_ray_job_submit.py runs the command of docs/cluster.md; the README shows the same one."""
+
+    def command(page: str) -> str:
+        [found] = re.findall(r"```bash\n(RAY_AUTH_MODE=token ray job submit --address http://HEAD.*?)```", page, re.S)
+        return found
+
+    assert command(README) == command(PAGES["cluster.md"])
+
+
 def readme_command(start: str) -> str:
-    """The README's first command that begins with `start`, as written: a line of a code block (its comment cut
-    off) or an inline code span (joined where the text wraps it)."""
-    block_lines = [line.split("  #")[0].strip() for block in README.split("```")[1::2] for line in block.splitlines()]
-    spans = [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", README.replace("```", ""))]
-    return next(command for command in block_lines + spans if command.startswith(start))
+    """The first command that begins with `start` in the README, else in a docs page, as written: a line of a code
+    block (its comment cut off) or an inline code span (joined where the text wraps it)."""
+    for page in [README, *PAGES.values()]:
+        block_lines = [line.split("  #")[0].strip() for block in page.split("```")[1::2] for line in block.splitlines()]
+        spans = [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", page.replace("```", ""))]
+        for command in block_lines + spans:
+            if command.startswith(start):
+                return command
+    raise AssertionError(f"no command begins with {start!r} in the README or docs/")
 
 
 def fresh_clone(folder: Path) -> Path:
