@@ -2,8 +2,8 @@
 
 scdet scores how much each frame differs from the one before (0-100) and reports the frames whose score reaches the
 threshold: the first frame of each new shot. Chosen over PySceneDetect by measuring both on synthetic films with
-known cuts (README, "Shots and long videos"): the same CPU time (decoding dominates both), every cut to the frame
-once the minimum shot length drops the frame after a cut into fast motion (which scdet also flags), and no
+known cuts (docs/performance.md, "The cut detector"): the same CPU time (decoding dominates both), every cut to the
+frame once the minimum shot length drops the frame after a cut into fast motion (which scdet also flags), and no
 dependency beyond the ffmpeg the project already runs (PySceneDetect needs OpenCV, about 230 MB).
 """
 
