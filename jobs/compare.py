@@ -25,13 +25,13 @@ from collections import Counter
 
 from foley.config import ConfigError, FoleyConfig, load_config
 from foley.pipeline.cli import fail_setup
+from foley.pipeline.columns import OK
 from foley.pipeline.evaluation import SCORE_NAMES
 from foley.pipeline.guard import location
 from foley.pipeline.kinds import DUB
 from foley.pipeline.layout import COMPARISONS_DIR, EVALUATION_DIR, REPORT_DIR
 from foley.pipeline.manifest import Manifest
 from foley.pipeline.report import write_report
-from foley.pipeline.rows import OK
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, join
 

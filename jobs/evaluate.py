@@ -37,7 +37,10 @@ from foley.config import ConfigError, FoleyConfig, load_config
 from foley.models.frechet import frechet_distance
 from foley.models.panns import audioset_labels
 from foley.pipeline.cli import fail_setup
+from foley.pipeline.columns import EVALUATION, FAILED, OK
 from foley.pipeline.evaluation import (
+    GENERATED,
+    REFERENCE,
     SCORE_NAMES,
     cosines,
     inception_score,
@@ -54,13 +57,12 @@ from foley.pipeline.manifest import Manifest
 from foley.pipeline.outputs import SIDECAR_SUFFIX
 from foley.pipeline.planning import clap_identity
 from foley.pipeline.ray_session import connect_ray, quiet_progress_when_logged
-from foley.pipeline.rows import EMPTY_MATRIX, FAILED, OK, new_row
+from foley.pipeline.rows import new_row
 from foley.pipeline.stage import remove_input_copies, stage_options
 from foley.storage.inputs import InputItem
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, is_s3, join
 
-GENERATED, REFERENCE = "generated", "reference"
 PANNS_SCORES = (
     "fd_panns",
     "kl_panns_softmax",
@@ -114,14 +116,10 @@ def window_row(config: FoleyConfig, storage: Storage, uri: str, record: dict, ro
         windows=json.dumps(record["windows"]),
         n_windows=len(record["windows"]),
         duration_s=float(record["duration_s"]),
-        notes=role,
         seed=0,
         result_id=record["result_id"],
-        classifier_outputs=EMPTY_MATRIX,
-        seconds_classify_audio=0.0,
-        seam_score=math.nan,
     )
-    return row
+    return row | {column.name: column.start for column in EVALUATION} | {"role": role}
 
 
 def score_windows(config: FoleyConfig, rows: list[dict], storage: Storage) -> dict[tuple[str, str], dict | str]:
@@ -145,7 +143,7 @@ def score_windows(config: FoleyConfig, rows: list[dict], storage: Storage) -> di
         scored = scored.map_batches(stage, fn_constructor_kwargs={"config": config}, **stage_options(resources))
     results = {}
     for result in scored.iter_rows():
-        key = (str(result["notes"]), str(result["relative_path"]))
+        key = (result["role"], result["relative_path"])
         results[key] = (
             result["error"]
             if result["status"] == FAILED

@@ -226,7 +226,7 @@ def finish_rows(output_root, config, rows: list[dict]) -> None:
 
     run = JobRun(argparse.Namespace(output=str(output_root)), config, DUB)
     for row in rows:
-        outputs = json.loads(row["output_uris"])
+        outputs = json.loads(row["outputs"])
         for uri in outputs:
             run.storage.write_bytes(uri, b"a published output")
         sizes = json.dumps([len(b"a published output")] * len(outputs))

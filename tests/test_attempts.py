@@ -8,7 +8,8 @@ import os
 import pytest
 
 from foley.pipeline.attempts import bounded_crashes
-from foley.pipeline.rows import OK, batch_of, rows_of
+from foley.pipeline.columns import OK
+from foley.pipeline.rows import batch_of, rows_of
 
 DEADLY = "v2.mp4"
 
@@ -46,7 +47,7 @@ def test_an_input_that_kills_its_worker_every_time_fails_alone(ray_joined, tiny_
     config = tiny_config.with_overrides("stages.mux.max_retries=1")
     ledger = start_ledger("run-test")
     rows = [
-        {"input_uri": f"v{index}.mp4", "run_id": "run-test", "status": "pending", "error": "", "output_uris": "[]"}
+        {"input_uri": f"v{index}.mp4", "run_id": "run-test", "status": "pending", "error": "", "outputs": "[]"}
         | {"output_sizes": "[]", "segment": 0}
         for index in range(4)
     ]

@@ -193,7 +193,7 @@ def test_another_input_root_redoes_at_the_new_paths_and_skipped_rows_are_final(t
     assert [row["relative_path"] for row in first] == ["a.mp4", "b.mp4"]
     finish_rows(tmp_path / "out", tiny_config, first[:1])
     manifest = JobRun(argparse.Namespace(output=str(tmp_path / "out")), tiny_config, DUB).manifest
-    manifest.record(first[1] | {"status": "skipped", "finished_at": 1.0, "output_uris": "[]"})  # wrote nothing
+    manifest.record(first[1] | {"status": "skipped", "finished_at": 1.0, "outputs": "[]"})  # wrote nothing
     assert plan(library) == []  # ok and skipped are both final under the same result
     again = plan(library.parent)  # the same files, listed from one folder up
     assert [row["relative_path"] for row in again] == ["shows/a.mp4", "shows/b.mp4"]

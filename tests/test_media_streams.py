@@ -14,8 +14,9 @@ from conftest import one_window, run_dub, tiny_overrides
 from foley.media.probe import DIGITAL_SILENCE_DBFS, _rate, probe
 from foley.media.render import render_test_video
 from foley.media.windows import plan_windows, sample_times, shot_borders
+from foley.pipeline.columns import PENDING, SKIPPED
 from foley.pipeline.kinds import DUB
-from foley.pipeline.rows import PENDING, SKIPPED, batch_of, new_row, rows_of
+from foley.pipeline.rows import batch_of, new_row, rows_of
 from foley.storage.inputs import InputItem
 from media_checks import decoded_channels, ffprobe_facts, frames_on_screen, packets_md5, plays, track_name
 from workers.decode_embed import DecodeEmbed

@@ -11,8 +11,9 @@ from foley.media.render import render_test_video
 from foley.models.detector import Detection, load_source_detector
 from foley.models.identity import ModelIdentities
 from foley.models.zero_shot import read_labels
+from foley.pipeline.columns import PENDING
 from foley.pipeline.kinds import DUB
-from foley.pipeline.rows import PENDING, window_notes
+from foley.pipeline.rows import window_notes
 from foley.pipeline.sources import mix_weights, track_sources
 from foley.storage.store import Storage
 

@@ -7,8 +7,9 @@ import torch
 from conftest import one_window, row_for, run
 from foley.media.render import render_test_video
 from foley.media.windows import window_bounds_s
+from foley.pipeline.columns import FAILED, PENDING
 from foley.pipeline.kinds import DUB
-from foley.pipeline.rows import FAILED, PENDING, new_row
+from foley.pipeline.rows import new_row
 from foley.storage.inputs import InputItem
 from media_checks import frames_on_screen, plays, stream_duration, streams, video_packets_md5
 

@@ -40,16 +40,10 @@ from foley.models.clip import load_clip
 from foley.models.detector import load_source_detector
 from foley.models.device import pick_device
 from foley.pipeline.attempts import bounded_crashes
+from foley.pipeline.columns import SKIPPED
 from foley.pipeline.kinds import DUB, JobKind
 from foley.pipeline.report_assets import chosen_posters, keep_posters
-from foley.pipeline.rows import (
-    SKIPPED,
-    batch_of,
-    fail,
-    is_pending,
-    pipeline_columns,
-    rows_of,
-)
+from foley.pipeline.rows import batch_of, fail, is_pending, pipeline_columns, rows_of
 from foley.pipeline.segments import segment_rows
 from foley.pipeline.sources import SourceFinder
 from foley.pipeline.stage import local_input, set_torch_threads
@@ -114,7 +108,7 @@ class DecodeEmbed:
 
     def embed_video(self, row: dict) -> list[dict]:
         """The video's rows: itself when skipped, else one per segment still to make."""
-        if bool(row["image"]):
+        if row["image"]:
             return self.embed_image(row)
         path, info = self.probe_input(row)
         threshold = self.config.input.silence_threshold_dbfs
@@ -126,14 +120,14 @@ class DecodeEmbed:
                 if info.audio_streams
                 else "no audio track"
             )
-            row.update(status=SKIPPED, error=f"{row['input_uri']} has {reason} to learn from", output_uris="[]")
+            row.update(status=SKIPPED, error=f"{row['input_uri']} has {reason} to learn from", outputs="[]")
             return [row]
         if has_sound and not self.audio_required and self.config.input.existing_audio == "skip":
             row.update(
                 status=SKIPPED,
                 error=f"{row['input_uri']} already has an audio track (peak {info.audio_peak_dbfs:.1f} dBFS; "
                 "input.existing_audio=skip; use replace or mix to dub it anyway)",
-                output_uris="[]",  # nothing written
+                outputs="[]",  # nothing written
             )
             return [row]
         windows = self.plan_windows(path, info)
@@ -159,7 +153,7 @@ class DecodeEmbed:
                     frames_kept.append(frames[offset * per_window + per_window // 2])
                     boxes.append([note["box"] for note in sources[index + offset][0]] if sources else [])
             index += len(frames) // per_window
-        keep_posters(self.storage, str(row["report_uri"]), frames_kept, self.config.report, boxes)
+        keep_posters(self.storage, row["report_uri"], frames_kept, self.config.report, boxes)
         kept = np.concatenate(each_frame) if each_frame is not None else None
         return self.window_columns(np.concatenate(embeddings), sources, wanted, kept)
 
@@ -210,7 +204,7 @@ class DecodeEmbed:
         embedding = F.normalize(self.clip.embed_frames(image), dim=-1).cpu().numpy().astype(np.float32)
         sources = self.sources(image[:, None]) if self.sources else []
         boxes = [[note["box"] for note in sources[0][0]]] if sources else None
-        keep_posters(self.storage, str(row["report_uri"]), [image[0]], self.config.report, boxes)
+        keep_posters(self.storage, row["report_uri"], [image[0]], self.config.report, boxes)
         learned = self.config.window.aggregator == "learned"  # every sampled frame is the image
 
         def columns(wanted: list[Window]) -> dict:

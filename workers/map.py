@@ -29,7 +29,8 @@ from foley.models.device import pick_device
 from foley.models.mapping import load_mapper
 from foley.models.zero_shot import ZeroShotMapper
 from foley.pipeline.attempts import bounded_crashes
-from foley.pipeline.rows import EMPTY_MATRIX, batch_of, note_window, rows_of
+from foley.pipeline.columns import EMPTY_MATRIX
+from foley.pipeline.rows import batch_of, note_window, rows_of
 from foley.pipeline.sources import mix_weights
 from foley.pipeline.stage import WindowRef, map_windows, set_torch_threads
 from foley.storage.store import Storage
@@ -54,9 +55,7 @@ class Map:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = rows_of(batch)
         # Each row's sources, parsed once: a window's notes are read per window, and a long video has hundreds.
-        self.parsed_sources = {
-            id(row): json.loads(str(row["window_sources"])) for row in rows if "window_sources" in row
-        }
+        self.parsed_sources = {id(row): json.loads(row["window_sources"]) for row in rows if "window_sources" in row}
         map_windows(rows, self.condition, "clap_embeddings", self.resources.max_forward_batch, "map", self.map_windows)
         for row in rows:
             row.pop("frame_embeddings", None)
@@ -84,7 +83,7 @@ class Map:
             )
         generators = [
             torch.Generator(self.device).manual_seed(
-                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.video_window, "mapper")
+                window_seed(self.config.seed, ref.row["relative_path"], ref.video_window, "mapper")
             )
             for ref in windows
         ]

@@ -48,7 +48,7 @@ class Mux(FinalStage):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         summaries = []
         for row in rows_of(batch):
-            if is_pending(row) and int(row["segment_count"]) > 1:
+            if is_pending(row) and row["segment_count"] > 1:
                 started = time.perf_counter()
                 try:
                     completes = self.stage_segment(row)
@@ -65,15 +65,15 @@ class Mux(FinalStage):
     def stage_segment(self, row: dict) -> bool:
         """Stage this segment; True when it completes its video and this row won the claim to publish it."""
         staging = self.staging(row)
-        segment = int(row["segment"])
+        segment = row["segment"]
         if segment != ASSEMBLE_ONLY:
             info = {
-                "first_window": int(row["first_window"]),
+                "first_window": row["first_window"],
                 "windows": len(row["waveforms"]),
-                "synthesize_worker": str(row["synthesize_worker"]),
-                "run_id": str(row["run_id"]),
+                "synthesize_worker": row["synthesize_worker"],
+                "run_id": row["run_id"],
                 "window_notes": window_notes(row),
-                **{f"seconds_{stage}": float(row[f"seconds_{stage}"]) for stage in TIMED_STAGES},
+                **{f"seconds_{stage}": row[f"seconds_{stage}"] for stage in TIMED_STAGES},
             }
             staging.stage(segment, row["waveforms"], info)
             self.keep_conditions(row)
@@ -82,22 +82,22 @@ class Mux(FinalStage):
         return staging.claim(f"{row['run_id']}/{segment}")
 
     def staging(self, row: dict) -> SegmentStaging:
-        ranges = segment_ranges(int(row["n_windows"]), int(row["segment_windows"]) or None)
-        return SegmentStaging(self.storage, str(row["staging_uri"]), ranges)
+        ranges = segment_ranges(row["n_windows"], row["segment_windows"] or None)
+        return SegmentStaging(self.storage, row["staging_uri"], ranges)
 
     def publish(self, row: dict) -> list[int]:
         window = self.config.window
         layout = TrackLayout.of(
             row_windows(row),
-            float(row["duration_s"]),
+            row["duration_s"],
             window.seconds,
             window.cut_crossfade_seconds,
-            int(row["sample_rate"]),
+            row["sample_rate"],
         )
-        if int(row["segment_count"]) == 1:
+        if row["segment_count"] == 1:
             self.keep_conditions(row)
-        ranges = segment_ranges(int(row["n_windows"]), int(row["segment_windows"]) or None)
-        drop_other_conditions(self.storage, self.output_root, str(row["result_id"]), {first for first, _ in ranges})
+        ranges = segment_ranges(row["n_windows"], row["segment_windows"] or None)
+        drop_other_conditions(self.storage, self.output_root, row["result_id"], {first for first, _ in ranges})
         tracks = self.assemble(row, layout)
         for track in tracks:
             if problem := track_problem(track, self.config.output.max_dc_fraction):
@@ -107,11 +107,11 @@ class Mux(FinalStage):
                 )
         tracks = [normalize_peak(track, self.config.output.peak_dbfs) for track in tracks]
         sizes = []
-        for output_uri in json.loads(str(row["output_uris"])):
+        for output_uri in json.loads(row["outputs"]):
             with self.storage.staged_output(output_uri) as staged:
                 self.write(row, tracks, layout.sample_rate, staged)  # checked as a reader would (media.verify)
                 sizes.append(staged.stat().st_size)
-        if str(row["report_uri"]):  # drawn from the track in memory: nothing is decoded again
+        if row["report_uri"]:  # drawn from the track in memory: nothing is decoded again
             self.keep_spectrogram(row, tracks[0], layout.sample_rate)
         return sizes
 
@@ -127,21 +127,21 @@ class Mux(FinalStage):
             report.spectrogram_columns,
         )
         try:
-            self.storage.write_bytes(join(str(row["report_uri"]), SPECTROGRAM), picture)
+            self.storage.write_bytes(join(row["report_uri"], SPECTROGRAM), picture)
         except StorageError as exc:
-            row["notes"] = "; ".join(filter(None, (str(row["notes"]), f"no spectrogram in the report: {exc}")))
+            row["notes"] = "; ".join(filter(None, (row["notes"], f"no spectrogram in the report: {exc}")))
 
     def keep_conditions(self, row: dict) -> None:
         """The conditions AudioLDM read for the row's windows, for jobs.evaluate's CLAP scores."""
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(row["clap_embeddings"], dtype=np.float32))
         self.storage.write_bytes(
-            conditions_uri(self.output_root, str(row["result_id"]), int(row["first_window"])), buffer.getvalue()
+            conditions_uri(self.output_root, row["result_id"], row["first_window"]), buffer.getvalue()
         )
 
     def assemble(self, row: dict, layout: TrackLayout) -> list[np.ndarray]:
         """The video's tracks: the kept one, then the runners-up best first when the windows carry them."""
-        if int(row["segment_count"]) == 1:
+        if row["segment_count"] == 1:
             return build_tracks(layout, [(0, row["waveforms"])])
         staging, infos = self.staging(row), []
 
@@ -152,7 +152,7 @@ class Mux(FinalStage):
                 yield info["first_window"], waveforms
 
         tracks = build_tracks(layout, segments())
-        row["segment_info"] = json.dumps([{k: v for k, v in info.items() if k != "window_notes"} for info in infos])
+        row["segments"] = json.dumps([{k: v for k, v in info.items() if k != "window_notes"} for info in infos])
         notes = [note for info in infos for note in padded(info["window_notes"], info["windows"])]
         row["window_notes"] = json.dumps(notes) if any(notes) else ""
         for stage in TIMED_STAGES:  # the video's time is the sum of its segments' (this one's is staged too)
@@ -167,13 +167,13 @@ class Mux(FinalStage):
             write_audio_file(
                 tracks[0], sample_rate, staged, output_sample_rate=output.audio_sample_rate, title=output.audio_title
             )
-        elif bool(row["image"]):
+        elif row["image"]:
             render_still_video(
                 local_input(row, self.storage),
                 tracks[0],
                 sample_rate,
                 staged,
-                seconds=float(row["duration_s"]),
+                seconds=row["duration_s"],
                 fps=output.image_fps,
                 video_codec=output.image_video_codec,
                 audio_codec=self.audio_codec(suffix),
@@ -193,7 +193,7 @@ class Mux(FinalStage):
 
     def mux(self, row: dict, tracks: list[np.ndarray], sample_rate: int, staged: Path) -> None:
         # has_audio means audible sound: a silent original track is replaced, never mixed under.
-        mix = bool(row["has_audio"]) and self.config.input.existing_audio == "mix"
+        mix = row["has_audio"] and self.config.input.existing_audio == "mix"
         output = self.config.output
         notes = mux_track(
             local_input(row, self.storage),
@@ -210,12 +210,12 @@ class Mux(FinalStage):
             alternates=[(track, output.alternate_title.format(rank=rank)) for rank, track in enumerate(tracks[1:], 2)],
         )
         # What the output container could not hold as it was (converted or left out), for the manifest.
-        row["notes"] = "; ".join(note for note in (str(row["notes"]), *notes) if note)
+        row["notes"] = "; ".join(note for note in (row["notes"], *notes) if note)
 
     def finish(self, row: dict) -> dict:
         """Journal the video, then drop its staged segments (they are kept until its row is written)."""
         result = super().finish(row)
-        if int(row["segment_count"]) > 1 and result["status"] != "failed":
+        if row["segment_count"] > 1 and result["status"] != "failed":
             self.staging(row).remove()
         return result
 

@@ -21,11 +21,10 @@ from foley.media.probe import decode_audio
 from foley.media.seams import seam_score
 from foley.media.stitch import TrackLayout
 from foley.pipeline.attempts import bounded_crashes
+from foley.pipeline.evaluation import GENERATED
 from foley.pipeline.rows import batch_of, fail, is_pending, row_windows, rows_of
 from foley.pipeline.stage import local_input
 from foley.storage.store import Storage
-
-GENERATED = "generated"
 
 
 class SeamScore:
@@ -38,7 +37,7 @@ class SeamScore:
         rows = rows_of(batch)
         for row in rows:
             row["seam_score"] = math.nan
-            if is_pending(row) and str(row["notes"]) == GENERATED:
+            if is_pending(row) and row["role"] == GENERATED:
                 try:
                     row["seam_score"] = self.score(row)
                 except Exception as exc:  # noqa: BLE001 - one bad video becomes a failed row, never a failed job
@@ -47,7 +46,7 @@ class SeamScore:
 
     def score(self, row: dict) -> float:
         settings, window = self.config.evaluation, self.config.window
-        duration = float(row["duration_s"])
+        duration = row["duration_s"]
         track = decode_audio(local_input(row, self.storage), 0.0, duration, settings.seam_sample_rate)
         layout = TrackLayout.of(
             row_windows(row), duration, window.seconds, window.cut_crossfade_seconds, settings.seam_sample_rate

@@ -88,7 +88,7 @@ class Synthesize:
             )
         conditions, negatives = [], []
         for visual, ref in zip(embeddings, windows, strict=True):
-            video = ConditionsConfig.model_validate(json.loads(str(ref.row["conditions"]) or "{}"))
+            video = ConditionsConfig.model_validate(json.loads(ref.row["conditions"] or "{}"))
             condition, weights = self.conditioner.compose(visual, video, progress(ref) if video.fades else 0.0)
             conditions.append(condition)
             self.composed[id(ref.row), ref.index] = condition
@@ -117,7 +117,7 @@ class Synthesize:
         candidates = self.config.audioldm.candidates
         generators = [
             torch.Generator(self.device).manual_seed(
-                window_seed(self.config.seed, str(ref.row["relative_path"]), ref.video_window, "audioldm", sample)
+                window_seed(self.config.seed, ref.row["relative_path"], ref.video_window, "audioldm", sample)
             )
             for ref in windows
             for sample in range(candidates)
@@ -157,5 +157,5 @@ class Synthesize:
 def progress(ref: WindowRef) -> float:
     """How far through its video the window's centre lies (0 to 1): where a fading prompt stands."""
     window = row_windows(ref.row)[ref.video_window]
-    duration = float(ref.row["duration_s"])
+    duration = ref.row["duration_s"]
     return min(max((window.start_s + window.end_s) / 2 / duration, 0.0), 1.0) if duration > 0 else 0.0

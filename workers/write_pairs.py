@@ -24,7 +24,7 @@ class WritePairs(FinalStage):
     def publish(self, row: dict) -> list[int]:
         bounds = [(window.start_s, window.end_s) for window in row_windows(row)]
         table = pairs_table(
-            str(row["relative_path"]),
+            row["relative_path"],
             bounds,
             row["clip_embeddings"],
             row["clap_embeddings"],
@@ -33,5 +33,5 @@ class WritePairs(FinalStage):
             row.get("frame_embeddings"),
         )
         content = table_bytes(table)
-        self.storage.write_bytes(str(row["output_uri"]), content)
+        self.storage.write_bytes(row["output_uri"], content)
         return [len(content)]

@@ -20,7 +20,8 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from foley.pipeline.rows import FAILED, batch_of, fail, rows_of
+from foley.pipeline.columns import FAILED
+from foley.pipeline.rows import batch_of, fail, rows_of
 
 LEDGER_NAME = "foley-attempts-{run_id}"
 Stage = Callable[[object, dict[str, np.ndarray]], dict[str, np.ndarray]]

@@ -42,6 +42,7 @@ SCORE_NAMES = {
     "is_panns": "IS_PANNs",
     "ssms_f1": "SSMS F1",
 }
+GENERATED, REFERENCE = "generated", "reference"  # whose sound an evaluation row carries (its `role` column)
 _PART = re.compile(r"from-window-(\d{5})\.npy$")
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from foley.config import ConfigError, FoleyConfig
+from foley.pipeline.columns import FAILED, OK, PENDING, SKIPPED
 from foley.pipeline.guard import check_roots
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.lease import LeaseLostError, OutputLease
@@ -28,7 +29,7 @@ from foley.pipeline.manifest import KEY_COLUMNS, Manifest, RunJournal
 from foley.pipeline.planning import Planner
 from foley.pipeline.progress import Progress
 from foley.pipeline.ray_session import check_gpus, check_local_output, configure_data, connect_ray
-from foley.pipeline.rows import FAILED, OK, PENDING, SKIPPED, first_line, pipeline_columns
+from foley.pipeline.rows import first_line, pipeline_columns
 from foley.pipeline.segments import clear_stale_staging
 from foley.storage.inputs import InputItem
 from foley.storage.store import Storage
@@ -189,7 +190,7 @@ class JobRun:
                 "(a crash, or out of memory: see stages.<name>.max_retries and memory_gb) or its result was lost. "
                 "The log names the stage; run the job again to retry it (finished work is kept)"
             )
-            self.journal.add_rows([self.columns | row | {"status": FAILED, "error": error, "output_uris": "[]"}])
+            self.journal.add_rows([self.columns | row | {"status": FAILED, "error": error, "outputs": "[]"}])
             self.results.append({"status": FAILED})
         self.journal.write()
         if unfinished:

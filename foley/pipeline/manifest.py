@@ -26,103 +26,27 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from foley.config import JournalConfig
+from foley.pipeline.columns import COLUMNS, OK, SKIPPED, TIME, TIMES, Column, kind_columns
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.layout import LEGACY_MANIFEST_DIR, MANIFEST_DIR
-from foley.pipeline.rows import OK, SKIPPED
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, join
 
 log = logging.getLogger("foley.manifest")
 
-# One entry per window: the part of the video it looks at and the shot it lies in.
 FOLDED_NAME, JOURNAL_DIR = "manifest.parquet", "rows"  # under the manifest folder (and the legacy one)
 BATCH_PREFIX = "batch-"  # a journal file of the driver's, many rows; the others hold one row each
-WINDOWS_TYPE = pa.list_(pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("shot", pa.int64())]))
-# One entry per segment of a long video: its windows, the synthesis actor and the run that made them, and how long
-# synthesis took.
-SEGMENTS_TYPE = pa.list_(
-    pa.struct(
-        [
-            ("first_window", pa.int64()),
-            ("windows", pa.int64()),
-            ("synthesize_worker", pa.string()),
-            ("run_id", pa.string()),
-            ("seconds_synthesize", pa.float64()),
-        ]
-    )
-)
-# One entry per window: what shaped its sound. The weight of each condition where more than the video's own
-# picture was mixed, the zero-shot mapper's labels with their weights, and the CLAP scores of its candidates with the
-# index of the one kept; with sound sources on, each source (label, detection score, box as shares of the frame
-# x0 y0 x1 y1, how many of the window's frames saw it, its weight in the mix), and with Cycle Mix each candidate's
-# spread of cosines to them.
-SOURCE_TYPE = pa.struct(
-    [
-        ("label", pa.string()),
-        ("score", pa.float64()),
-        ("box", pa.list_(pa.float64())),
-        ("frames", pa.int64()),
-        ("weight", pa.float64()),
-    ]
-)
-WINDOW_NOTES_TYPE = pa.list_(
-    pa.struct(
-        [
-            ("weights", pa.struct([("visual", pa.float64()), ("prompt", pa.float64()), ("reference", pa.float64())])),
-            ("labels", pa.list_(pa.struct([("label", pa.string()), ("weight", pa.float64())]))),
-            ("scores", pa.list_(pa.float64())),
-            ("kept", pa.int64()),
-            ("sources", pa.list_(SOURCE_TYPE)),
-            ("spreads", pa.list_(pa.float64())),
-        ]
-    )
-)
-# manifest column: the row's JSON column
-JSON_COLUMNS = {
-    "windows": "windows",
-    "segments": "segment_info",
-    "window_notes": "window_notes",
-    "outputs": "output_uris",
-    "output_sizes": "output_sizes",
-}
+
+
+def manifest_columns(kind: JobKind) -> tuple[Column, ...]:
+    """The columns of a row that the manifest keeps (foley.pipeline.columns), with the job's model identifiers and
+    a seconds_<stage> column per stage."""
+    every = (*COLUMNS, *kind_columns(kind.models, kind.stages), *TIMES)
+    return tuple(column for column in every if column.manifest is not None)
 
 
 def manifest_schema(kind: JobKind) -> pa.Schema:
-    """The manifest's columns: the job's model identifiers and a seconds_<stage> column per stage."""
-    return pa.schema(
-        [
-            ("input_uri", pa.string()),
-            ("input_identity", pa.string()),
-            ("output_uri", pa.string()),
-            ("outputs", pa.list_(pa.string())),  # every file written, the main one first (a sidecar sound file)
-            ("output_sizes", pa.list_(pa.int64())),  # each one's size in bytes as published, checked by later plans
-            ("result_id", pa.string()),
-            ("run_id", pa.string()),  # the run that wrote the row
-            ("run_seq", pa.int64()),  # that run's number on this output root: a later run has a larger one
-            ("relative_path", pa.string()),
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("duration_s", pa.float64()),
-            ("n_windows", pa.int64()),
-            ("windows", WINDOWS_TYPE),
-            ("segments", SEGMENTS_TYPE),
-            ("conditions", pa.string()),  # JSON: the conditions that changed the sound (prompt, reference, weights)
-            ("source_edits", pa.string()),  # JSON: the list line's own sources.exclude / sources.boost
-            ("window_notes", WINDOW_NOTES_TYPE),
-            ("has_audio", pa.bool_()),
-            ("audio_level_dbfs", pa.float64()),
-            ("notes", pa.string()),
-            ("seed", pa.int64()),
-            ("config_hash", pa.string()),
-            ("model_identities", pa.string()),
-            ("settings", pa.string()),  # JSON: the run's settings that, with the models, made its config hash
-            ("decoder", pa.string()),  # what parsed and decoded the video: torchcodec and the FFmpeg it loaded
-            *[(model, pa.string()) for model in kind.models],
-            *[(f"seconds_{stage}", pa.float64()) for stage in kind.stages],
-            ("started_at", pa.timestamp("ms", tz="UTC")),
-            ("finished_at", pa.timestamp("ms", tz="UTC")),
-        ]
-    )
+    return pa.schema([(column.name, column.manifest) for column in manifest_columns(kind)])
 
 
 # What the newest row of each input is chosen by (newest_rows), and what a plan checks of a finished result's
@@ -204,20 +128,23 @@ def newest_rows(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return table.drop_columns(["_run", "_written", "_one_per", "_per_output"])
 
 
+JSON_COLUMNS = {column.name for column in COLUMNS if column.json}  # carried as JSON text, kept decoded
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 def manifest_row(row: dict, schema: pa.Schema) -> dict:
-    """The manifest's columns of a pipeline row, with plain Python types."""
+    """The manifest's columns of a pipeline row, with plain Python types (its JSON columns decoded)."""
     record = {}
     for field in schema:
         value = row.get(field.name)
         if field.name in JSON_COLUMNS:
-            value = json.loads(str(row.get(JSON_COLUMNS[field.name]) or "null"))
+            value = json.loads(str(value or "null"))
         if hasattr(value, "item"):  # numpy scalar
             value = value.item()
-        if field.name.endswith("_at") and isinstance(value, float):
+        if field.type == TIME and isinstance(value, float):
             value = datetime.fromtimestamp(value, UTC) if value else None
         record[field.name] = value
     return record

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from foley.config import ConditionsConfig, ConfigError, FoleyConfig
 from foley.models.identity import ModelIdentities
+from foley.pipeline.columns import FAILED, OK, SKIPPED
 from foley.pipeline.conditions import (
     LIST_COLUMNS,
     ConditionError,
@@ -29,7 +30,7 @@ from foley.pipeline.kinds import JobKind, clap_settings, container_settings, ima
 from foley.pipeline.layout import SEGMENTS_DIR
 from foley.pipeline.manifest import Manifest, utc_now
 from foley.pipeline.report_assets import media_uri
-from foley.pipeline.rows import FAILED, OK, SKIPPED, planned_row
+from foley.pipeline.rows import planned_row
 from foley.storage.inputs import InputItem, Listing, is_image
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, UnsafePathError, join
@@ -113,7 +114,7 @@ class Planner:
             written = layout.outputs.get(item.uri, ("",))
             row = planned_row(item, written[0]) | shared  # one string of each shared value for every row
             if written[1:]:
-                row["output_uris"] = json.dumps(written)
+                row["outputs"] = json.dumps(written)
             try:
                 own = self.own_settings(item, row) if item.uri not in refused else {}
             except (ConditionError, StorageError) as exc:
@@ -124,7 +125,7 @@ class Planner:
             if self.kind.sound_design and self.config.report.enabled:
                 row["report_uri"] = media_uri(self.args.output, row["result_id"])
             if item.uri in refused:  # recorded as failed, never written
-                failed = {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}", "output_uris": "[]"}
+                failed = {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}", "outputs": "[]"}
                 plan.refused.append(self.columns | row | failed)
             elif (done := finished.get(row["result_id"])) is not None:
                 done_before.append((row, done))

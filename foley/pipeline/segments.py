@@ -98,7 +98,7 @@ def segment_rows(
     columns (`embed` makes them, for only those windows: CLIP embeddings and any other per-window columns); a
     video short enough is one segment, and one whose every segment is staged is one row without windows."""
     ranges, size = segment_ranges(len(windows), segment_windows), segment_windows or 0
-    staged = SegmentStaging(storage, str(row["staging_uri"]), ranges).staged() if ranges[1:] else set()
+    staged = SegmentStaging(storage, row["staging_uri"], ranges).staged() if ranges[1:] else set()
     todo = [index for index in range(len(ranges)) if index not in staged]
     wanted = [window for index in todo for window in windows[slice(*ranges[index])]]
     columns = embed(wanted) if wanted else {}

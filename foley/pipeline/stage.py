@@ -19,19 +19,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from foley.config import FoleyConfig, StageResources, StorageConfig
 from foley.media.probe import decode_audio
 from foley.pipeline.attempts import bounded_crashes
+from foley.pipeline.columns import EMPTY_MATRIX, OK
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.manifest import Manifest, utc_now
 from foley.pipeline.metrics import JobMetrics
-from foley.pipeline.rows import (
-    EMPTY_MATRIX,
-    OK,
-    SUMMARY_COLUMNS,
-    batch_of,
-    fail,
-    is_pending,
-    row_windows,
-    rows_of,
-)
+from foley.pipeline.rows import SUMMARY_COLUMNS, batch_of, fail, is_pending, row_windows, rows_of
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3
 

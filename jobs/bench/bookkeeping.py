@@ -27,11 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from foley.config import FoleyConfig, load_config
+from foley.pipeline.columns import OK
 from foley.pipeline.job import JobRun
 from foley.pipeline.kinds import DUB
 from foley.pipeline.manifest import RunJournal
 from foley.pipeline.outputs import dub_outputs
-from foley.pipeline.rows import OK
 from foley.storage.store import Storage
 
 ROOT = Path(__file__).resolve().parents[2]
