@@ -44,7 +44,7 @@ def test_a_journal_file_cut_short_is_quarantined_and_only_its_rows_are_redone(tm
 
 def test_a_damaged_batch_costs_nothing_while_its_rows_one_row_files_remain(tmp_path, tiny_config):
     from foley.config import JournalConfig
-    from foley.pipeline.manifest import RunJournal
+    from foley.pipeline.journal import RunJournal
 
     videos, out = library(tmp_path / "in"), tmp_path / "out"
     first = plan_dub(videos, out, tiny_config)

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from foley.config import JournalConfig
+from foley.pipeline.journal import RunJournal
 from foley.pipeline.kinds import DUB
-from foley.pipeline.manifest import Manifest, RunJournal
+from foley.pipeline.manifest import Manifest
 from foley.storage.store import Storage
 
 

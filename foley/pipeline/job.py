@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 from foley.config import ConfigError, FoleyConfig
 from foley.pipeline.columns import FAILED, OK, PENDING, SKIPPED
 from foley.pipeline.guard import check_roots
+from foley.pipeline.journal import RunJournal
 from foley.pipeline.kinds import JobKind
 from foley.pipeline.lease import LeaseLostError, OutputLease
-from foley.pipeline.manifest import KEY_COLUMNS, Manifest, RunJournal
+from foley.pipeline.manifest import KEY_COLUMNS, Manifest
 from foley.pipeline.planning import Planner
 from foley.pipeline.progress import Progress
 from foley.pipeline.ray_session import check_gpus, check_local_output, configure_data, connect_ray

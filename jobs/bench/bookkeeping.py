@@ -29,8 +29,8 @@ from pathlib import Path
 from foley.config import FoleyConfig, load_config
 from foley.pipeline.columns import OK
 from foley.pipeline.job import JobRun
+from foley.pipeline.journal import RunJournal
 from foley.pipeline.kinds import DUB
-from foley.pipeline.manifest import RunJournal
 from foley.pipeline.outputs import dub_outputs
 from foley.storage.store import Storage
 
