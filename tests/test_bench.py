@@ -59,3 +59,20 @@ def test_bench_tiny_writes_bench_json_and_a_chart(tmp_path):
     assert (tmp_path / "stage_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "speedup vs sequential" in result.stdout
     assert report["relaxed_checks"] == ["output.max_dc_fraction=1"] and "relaxed for the bench" in result.stdout
+
+
+@pytest.mark.slow  # real-size architectures (random weights), built here: what the full bench runs, on one window
+def test_the_full_presets_stages_run_on_one_short_window(tmp_path):
+    """Each stage of `python -m jobs.bench --preset full` alone, as the bench measures it, at 1 sampling step on one
+    window: a change that breaks the full bench (as the output check once did) fails here, not on a user's run."""
+    from foley.config import load_config
+    from jobs.bench.__main__ import PRESETS, RELAXED_CHECKS, ROOT, build_models, render_videos
+    from jobs.bench.stages import measure_stages
+
+    short = ["audioldm.steps=1", "mapper.steps=1", "window.seconds=2.56", "window.overlap_seconds=0.32"]
+    overrides = [*build_models("full", tmp_path / "models"), *RELAXED_CHECKS, *short]
+    config = load_config(ROOT / PRESETS["full"].config, overrides)
+    measured = measure_stages(config, render_videos(tmp_path / "videos", 1, 2.0), tmp_path / "work")
+    assert measured["windows"] == 1 and set(measured["stages"]) == {"decode", "clip", "map", "synthesize", "mux"}
+    assert all(stage["per_s"] > 0 for stage in measured["stages"].values())
+    assert measured["rows"][0]["waveforms"].shape == (1, round(2.56 * 16000))
