@@ -45,8 +45,8 @@ OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its o
 # (Makefile: pytest-xdist with --no-loadscope-reorder, which hands out files in collection order.)
 LONGEST_FIRST = (
     "test_faults.py",
+    "test_bench.py",  # the tiny bench, and the full bench's stages at real size
     "test_evaluation.py",
-    "test_bench.py",
     "test_failures.py",
     "test_training.py",
     "test_identity.py",
