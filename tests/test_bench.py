@@ -25,7 +25,7 @@ REQUIRED = {
 }
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: the bench's own runs, as a user runs it
 def test_bench_tiny_writes_bench_json_and_a_chart(tmp_path):
     result = subprocess.run(
         [

@@ -33,7 +33,7 @@ def embed_job(ray, input_root, output_root, overrides) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: the embed job's own run: the pairs it writes are its point
 def test_embed_writes_window_pairs_that_match_the_dub_path(tmp_path, tiny_models, tiny_config, ray_cluster):
     render_test_video(tmp_path / "in" / "a.mp4", 4.0, 320, 240, 25, with_audio=True)
     render_test_video(tmp_path / "in" / "b/long.mkv", 15.0, 256, 144, 30, with_audio=True)

@@ -55,7 +55,7 @@ def strict_json(text: str) -> dict:
     return json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} is not JSON"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a setting under test: inputs with sound replaced, for references
 def test_fd_clap_is_zero_against_itself_and_positive_against_other_audio(tmp_path, tiny_models, ray_joined, capsys):
     import ray
 

@@ -41,7 +41,7 @@ def make_bad_inputs(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a library of damaged and hostile inputs of its own
 def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_models, ray_cluster):
     expected_errors = make_bad_inputs(tmp_path / "in")
     render_test_video(tmp_path / "in" / "good.mp4", 3.0, 320, 240, 25)
@@ -78,7 +78,7 @@ def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_mod
     assert not list(ROOT.glob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a setting under test: --max-failures stops its run
 def test_max_failures_stops_the_job_early(tmp_path, tiny_models, ray_cluster):
     make_bad_inputs(tmp_path / "in")
     result = run_dub(
@@ -199,7 +199,7 @@ def _file_state(path: Path) -> tuple[int, int, int]:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a kill: the driver of its own run is killed and resumed
 def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_models, ray_cluster):
     names = [f"v{index}.mp4" for index in range(8)]
     for name in names:
@@ -254,7 +254,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_work(tmp_path, tiny_mo
     assert not [p for p in out.rglob("*") if ".partial-" in p.name]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a kill: an actor of its own run, on its own local Ray
 def test_a_killed_actor_is_restarted_and_every_output_is_right(tmp_path, tiny_models):
     for index in range(6):
         render_test_video(tmp_path / "in" / f"v{index}.mp4", 20.0, 160, 120, 25)

@@ -61,7 +61,7 @@ def leases_first_create(request) -> bool:
     return request.method == "PUT" and request.key.endswith("_foley/lease.json") and "if-none-match" in request.headers
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: faults injected into its own run's S3
 def test_at_5_percent_s3_faults_every_input_is_ok_and_a_rerun_redoes_only_what_was_harmed(
     tmp_path, tiny_models, ray_cluster, bucket, s3_endpoint
 ):
@@ -100,7 +100,7 @@ def test_at_5_percent_s3_faults_every_input_is_ok_and_a_rerun_redoes_only_what_w
     assert all(after[f"out/{clip}"] == published[f"out/{clip}"] for clip in CLIPS if clip != "clip3.mp4")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: faults injected into its own run's S3
 def test_at_20_percent_s3_faults_the_job_never_fails_as_a_whole_and_a_rerun_completes_the_rest(
     tmp_path, tiny_models, ray_cluster, bucket, s3_endpoint
 ):
@@ -145,7 +145,7 @@ def synthesize_node(cluster, session: int | None = None):
     return next((node for node in cluster.worker_nodes if node.all_processes["raylet"][0].process.pid in parents), None)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: many nodes: one of its own cluster's is killed
 def test_a_worker_node_lost_mid_run_costs_no_input(tmp_path, tiny_models, bucket, s3_endpoint):
     """Needs a cluster of its own: one of its nodes is killed. Its raylet dies at once, as a lost machine's does,
     while the actor on it holds a batch."""
@@ -214,7 +214,7 @@ def check_full_disk_run(result: subprocess.CompletedProcess, rows: dict[str, dic
     assert all(rows[f"large{index}.mp4"]["status"] == "failed" for index in range(2))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a full disk under its own run's cache
 def test_a_full_node_cache_fails_the_inputs_it_touches_and_publishes_nothing_broken(
     tmp_path, tiny_models, ray_cluster, bucket, s3_endpoint, small_disk
 ):
@@ -243,7 +243,7 @@ def test_a_full_node_cache_fails_the_inputs_it_touches_and_publishes_nothing_bro
     assert outputs_play(storage, name, tmp_path) == {f"out/{clip}": True for clip in sizes}
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a full disk under its own run's output
 def test_a_full_output_disk_fails_the_inputs_it_touches_and_leaves_no_bookkeeping_in_the_way(
     tmp_path, tiny_models, ray_cluster, small_disk
 ):
@@ -280,7 +280,7 @@ def test_a_full_output_disk_fails_the_inputs_it_touches_and_leaves_no_bookkeepin
     assert all(plays(out / clip) for clip in sizes)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: two runs at once on one output
 def test_a_run_whose_lease_is_taken_stops_writing_and_exits_non_zero(tmp_path, tiny_models):
     """Needs a job of its own to take the lease from while it runs."""
     import json

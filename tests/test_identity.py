@@ -114,7 +114,7 @@ def test_two_inputs_that_map_to_one_output_both_fail_and_nothing_is_written(
     assert not [uri for uri in storage.list_prefix(f"s3://{name}/out/") if uri.endswith(".mp4")]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a fresh checkout elsewhere, and an input replaced between runs
 def test_moved_code_redoes_nothing_and_a_replaced_input_redoes_only_itself(tmp_path, tiny_models, ray_cluster):
     """The same command from a second checkout at another path (as `ray job submit --working-dir` unpacks one per
     cluster) finds everything done; replacing one input's content redoes exactly that input."""
@@ -154,7 +154,7 @@ def test_moved_code_redoes_nothing_and_a_replaced_input_redoes_only_itself(tmp_p
     assert (tmp_path / "out" / "b.mp4").stat().st_mtime_ns != published["b.mp4"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a model changed between its own runs
 def test_a_mapper_retrained_into_the_same_folder_redoes_everything(tmp_path, tiny_models, ray_cluster):
     library = tmp_path / "library"
     render_test_video(library / "a.mp4", 2.0, 96, 64, 12)

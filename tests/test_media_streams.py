@@ -359,7 +359,7 @@ def test_frame_rates_are_read(tmp_path):
     assert info.fps == 25.0 and math.isnan(info.audio_peak_dbfs) and info.rotation == 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a library of its own: the streams real files carry
 def test_a_library_of_real_world_files_is_dubbed_with_nothing_lost(tmp_path, tiny_models, ray_cluster):
     source = tmp_path / "in"
     rich = make_rich_mkv(source / "rich.mkv")

@@ -32,7 +32,7 @@ def two_node_cluster(tmp_path):
     cluster.shutdown()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: many nodes: a cluster of its own
 def test_dub_on_two_nodes_with_s3_leaves_no_copies_behind(two_node_cluster, bucket, tmp_path, tiny_models, s3_endpoint):
     address, caches = two_node_cluster
     name, storage = bucket

@@ -157,7 +157,7 @@ def put_inputs_and_models(storage, name: str, tiny_models: dict[str, Path], tmp_
     return clips
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: ray job submit, as a user submits a job
 def test_ray_job_submit_dubs_a_bucket(tmp_path, bucket, s3_endpoint, tiny_models, ray_cluster):
     name, storage = bucket
     address, env = ray_cluster.dashboard, head_env() | {"RAY_AUTH_MODE": "token"}
@@ -230,7 +230,7 @@ def manifest_rows(storage, name: str) -> dict[str, dict]:
     return {row["relative_path"]: row for row in table.to_pylist()}
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: fresh heads and a fresh working dir
 def test_ray_job_submit_working_dir_run_on_two_fresh_heads_does_nothing_the_second_time(
     tmp_path, bucket, s3_endpoint, tiny_models
 ):

@@ -114,7 +114,7 @@ def fresh_clone(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a fresh clone, as a new user runs it
 def test_a_new_user_follows_the_readme_from_a_fresh_clone(tmp_path):
     """The quickstart, the figure of the cuts, the evaluation of the demo and the report, each run as the README
     writes it, in a shell without the test suite's HF_HUB_OFFLINE (the network is unreachable here, as on an

@@ -87,7 +87,7 @@ def unsplit_film(tmp_path_factory, tiny_models, ray_cluster) -> tuple[Path, np.n
     return root / "in", decoded_audio(root / "whole/film.mkv"), unsplit["config_hash"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a setting under test: segments over two actors
 def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, tiny_models, ray_cluster, unsplit_film):
     films, unsplit, unsplit_hash = unsplit_film
     # Both actors start together; at 1.5 s a window, neither makes all 9 windows before the other one is up. How the
@@ -108,7 +108,7 @@ def test_a_long_video_spreads_over_two_actors_and_sounds_as_unsplit(tmp_path, ti
     assert len(a) == len(unsplit) and np.array_equal(a, unsplit), float(np.max(np.abs(a - unsplit)))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a kill, then a resume with other segments
 def test_a_job_resumed_with_other_segments_takes_only_staged_windows_that_match_and_sounds_as_unsplit(
     tmp_path, tiny_models, ray_cluster, unsplit_film
 ):
@@ -143,7 +143,7 @@ def test_a_job_resumed_with_other_segments_takes_only_staged_windows_that_match_
     assert not staged()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a kill inside a long video, then its resume
 def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_cluster):
     render_film(tmp_path / "in" / "film.mkv", LONG_FILM, 160, 96, 10)
     overrides = [*tiny_overrides(tiny_models, tmp_path / "cache"), *SEGMENTED, *SLOW_SYNTHESIS]
@@ -170,7 +170,7 @@ def test_a_killed_job_resumes_inside_a_long_video(tmp_path, tiny_models, ray_clu
     assert not staged()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: a kill of the synthesis actor, on a local Ray of its own
 def test_a_batch_whose_worker_dies_on_every_try_fails_its_video_by_name(tmp_path, tiny_models):
     """stages.synthesize.max_retries=0: the synthesis actor killed in the middle of a segment (as a decoder crash or
     the out-of-memory killer would) is not retried without end: the retried batch fails the video by name, with

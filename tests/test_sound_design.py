@@ -179,7 +179,7 @@ def test_a_prompt_column_changes_only_its_video_and_its_hash(tmp_path, tiny_conf
     assert "column visual_weight: Input should be less than or equal to 1" in failed["c.mp4"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # own job: settings under test: alternates, sidecars, images
 def test_alternates_sidecars_and_images_end_to_end(tmp_path, tiny_config, tiny_models, ray_cluster):
     library = tmp_path / "library"
     clip = render_test_video(library / "clip.mp4", 3.0, 160, 96, 24)
