@@ -131,6 +131,7 @@ def test_the_source_remixer_trains_with_ray_train_on_pairs_with_sources(tmp_path
     assert refused.returncode == 2 and "these pairs have none" in refused.stderr
 
 
+@pytest.mark.slow  # own job: a Ray Train run of its own, as the other training tests
 def test_the_temporal_aggregator_trains_with_ray_train_on_pairs_that_keep_each_frame(tmp_path, ray_cluster):
     from foley.training.synthetic import write_synthetic_temporal_pairs
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path, PurePosixPath
 
 from foley.config import FoleyConfig
-from foley.models.mapper import CONFIG_NAME
+from foley.models.weights import CONFIG_NAME
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3, join
 

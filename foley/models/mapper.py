@@ -29,9 +29,8 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from foley.config import MapperVariant
+from foley.models.weights import CONFIG_NAME, WEIGHTS_NAME
 
-WEIGHTS_NAME = "mapper.safetensors"
-CONFIG_NAME = "mapper.json"
 
 
 @dataclass(frozen=True)

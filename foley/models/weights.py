@@ -14,6 +14,10 @@ from foley.config import FoleyConfig
 from foley.storage.store import Storage
 from foley.storage.uris import is_s3, split_s3
 
+# A mapper checkpoint: its weights and its architecture, side by side (foley.models.mapper writes and reads them).
+# Named here, not in the mapper's module, so that the driver's checks before Ray read them without importing torch.
+WEIGHTS_NAME, CONFIG_NAME = "mapper.safetensors", "mapper.json"
+
 
 def local_weights(location: str, storage: Storage) -> str:
     """The location itself; for s3:// a node-local copy of that prefix or file; for hf://REPO/FILE the hub's
