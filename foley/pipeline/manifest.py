@@ -5,8 +5,9 @@ Rows reach it through a journal (`rows/`), so that a job killed at any point los
   (`rows/<input digest>-<run id>.parquet`), and hands the same row to the driver;
 - the driver writes the rows it receives as one file per batch (`rows/batch-<run seq>-<run id>-<n>.parquet`, every
   journal.batch_rows rows or journal.batch_seconds; foley.pipeline.journal), with the rows it makes itself (inputs
-  refused by the plan, moved results, inputs left without a result). A batch stands for the one-row files of its rows, which are then never read:
-  a reader reads the batches, and only the one-row files no batch holds (those of a run killed before its last batch);
+  refused by the plan, moved results, inputs left without a result). A batch stands for the one-row files of its
+  rows, which are then never read: a reader reads the batches, and only the one-row files no batch holds (those of a
+  run killed before its last batch);
 - at the end the driver folds the journal into `manifest.parquet` (written whole, in one step) and then deletes the
   journal files it read or that a batch stood for (1,000 per request in S3). A reader merges the folded manifest and
   the journal, newest row per input wins, so a kill during the fold loses nothing either.
