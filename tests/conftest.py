@@ -31,7 +31,9 @@ from foley.pipeline.kinds import DUB
 from foley.pipeline.rows import batch_of, new_row, rows_of
 from foley.storage.inputs import InputItem
 from foley.testing.random_models import save_tiny_models
+from libraries import MIXED_SETTINGS, make_mixed_library
 from ray_heads import Head, ensure_token, head_env, start_head, stop_head
+from shared_runs import SharedRun, run_once
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
@@ -198,6 +200,29 @@ def bucket(s3_endpoint, request):
     storage = Storage(StorageConfig(endpoint_url=s3_endpoint))
     storage.s3.create_bucket(Bucket=name)
     return name, storage
+
+
+# Runs shared by the whole session (shared_runs.py): each dubbed once, read by every test of a facet of it.
+
+
+@pytest.fixture(scope="session")
+def shared_folder(tmp_path_factory, worker_id) -> Path:
+    """The folder every test process of this session shares (pytest-xdist's each have their own below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def mixed_run(shared_folder, tiny_models, ray_cluster) -> SharedRun:
+    """The mixed library (libraries.py: ok, failed and skipped inputs, sound sources on, sound files beside the
+    videos), dubbed in root/"out"; its facts: the error each bad input must get."""
+
+    def dub(root: Path):
+        errors = make_mixed_library(root / "in")
+        overrides = [*tiny_overrides(tiny_models, root / "cache"), *MIXED_SETTINGS]
+        return run_dub(ray_cluster, root / "in", root / "out", overrides), {"errors": errors}
+
+    return run_once(shared_folder / "mixed", dub)
 
 
 # The dub job's plan alone, in-process: what a run would do with a library and a manifest.

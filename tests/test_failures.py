@@ -10,72 +10,33 @@ import pytest
 
 from conftest import ROOT, SLOW_SYNTHESIS, dub_command, one_window, own_ray, run_dub, start_dub, tiny_overrides
 from foley.media.render import render_test_video
+from libraries import INPUT_LIMITS, MIXED_OK, MIXED_SKIPPED, make_bad_inputs
 from media_checks import decoded_audio, plays, streams, video_packets_md5
 from processes import alive, cmdline, kill_session, kill_whole_session, session_processes, wait_for
 
-LIMITS = ["input.max_width=400", "input.max_duration_s=20"]
 
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, capture_output=True)
-
-
-def make_bad_inputs(folder: Path) -> dict[str, str]:
-    """Input name -> the words its manifest error must contain."""
-    folder.mkdir(parents=True)
-    (folder / "empty.mp4").write_bytes(b"")
-    (folder / "notes.mp4").write_text("meeting notes, not a video\n" * 20)
-    whole = render_test_video(folder / "whole.tmp.mp4", 6.0, 320, 240, 25).read_bytes()
-    (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
-    (folder / "whole.tmp.mp4").unlink()
-    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:a", "aac", str(folder / "audio_only.mp4"))
-    render_test_video(folder / "too_wide.mp4", 2.0, 640, 360, 25)
-    render_test_video(folder / "too_long.mp4", 25.0, 160, 120, 10)
-    return {
-        "empty.mp4": "empty (0 bytes)",
-        "notes.mp4": "not a readable video",
-        "truncated.mp4": "not a readable video",
-        "audio_only.mp4": "has no video stream (streams found: audio)",
-        "too_wide.mp4": "640x360, over input.max_width",
-        "too_long.mp4": "25.0 s long, over input.max_duration_s=20",
-    }
-
-
-@pytest.mark.slow  # own job: a library of damaged and hostile inputs of its own
-def test_bad_inputs_become_failed_rows_and_the_rest_completes(tmp_path, tiny_models, ray_cluster):
-    expected_errors = make_bad_inputs(tmp_path / "in")
-    render_test_video(tmp_path / "in" / "good.mp4", 3.0, 320, 240, 25)
-    render_test_video(tmp_path / "in" / "with_sound.mp4", 3.0, 320, 240, 25, with_audio=True)
-    odd_name = "clip; touch PWNED; $(touch PWNED2).mp4"  # a shell would run this; an argument list does not
-    render_test_video(tmp_path / "in" / odd_name, 2.0, 160, 120, 25)
-    av1 = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2", "-c:v", "libaom-av1", "-cpu-used", "8"]
-    ffmpeg(*av1, str(tmp_path / "in" / "av1.mkv"))  # what most web video is today
-
-    result = run_dub(
-        ray_cluster, tmp_path / "in", tmp_path / "out", tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS
-    )
-
+@pytest.mark.slow
+def test_bad_inputs_become_failed_rows_and_the_rest_completes(mixed_run):
+    root, result, expected_errors = mixed_run.root, mixed_run, mixed_run.facts["errors"]
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "3 ok, 6 failed, 1 skipped" in result.stdout
+    assert f"{len(MIXED_OK)} ok, {len(expected_errors)} failed, {len(MIXED_SKIPPED)} skipped" in result.stdout
     rows = {
-        row["relative_path"]: row
-        for row in pq.read_table(tmp_path / "out/_foley/manifest/manifest.parquet").to_pylist()
+        row["relative_path"]: row for row in pq.read_table(root / "out/_foley/manifest/manifest.parquet").to_pylist()
     }
-    assert len(rows) == 10
+    assert len(rows) == len(MIXED_OK) + len(expected_errors) + len(MIXED_SKIPPED)
     for name, words in expected_errors.items():
         assert rows[name]["status"] == "failed", name
-        assert str(tmp_path / "in" / name) in rows[name]["error"] and words in rows[name]["error"], rows[name]["error"]
-        assert not (tmp_path / "out" / name).exists() and rows[name]["outputs"] == []  # only files written
-    assert (
-        rows["with_sound.mp4"]["status"] == "skipped"
-        and "already has an audio track" in rows["with_sound.mp4"]["error"]
-        and rows["with_sound.mp4"]["outputs"] == []
-    )
-    for name in ("good.mp4", odd_name, "av1.mkv"):
-        assert rows[name]["status"] == "ok" and plays(tmp_path / "out" / name)
-        assert rows[name]["outputs"] == [str(tmp_path / "out" / name)]
-    assert video_packets_md5(tmp_path / "out" / "av1.mkv") == video_packets_md5(tmp_path / "in" / "av1.mkv")
-    assert not list(ROOT.glob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))
+        assert str(root / "in" / name) in rows[name]["error"] and words in rows[name]["error"], rows[name]["error"]
+        assert not (root / "out" / name).exists() and rows[name]["outputs"] == []  # only files written
+    for name in MIXED_SKIPPED:
+        assert rows[name]["status"] == "skipped" and "already has an audio track" in rows[name]["error"]
+        assert rows[name]["outputs"] == []
+    for name in MIXED_OK:
+        sound = (root / "out" / name).with_suffix(".flac")  # output.mode=both: the sound file beside the video
+        assert rows[name]["status"] == "ok" and plays(root / "out" / name) and sound.is_file()
+        assert rows[name]["outputs"] == [str(root / "out" / name), str(sound)]
+    assert video_packets_md5(root / "out" / "av1.mkv") == video_packets_md5(root / "in" / "av1.mkv")
+    assert not list(ROOT.glob("PWNED*")) and not list(root.rglob("PWNED*"))
 
 
 @pytest.mark.slow  # own job: a setting under test: --max-failures stops its run
@@ -85,7 +46,7 @@ def test_max_failures_stops_the_job_early(tmp_path, tiny_models, ray_cluster):
         ray_cluster,
         tmp_path / "in",
         tmp_path / "out",
-        tiny_overrides(tiny_models, tmp_path / "cache") + LIMITS,
+        [*tiny_overrides(tiny_models, tmp_path / "cache"), *INPUT_LIMITS],
         "--max-failures",
         "1",
     )

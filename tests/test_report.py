@@ -11,26 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import run_dub, tiny_overrides
-from foley.media.render import render_test_video
+from libraries import MIXED_OK, MIXED_SKIPPED, STREET
 
 LOADED_S = 30
-STREET = "street #2?.webm"  # a '#' or '?' left as it is in a link would cut the name there
-
-
-@pytest.fixture(scope="module")
-def reported(tmp_path_factory, tiny_models, ray_cluster):
-    """A tiny job with an ok, a failed and a skipped input, sound written beside the videos too, and sound sources
-    (the tiny random detector's boxes: random places, real plumbing)."""
-    root = tmp_path_factory.mktemp("report")
-    library = root / "library"
-    render_test_video(library / STREET, 12.0, 160, 96, 24)  # two windows; its sound file's link must be URL-encoded
-    render_test_video(library / "has-sound.mp4", 2.0, 160, 96, 24, with_audio=True)  # skipped: it has sound
-    (library / "broken.mp4").write_bytes(b"not a video at all")
-    (library / "notes.txt").write_text("not an input: counted as left out")
-    overrides = [*tiny_overrides(tiny_models, root / "cache"), "output.mode=both", "sources.mode=zero_shot"]
-    result = run_dub(ray_cluster, library, root / "out", overrides)
-    return root / "out", result
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +33,28 @@ def browser():
 
 
 @pytest.mark.slow
-def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(reported, browser):
+def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(mixed_run, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    out, result = reported
-    assert result.returncode == 1, result.stdout + result.stderr  # one input failed
+    out, result = mixed_run.root / "out", mixed_run
+    assert result.returncode == 1, result.stdout + result.stderr  # inputs failed
     page = out / "_foley/report" / "index.html"
     assert f"report: {page}" in result.stdout
+    failed = sorted(mixed_run.facts["errors"])
+    statuses = dict.fromkeys(MIXED_OK, "ok") | dict.fromkeys(failed, "failed") | dict.fromkeys(MIXED_SKIPPED, "skipped")
 
     browser.get(page.as_uri())
     wait = WebDriverWait(browser, LOADED_S)
-    wait.until(lambda driver: driver.find_element(By.ID, "count").text.startswith("3 matching of 3"))
+    everything = f"{len(statuses)} matching of {len(statuses)}"
+    wait.until(lambda driver: driver.find_element(By.ID, "count").text.startswith(everything))
     left_out = "1 file left out: 1 .txt (input.extensions), e.g. notes.txt"
     assert left_out in result.stdout and browser.find_element(By.ID, "left-out").text == left_out
     rows = {
         row.get_attribute("data-path"): row.get_attribute("data-status")
         for row in browser.find_elements(By.CSS_SELECTOR, "tr.video")
     }
-    assert rows == {STREET: "ok", "broken.mp4": "failed", "has-sound.mp4": "skipped"}
+    assert rows == statuses
 
     axes = [label.text for label in browser.find_elements(By.CSS_SELECTOR, "#throughput svg text")]
     assert "videos/min" in axes and "minutes since the first video finished" in axes  # a chart with units
@@ -104,9 +90,9 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(repo
         Path(target).write_bytes(browser.get_screenshot_as_png())
 
     Select(browser.find_element(By.ID, "status")).select_by_visible_text("failed")
-    shown = browser.find_elements(By.CSS_SELECTOR, "tr.video")
-    assert [row.get_attribute("data-path") for row in shown] == ["broken.mp4"]
-    assert "broken.mp4" in shown[0].text and "decode" in shown[0].text
+    shown = {row.get_attribute("data-path"): row.text for row in browser.find_elements(By.CSS_SELECTOR, "tr.video")}
+    assert sorted(shown) == failed
+    assert "broken.mp4" in shown["broken.mp4"] and "decode" in shown["broken.mp4"]
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
