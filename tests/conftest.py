@@ -41,10 +41,10 @@ OWN_RAY = None  # run_dub's `ray` for a job that must start a local Ray of its o
 
 
 # The files that take longest, handed out first, so that no long file runs alone at the end of a parallel run
-# (make test's --durations under -n 2 on 2 cores name their slowest tests: the README walk 267 s, the bench test
-# 258 s, evaluation and comparison 241 s, training 195 and 159 s, ray job submit 162 s; the fault tests' file, six
-# jobs of its own, about 10 minutes in all).
-# (Makefile: pytest-xdist with --no-loadscope-reorder, which hands out files in collection order.)
+# (make test's --durations under -n 2 on 2 cores, 2026-12-04: evaluation and comparison 227 s, the tiny bench 164 s,
+# the README walk 137 s, training 136 and 113 s, a killed driver 102 s; the fault tests' file, about 8 minutes).
+# (Makefile: pytest-xdist with --no-loadscope-reorder, which hands out files in collection order.) test_failures.py
+# comes before test_report.py: its first test makes the session's mixed run, which the report test then only reads.
 LONGEST_FIRST = (
     "test_faults.py",
     "test_bench.py",  # the tiny bench, and the full bench's stages at real size
