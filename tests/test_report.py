@@ -81,6 +81,7 @@ def test_the_report_lists_every_input_plays_the_sound_and_filters_by_status(mixe
         assert note["sources"] and all({"label", "score", "box", "weight"} <= set(s) for s in note["sources"])
         assert sum(source["weight"] for source in note["sources"]) == pytest.approx(0.5, abs=1e-3)
     x0, y0, x1, _ = street["window_notes"][0]["sources"][0]["box"]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", pictures[0])  # wherever its row is
     shown = Image.open(io.BytesIO(pictures[0].screenshot_as_png)).convert("RGB")  # the poster as drawn on screen
     scale_x = shown.width / browser.execute_script("return arguments[0].naturalWidth", pictures[0])
     scale_y = shown.height / browser.execute_script("return arguments[0].naturalHeight", pictures[0])
