@@ -114,6 +114,13 @@ class JobRun:
         except KeyboardInterrupt:
             if not self.lease.lost:
                 raise
+            self.stop_if_lease_lost()
+        self.stop_if_lease_lost()  # an interrupt that landed where a library swallowed it
+
+    def stop_if_lease_lost(self) -> None:
+        """LeaseLostError if the renewing thread found the lease lost: checked between videos too, since the
+        interrupt alone can land inside code that drops it (the lease test saw a run finish after losing it)."""
+        if self.lease.lost:
             raise LeaseLostError(
                 f"{self.lease.lost}. This run stopped writing; what it finished is kept and published, and a later "
                 "run (once the other one ends) does the rest"
@@ -162,6 +169,7 @@ class JobRun:
         failures = 0
         finished: set[str] = set()
         for result in videos.iter_rows():
+            self.stop_if_lease_lost()
             if one_row_file := result["journal_row"]:  # every row the last stage journalled, into the batches
                 self.journal.add(one_row_file)
             path = result["relative_path"]
