@@ -467,6 +467,15 @@ class InputConfig(Strict):
     image_extensions: NotCounted[tuple[str, ...]] = Field(
         (".jpg", ".jpeg", ".png", ".webp"), description="still images, dubbed as one shot of output.image_seconds"
     )
+    shard_extensions: NotCounted[tuple[str, ...]] = Field(
+        (".tar",), description="WebDataset shards: each sample with a video member (input.extensions) is an input"
+    )
+    # A caption's text is in its sample's conditions, and so in its result id (as a list's prompt cell is).
+    prompt_from: NotCounted[str] = Field(
+        "none",
+        pattern=r"^(none|txt|json:.+)$",
+        description="a shard sample's prompt: none, txt (its .txt member) or json:FIELD (a field of its .json)",
+    )
     existing_audio: Counted[Literal["skip", "replace", "mix"]] = Field(
         "skip", description="inputs that already have sound: leave them, replace their audio, or mix under it"
     )

@@ -31,7 +31,7 @@ from foley.pipeline.kinds import DUB
 from foley.pipeline.rows import batch_of, new_row, rows_of
 from foley.storage.inputs import InputItem
 from foley.testing.random_models import save_tiny_models
-from libraries import MIXED_SETTINGS, make_mixed_library
+from libraries import MIXED_SETTINGS, SHARD_SETTINGS, make_mixed_library, make_shard_dataset
 from ray_heads import Head, ensure_token, head_env, start_head, stop_head
 from shared_runs import SharedRun, run_once
 
@@ -223,6 +223,20 @@ def mixed_run(shared_folder, tiny_models, ray_cluster) -> SharedRun:
         return run_dub(ray_cluster, root / "in", root / "out", overrides), {"errors": errors}
 
     return run_once(shared_folder / "mixed", dub)
+
+
+@pytest.fixture(scope="session")
+def shard_run(shared_folder, tiny_models, ray_cluster) -> SharedRun:
+    """The WebDataset dataset (libraries.py: two shards, a broken sample, captions), dubbed in root/"out"; its facts:
+    each shard's members as written."""
+
+    def dub(root: Path):
+        members = make_shard_dataset(root / "in")
+        overrides = [*tiny_overrides(tiny_models, root / "cache"), *SHARD_SETTINGS]
+        facts = {"members": {shard: [[name, data.hex()] for name, data in kept] for shard, kept in members.items()}}
+        return run_dub(ray_cluster, root / "in", root / "out", overrides), facts
+
+    return run_once(shared_folder / "shards", dub)
 
 
 # The dub job's plan alone, in-process: what a run would do with a library and a manifest.

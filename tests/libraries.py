@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
+import tarfile
 from pathlib import Path
 
 from foley.media.render import render_test_video
@@ -59,3 +62,59 @@ def make_mixed_library(folder: Path) -> dict[str, str]:
     render_test_video(folder / "has-sound.mp4", 2.0, 160, 96, 24, with_audio=True)
     (folder / "notes.txt").write_text("not an input: counted as left out")
     return expected_errors
+
+
+# A WebDataset dataset: two shards of samples (members that share a key), one sample with a broken video, one
+# without any; dubbed with the captions of the .txt members as prompts and both outputs (a muxed video member and a
+# sound member). The shards tests read it.
+SHARD_A, SHARD_B = "part/shard-000000.tar", "part/shard-000001.tar"
+SHARD_SETTINGS = ["output.mode=both", "input.prompt_from=txt"]
+SHARD_OK = {f"{SHARD_A}#000000.mp4": "rain on a tin roof", f"{SHARD_A}#000001.mp4": None, f"{SHARD_B}#000010.mp4": None}
+SHARD_BROKEN = f"{SHARD_A}#000002.mp4"
+
+
+def clip_bytes(folder: Path, seconds: float) -> bytes:
+    """A silent test clip's bytes, for a shard member."""
+    path = render_test_video(folder / f"clip-{seconds:g}.tmp.mp4", seconds, 160, 96, 24)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """A tar shard of these members, in order, as webdataset's writers make them; the members."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as shard:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o644
+            shard.addfile(info, io.BytesIO(data))
+    return members
+
+
+def make_shard_dataset(folder: Path) -> dict[str, list[tuple[str, bytes]]]:
+    """The two shards under `folder`; each shard's members, by relative path."""
+    caption = json.dumps({"caption": "a dog barks", "id": 0}).encode()
+    return {
+        SHARD_A: write_shard(
+            folder / SHARD_A,
+            [
+                ("000000.mp4", clip_bytes(folder, 3.0)),
+                ("000000.txt", b"rain on a tin roof\n"),
+                ("000000.json", caption),
+                ("000001.mp4", clip_bytes(folder, 2.0)),
+                ("000001.json", json.dumps({"caption": "waves"}).encode()),
+                ("000002.mp4", b"not a video at all"),
+                ("000002.txt", b"a broken clip"),
+                ("000003.txt", b"a sample without a video"),
+                ("000003.cls", b"7"),
+            ],
+        ),
+        SHARD_B: write_shard(folder / SHARD_B, [("000010.mp4", clip_bytes(folder, 2.5)), ("000010.cls", b"3")]),
+    }
+
+
+def shard_members(shard: Path | bytes) -> list[tuple[str, bytes]]:
+    """A shard's members (its file, or its bytes as read from S3) as a reader reads them: (name, content), in order."""
+    with tarfile.open(shard) if isinstance(shard, Path) else tarfile.open(fileobj=io.BytesIO(shard)) as tar:
+        return [(info.name, tar.extractfile(info).read()) for info in tar if info.isfile()]

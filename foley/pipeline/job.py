@@ -32,6 +32,7 @@ from foley.pipeline.progress import Progress
 from foley.pipeline.ray_session import check_gpus, check_local_output, configure_data, connect_ray
 from foley.pipeline.rows import first_line, pipeline_columns
 from foley.pipeline.segments import clear_stale_staging
+from foley.pipeline.shards import ShardWork, publish_shards
 from foley.storage.inputs import InputItem
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError
@@ -50,6 +51,7 @@ class JobRun:
         self.already_done = 0
         self.aborted = False
         self.planned: list[dict] = []  # the rows this run streams: each must end with a row of this run
+        self.shards: list[ShardWork] = []  # the input's WebDataset shards, written again once their samples are done
         self.sequence = 0  # this run's number on its output root, set by the plan
         self.journal: RunJournal | None = None  # the rows this run writes to the manifest, made by the plan
         self.columns = pipeline_columns(config, kind)  # a row's columns besides the plan's, for rows failed here
@@ -93,7 +95,7 @@ class JobRun:
         self.results += [{"status": FAILED} for _ in plan.refused]
         self.journal.add_records(plan.moved)
         self.journal.write()
-        self.already_done, self.planned = plan.already_done, plan.rows
+        self.already_done, self.planned, self.shards = plan.already_done, plan.rows, plan.shards
         self.clear_leftovers({row["result_id"] for row in plan.rows})
         self.manifest.record_left_out(left_out := layout.listing.left_out_line())
         if left_out:
@@ -216,6 +218,7 @@ class JobRun:
         try:
             with self.stopped_if_lease_lost():
                 final = self.fold()
+                shards = publish_shards(self.storage, self.args.output, self.shards, final)
         except (StorageError, OSError) as exc:
             self.lease.give_back()
             print(
@@ -234,9 +237,13 @@ class JobRun:
             f"{self.manifest.compacted_uri} ({len(final)} rows)",
             flush=True,
         )
+        for line in shards.lines():
+            print(line, flush=True)
+        for problem in shards.problems:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
         if self.aborted:
             print(f"stopped early: more than --max-failures={self.args.max_failures} inputs failed", file=sys.stderr)
-        return 1 if counts[FAILED] or self.aborted else 0
+        return 1 if counts[FAILED] or self.aborted or shards.problems else 0
 
     def fold(self) -> pa.Table:
         """The last journal batch written, every streamed input given a row, the journal folded: the manifest."""

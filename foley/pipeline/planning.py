@@ -31,7 +31,8 @@ from foley.pipeline.layout import SEGMENTS_DIR
 from foley.pipeline.manifest import Manifest, utc_now
 from foley.pipeline.report_assets import media_uri
 from foley.pipeline.rows import planned_row
-from foley.storage.inputs import InputItem, Listing, is_image
+from foley.pipeline.shards import ShardWork
+from foley.storage.inputs import InputItem, Listing, ShardReading, is_image
 from foley.storage.store import Storage
 from foley.storage.uris import StorageError, UnsafePathError, join
 
@@ -55,6 +56,7 @@ class Plan:
     refused: list[dict] = field(default_factory=list)
     moved: list[dict] = field(default_factory=list)
     already_done: int = 0
+    shards: list[ShardWork] = field(default_factory=list)  # the input's shards, each with its samples' results
 
 
 class Planner:
@@ -75,11 +77,16 @@ class Planner:
         """Every input and its outputs (`outputs_for` names the files an input's result writes, the main one
         first); a layout that could write an input refuses the whole job (StorageError). Inputs whose output path
         would be unsafe, that share an output with another input, or whose list line is invalid are refused."""
-        extensions, columns = self.config.input.extensions, ()
+        extensions, columns, shards = self.config.input.extensions, (), None
         if self.kind.sound_design:
             extensions, columns = extensions + self.config.input.image_extensions, LIST_COLUMNS
-        listing = self.storage.list_inputs(self.args.input, extensions, columns)
-        outputs, refused = {}, {}
+            shards = ShardReading(
+                self.config.input.shard_extensions, self.config.input.extensions, self.config.input.prompt_from
+            )
+        listing = self.storage.list_inputs(self.args.input, extensions, columns, shards)
+        # A shard's output shard is written too: it must never land on an input, nor two shards on one output.
+        outputs = {shard.uri: (join(self.args.output, shard.relative_path),) for shard in listing.shards}
+        refused = {}
         for item in listing.items:
             if item.problem:  # a broken link, a list line with no usable location
                 refused[item.uri] = item.problem
@@ -91,7 +98,7 @@ class Planner:
                 except UnsafePathError as exc:
                     refused[item.uri] = str(exc)
         locations = Locations()
-        check_no_input_is_written(listing.items, self.args.output, outputs, locations)
+        check_no_input_is_written([*listing.items, *listing.shards], self.args.output, outputs, locations)
         return Layout(listing, outputs, refused | shared_outputs(outputs, locations))
 
     def identify_models(self) -> dict[str, str]:
@@ -108,6 +115,7 @@ class Planner:
         """The plan over `current` (the manifest's key columns): `shared` holds the values every row of this run
         has (its id, its number on the output root, the models' identities)."""
         plan, refused = Plan(), dict(layout.refused)
+        shards = {shard.relative_path: ShardWork(shard) for shard in layout.listing.shards}
         finished = {} if self.args.force else finished_results(current)
         done_before = []  # (row, index in current) of results finished before
         for item in layout.listing.items:
@@ -124,6 +132,8 @@ class Planner:
             row["staging_uri"] = join(self.args.output, f"{SEGMENTS_DIR}/{row['result_id']}")
             if self.kind.sound_design and self.config.report.enabled:
                 row["report_uri"] = media_uri(self.args.output, row["result_id"])
+            if item.shard:
+                shards[item.shard].samples[item.relative_path[len(item.shard) + 1 :]] = (item.uri, row["result_id"])
             if item.uri in refused:  # recorded as failed, never written
                 failed = {"status": FAILED, "error": f"{item.uri}: {refused[item.uri]}", "outputs": "[]"}
                 plan.refused.append(self.columns | row | failed)
@@ -142,6 +152,7 @@ class Planner:
             if done_inputs[done] != row["input_uri"]:  # the library moved: its row follows the input (by this run)
                 moved[row["result_id"]] = row["input_uri"]
         plan.moved = self.moved_rows(moved, shared["run_seq"])
+        plan.shards = list(shards.values())
         self.identities.save()  # the reference sounds' digests too
         return plan
 

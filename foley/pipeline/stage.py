@@ -25,7 +25,6 @@ from foley.pipeline.manifest import Manifest, utc_now
 from foley.pipeline.metrics import JobMetrics
 from foley.pipeline.rows import SUMMARY_COLUMNS, batch_of, fail, is_pending, row_windows, rows_of
 from foley.storage.store import Storage
-from foley.storage.uris import is_s3
 
 log = logging.getLogger("foley")
 REMOVE_TIMEOUT_S = 120  # for removing cached copies on other nodes; a node that does not answer keeps its copy
@@ -129,9 +128,9 @@ def this_worker() -> str:
 def local_input(row: dict, storage: Storage) -> Path:
     """The input on this node: the file itself when local, else this node's cached copy of its content, fetched
     if absent. The node is noted in the row, so that the last stage can remove every copy the job made."""
-    uri = str(row["input_uri"])
-    path = storage.fetch(uri, str(row["input_identity"]))
-    if is_s3(uri):
+    uri, identity = str(row["input_uri"]), str(row["input_identity"])
+    path = storage.fetch(uri, identity)
+    if storage.is_copied(uri, identity):
         nodes = set(filter(None, str(row["cache_nodes"]).split(",")))
         row["cache_nodes"] = ",".join(sorted(nodes | {this_node()}))
     return path

@@ -14,9 +14,11 @@ import hashlib
 import os
 import shutil
 import uuid
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 
 from foley.storage.publish import local_write_failed, md5_hex, temporary_sibling
+from foley.storage.shards import Member, member_of, read_range
 from foley.storage.uris import StorageError, is_s3, safe_relative_path, split_s3
 
 INPUTS_DIR, WEIGHTS_DIR = "inputs", "weights"
@@ -27,12 +29,21 @@ class NodeCache:
     """Storage's node-local copies (mixed into Storage, whose s3 client, cache_dir and list_objects it uses)."""
 
     def local_copy_path(self, uri: str, identity: str) -> Path:
-        """Where this node keeps its copy of a remote input of this content."""
+        """Where this node keeps its copy of a remote input (or a shard's member) of this content."""
         digest = hashlib.sha256(f"{uri}|{identity}".encode()).hexdigest()[:24]
-        return self.cache_dir / INPUTS_DIR / f"{digest}{Path(split_s3(uri)[1]).suffix.lower()}"
+        name = sample[1].name if (sample := member_of(uri, identity)) else split_s3(uri)[1]
+        return self.cache_dir / INPUTS_DIR / f"{digest}{PurePosixPath(name).suffix.lower()}"
+
+    @staticmethod
+    def is_copied(uri: str, identity: str) -> bool:
+        """Whether a stage reads this input from a node-local copy (an S3 object, a shard's member)."""
+        return is_s3(uri) or member_of(uri, identity) is not None
 
     def fetch(self, uri: str, identity: str = "") -> Path:
-        """A local path holding the input: the path itself for local files, else this node's copy, made if absent."""
+        """A local path holding the input: the path itself for local files, else this node's copy, made if absent
+        (of a shard's member: just its bytes, read from their range in the shard)."""
+        if sample := member_of(uri, identity):
+            return self._fetch_member(uri, identity, *sample)
         if not is_s3(uri):
             path = Path(uri)
             if not path.is_file():
@@ -41,11 +52,42 @@ class NodeCache:
         target = self.local_copy_path(uri, identity)
         if target.is_file():  # published whole by an earlier stage on this node
             return target
-        partial = temporary_sibling(target)
         bucket, key = split_s3(uri)
+
+        def download(partial: Path) -> None:
+            self.s3_call("downloading", uri, lambda: self.s3.download_file(bucket, key, str(partial)))
+
+        return self._copy_whole(target, download)
+
+    def _fetch_member(self, uri: str, identity: str, shard: str, member: Member) -> Path:
+        target = self.local_copy_path(uri, identity)
+        if target.is_file():
+            return target
+        if is_s3(shard):
+            bucket, key = split_s3(shard)
+            span = f"bytes={member.offset}-{member.offset + member.size - 1}"
+            data = self.s3_call(
+                "reading", uri, lambda: self.s3.get_object(Bucket=bucket, Key=key, Range=span)["Body"].read()
+            )
+        else:
+            try:
+                data = read_range(Path(shard), member)
+            except OSError as exc:
+                raise StorageError(f"cannot read {uri}: {exc.strerror}") from None
+        if len(data) != member.size:
+            raise StorageError(
+                f"{uri}: the shard holds {len(data)} of the member's {member.size} bytes (it changed or was cut short "
+                "since the job listed it); run the job again"
+            )
+        return self._copy_whole(target, lambda partial: partial.write_bytes(data))
+
+    @staticmethod
+    def _copy_whole(target: Path, write: Callable[[Path], object]) -> Path:
+        """`write` the copy beside `target`, then publish it whole: a reader on this node never sees a part."""
+        partial = temporary_sibling(target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.s3_call("downloading", uri, lambda: self.s3.download_file(bucket, key, str(partial)))
+            write(partial)
             os.replace(partial, target)
         except OSError as exc:  # the cache's disk: full, or not writable
             raise local_write_failed(target, exc) from None
@@ -54,7 +96,7 @@ class NodeCache:
         return target
 
     def remove_copy(self, uri: str, identity: str) -> None:
-        if is_s3(uri):
+        if self.is_copied(uri, identity):
             self.local_copy_path(uri, identity).unlink(missing_ok=True)
 
     def fetch_tree(self, uri: str, names: tuple[str, ...] = ()) -> Path:

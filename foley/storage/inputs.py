@@ -11,6 +11,10 @@ link, a cell that is no location) fails that input alone: its item carries the p
 A problem of the whole list (not UTF-8, no 'uri' column, a column the job does not know) stops the job before it
 starts. Files under the input whose extension the job does not take are counted by extension (`Listing.left_out`).
 
+WebDataset shards (`.tar`, input.shard_extensions) under the input, or given as the input, are read for their
+samples (foley.storage.shards): each sample with a video member is an input named `<shard>#<member>`, its
+caption (input.prompt_from) its prompt; a shard that cannot be read fails as one input.
+
 Links: each file under a folder is one input at its own relative path, a link as much as a file; its identity is
 the content it points to, so two links to one file give two outputs. A link that is broken, loops, or points
 outside the input folder fails its row; a link to a folder is not entered (it is counted as left out).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import tarfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,13 +33,24 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 
-from foley.storage.uris import StorageError, is_s3, local_identity
+from foley.storage.shards import (
+    CaptionError,
+    ShardIndex,
+    caption,
+    caption_names,
+    member_identity,
+    read_index,
+    sample_key,
+    samples,
+)
+from foley.storage.uris import StorageError, is_s3, local_identity, split_s3
 
 LIST_SUFFIXES = (".csv", ".parquet")
 URI_COLUMN = "uri"
 RELATIVE_COLUMN = "relative_path"  # optional: each line's output path under the output root
 FOLDER_LINK = "links to folders"  # what Listing.left_out calls the links to folders it did not enter
 UNREADABLE = "folders that could not be read"  # ... and the folders it could not list (permissions)
+NO_VIDEO = "shard samples without a video"  # ... and the samples of shards that hold no video or image member
 
 
 @dataclass(frozen=True)
@@ -44,12 +60,23 @@ class InputItem:
     identity: str = ""  # its content: "etag:<ETag>:size:<bytes>" on S3, "size:<bytes>:mtime:<ns>" locally
     columns: tuple[tuple[str, str], ...] = ()  # the list file's other non-empty cells of this input: (name, text)
     problem: str = ""  # why this file or list line cannot be an input; its row fails with this message
+    shard: str = ""  # for a sample of a WebDataset shard: the shard's relative path (foley.storage.shards)
+
+
+@dataclass(frozen=True)
+class ShardReading:
+    """How a job reads WebDataset shards: which files are shards, and where a sample's prompt comes from."""
+
+    extensions: tuple[str, ...]
+    videos: tuple[str, ...]  # the members that make a sample an input (its images travel with it, untouched)
+    prompt_from: str = "none"  # none | txt | json:FIELD (input.prompt_from)
 
 
 @dataclass(frozen=True)
 class Listing:
     items: list[InputItem]
     left_out: dict[str, list[str]] = field(default_factory=dict)  # by extension: files under the input not taken
+    shards: list[InputItem] = field(default_factory=list)  # the WebDataset shards whose samples are among the items
 
     def left_out_line(self, examples: int = 3) -> str:
         """'12 files left out: 9 .wmv, 3 .txt (input.extensions), e.g. a.wmv, b.txt', or '' when none was."""
@@ -80,20 +107,79 @@ def _common_directory(uris: list[str]) -> str:
 class InputListing:
     """Storage's listing of inputs (mixed into Storage, whose read_bytes, identity and list_objects it uses)."""
 
-    def list_inputs(self, source: str, extensions: tuple[str, ...], columns: tuple[str, ...] = ()) -> Listing:
+    def list_inputs(
+        self,
+        source: str,
+        extensions: tuple[str, ...],
+        columns: tuple[str, ...] = (),
+        shards: ShardReading | None = None,
+    ) -> Listing:
         """Every video under a folder or prefix (recursive, extensions case-insensitive), one file or object, or the
-        lines of a list file, whose columns besides 'uri' must be among `columns`."""
+        lines of a list file, whose columns besides 'uri' must be among `columns`. With `shards`, a file with one of
+        its extensions is a WebDataset shard, and each of its samples with a video is an input."""
         if source.lower().endswith(LIST_SUFFIXES):
             return Listing(self._list_from_file(source, columns))
         suffixes = tuple(e.lower() for e in extensions)
+        shard_suffixes = tuple(e.lower() for e in shards.extensions) if shards else ()
         if is_s3(source):
-            return self._list_prefix(source, suffixes)
-        root = Path(source)
-        if root.is_file():
-            return Listing([InputItem(str(root.resolve()), root.name, local_identity(root))])
-        if not root.is_dir():
-            raise StorageError(f"input {source} is neither a folder, a video, nor a .csv/.parquet list of URIs")
-        return _list_folder(root.resolve(), suffixes)
+            listing = self._list_prefix(source, suffixes + shard_suffixes)
+        else:
+            root = Path(source)
+            if root.is_file():
+                listing = Listing([InputItem(str(root.resolve()), root.name, local_identity(root))])
+            elif root.is_dir():
+                listing = _list_folder(root.resolve(), suffixes + shard_suffixes)
+            else:
+                raise StorageError(f"input {source} is neither a folder, a video, nor a .csv/.parquet list of URIs")
+        return self._expand_shards(listing, shards) if shards else listing
+
+    def _expand_shards(self, listing: Listing, shards: ShardReading) -> Listing:
+        """The listing with each shard replaced by its samples (a shard that cannot be read fails as one input)."""
+        items, found, left_out = [], [], dict(listing.left_out)
+        shard_suffixes, videos = tuple(e.lower() for e in shards.extensions), tuple(e.lower() for e in shards.videos)
+        for item in listing.items:
+            if item.problem or not item.relative_path.lower().endswith(shard_suffixes):
+                items.append(item)
+                continue
+            try:
+                index = self._shard_index(item.uri, shards.prompt_from)
+            except (tarfile.TarError, EOFError) as exc:
+                problem = f"it is not a readable tar shard ({exc}); check the file: a shard cut short, or not a tar"
+                items.append(InputItem(item.uri, item.relative_path, item.identity, problem=problem))
+                continue
+            found.append(item)
+            for members in samples(index):
+                video = next((m for m in members if m.name.lower().endswith(videos)), None)
+                if video is None:
+                    left_out.setdefault(NO_VIDEO, []).append(f"{item.relative_path}#{sample_key(members[0].name)}")
+                    continue
+                try:
+                    prompt, problem = caption(index, sample_key(video.name), shards.prompt_from), ""
+                except CaptionError as exc:
+                    prompt, problem = "", f"{exc}; fix the caption, or set input.prompt_from=none"
+                items.append(
+                    InputItem(
+                        f"{item.uri}#{video.name}",
+                        f"{item.relative_path}#{video.name}",
+                        member_identity(item.identity, video),
+                        (("prompt", prompt),) if prompt else (),
+                        problem,
+                        shard=item.relative_path,
+                    )
+                )
+        return Listing(sorted(items, key=lambda item: item.relative_path), left_out, found)
+
+    def _shard_index(self, uri: str, prompt_from: str) -> ShardIndex:
+        """A shard's members and the captions its samples need: local, by seeking from header to header; on S3, in
+        one streamed read (never to disk)."""
+        wanted = caption_names(prompt_from)
+        if not is_s3(uri):
+            with open(uri, "rb") as shard:
+                return read_index(shard, wanted, seekable=True)
+        bucket, key = split_s3(uri)
+        return self.s3_call(
+            "reading", uri, lambda: read_index(self.s3.get_object(Bucket=bucket, Key=key)["Body"], wanted, False)
+        )
 
     def _list_prefix(self, source: str, suffixes: tuple[str, ...]) -> Listing:
         """The objects under an s3:// prefix, or the one object `source` names."""

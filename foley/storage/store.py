@@ -10,10 +10,10 @@ import contextlib
 import functools
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from foley.config import StorageConfig
 from foley.storage.cache import NodeCache
@@ -115,6 +115,15 @@ class Storage(InputListing, NodeCache, StagedPublishing):
         head = self._head(uri)
         return s3_identity(head["ETag"], head["ContentLength"]) if head else ""  # a missing one fails its row later
 
+    def size(self, uri: str) -> int | None:
+        """The file's or object's size in bytes, or None when there is none."""
+        if not is_s3(uri):
+            with contextlib.suppress(OSError):
+                return os.stat(uri).st_size
+            return None
+        head = self._head(uri)
+        return int(head["ContentLength"]) if head else None
+
     def _head(self, uri: str) -> dict | None:
         """The object's HEAD answer, or None if there is no such object."""
         from botocore.exceptions import ClientError  # noqa: PLC0415 - only where S3 is used
@@ -144,6 +153,22 @@ class Storage(InputListing, NodeCache, StagedPublishing):
                 raise StorageError(f"cannot read {uri}: {exc.strerror}") from None
         bucket, key = split_s3(uri)
         return self.s3_call("reading", uri, lambda: self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    @contextlib.contextmanager
+    def reading(self, uri: str) -> Iterator[BinaryIO]:
+        """The file or object as a stream read front to back (never whole in memory, never copied to disk)."""
+        if not is_s3(uri):
+            try:
+                stream = open(uri, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise StorageError(f"cannot read {uri}: {exc.strerror}") from None
+        else:
+            bucket, key = split_s3(uri)
+            stream = self.s3_call("reading", uri, lambda: self.s3.get_object(Bucket=bucket, Key=key)["Body"])
+        try:
+            yield stream
+        finally:
+            stream.close()
 
     def delete(self, uri: str) -> None:
         if not is_s3(uri):
