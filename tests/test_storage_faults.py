@@ -156,3 +156,38 @@ def test_a_name_near_the_file_systems_limit_is_published(tmp_path):
     with storage.staged_output(str(target)) as staged:
         staged.write_bytes(b"done")
     assert target.read_bytes() == b"done"
+
+
+def test_an_output_shard_whose_source_read_breaks_is_written_again_whole_or_named(faulty, tmp_path):
+    """A shard streams from S3 while its output is written: a body cut short restarts the shard, and a source that
+    keeps breaking leaves no output shard and a problem that names it, not a crashed job."""
+    import pyarrow as pa
+
+    from foley.pipeline.shards import ShardWork, publish_shards
+    from foley.storage.inputs import InputItem
+    from libraries import shard_members, write_shard
+
+    name, storage, proxy = faulty
+    members = write_shard(tmp_path / "s.tar", [("a.mp4", os.urandom(300_000)), ("a.txt", b"rain")])
+    storage.s3.upload_file(str(tmp_path / "s.tar"), name, "in/s.tar")
+    shard = InputItem(f"s3://{name}/in/s.tar", "s.tar", storage.identity(f"s3://{name}/in/s.tar"))
+    sample = f"{shard.uri}#a.mp4"
+    reading_the_shard = lambda request: request.method == "GET" and request.key == "in/s.tar"  # noqa: E731
+
+    def publish(output: str):
+        staged = f"{output}_foley/samples/s.tar/a.flac"
+        storage.write_bytes(staged, b"the sound")
+        manifest = pa.table({"input_uri": [sample], "result_id": ["r1"], "status": ["ok"], "outputs": [[staged]]})
+        return publish_shards(storage, output, [ShardWork(shard, {"a.mp4": (sample, "r1")})], manifest)
+
+    proxy.add_rule(reading_the_shard, fault="cut", times=2)
+    outcome = publish(f"s3://{name}/out/")
+    assert outcome.published == ["s.tar"] and proxy.injected["cut"] == 2
+    assert shard_members(storage.read_bytes(f"s3://{name}/out/s.tar")) == [*members, ("a.flac", b"the sound")]
+
+    proxy.add_rule(reading_the_shard, fault="cut", times=None)
+    outcome = publish(f"s3://{name}/broken/")
+    assert outcome.published == [] and len(outcome.problems) == 1
+    assert shard.uri in outcome.problems[0] and "run the job again" in outcome.problems[0]
+    assert not storage.exists(f"s3://{name}/broken/s.tar")
+    proxy.clear()

@@ -12,6 +12,7 @@ unchanged shards writes nothing, and a shard is written again only when one of i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tarfile
@@ -76,8 +77,9 @@ def publish_shards(storage: Storage, output_root: str, work: list[ShardWork], ma
         if unfinished:
             outcome.waiting[shard.shard.relative_path] = len(unfinished)
             continue
-        try:
-            if publish_shard(storage, output_root, shard, rows):
+        try:  # a connection broken while the shard streams is retried whole, like any S3 exchange
+            write = functools.partial(publish_shard, storage, output_root, shard, rows)
+            if storage.s3_call("writing the output shard of", shard.shard.uri, write):
                 outcome.published.append(shard.shard.relative_path)
             else:
                 outcome.unchanged += 1
